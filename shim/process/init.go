@@ -1,0 +1,359 @@
+// Package process owns the container's init process inside the shim: its
+// lifecycle as a state machine (created, running, stopped, deleted), its
+// stdio, the exit record, and the reaper that collects every child of the
+// shim.
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/berth-runtime/berth/shim/api"
+	"github.com/berth-runtime/berth/shim/logging"
+	"github.com/berth-runtime/berth/shim/runtime"
+)
+
+// Status is the init process's lifecycle state.
+type Status string
+
+// The states of an init process.
+const (
+	StatusCreated Status = "created"
+	StatusRunning Status = "running"
+	StatusStopped Status = "stopped"
+	StatusDeleted Status = "deleted"
+)
+
+// drainTimeout bounds how long an exit waits for output still in the pipes.
+const drainTimeout = 2 * time.Second
+
+// Config creates an init process.
+type Config struct {
+	ID       string
+	StateDir string
+	Bundle   string
+	// RuntimeBinary and RuntimeRoot select the OCI runtime and its --root.
+	RuntimeBinary string
+	RuntimeRoot   string
+	// LogPath is the CRI log file; empty discards output.
+	LogPath   string
+	Stdin     bool
+	StdinOnce bool
+	Terminal  bool
+	Reaper    *Reaper
+	// Logger should carry container_id; nil uses slog.Default with it.
+	Logger *slog.Logger
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.ID == "":
+		return fmt.Errorf("container id required: %w", errdefs.ErrInvalidArgument)
+	case c.Bundle == "":
+		return fmt.Errorf("bundle required for container %q: %w", c.ID, errdefs.ErrInvalidArgument)
+	case c.RuntimeBinary == "":
+		return fmt.Errorf("runtime binary required for container %q: %w", c.ID, errdefs.ErrInvalidArgument)
+	case c.StateDir == "":
+		return fmt.Errorf("state dir required for container %q: %w", c.ID, errdefs.ErrInvalidArgument)
+	case c.Reaper == nil:
+		return fmt.Errorf("reaper required for container %q: %w", c.ID, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Init is a container's init process.
+type Init struct {
+	id       string
+	stateDir string
+	rt       *runtime.Runtime
+	log      *slog.Logger
+	// pid is set in New and read-only afterwards.
+	pid int
+	// io is set in New; its methods synchronise themselves.
+	io *stdio
+	// exited is closed after exit is recorded on disk and in exit.
+	exited chan struct{}
+	// exit is written once, before exited is closed; read it only after.
+	exit Exit
+
+	mu sync.Mutex
+	// state is the current state; guarded by mu, which is held for a whole
+	// transition, runtime command included.
+	state state
+}
+
+// New runs the runtime's create and returns the created init process. On
+// failure nothing is left behind: no runtime state, no open files.
+func New(ctx context.Context, c Config) (_ *Init, retErr error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.Default().With("container_id", c.ID)
+	}
+	rt := &runtime.Runtime{
+		Binary:  c.RuntimeBinary,
+		Root:    c.RuntimeRoot,
+		LogPath: filepath.Join(c.StateDir, "runtime-log.json"),
+		Monitor: c.Reaper,
+		Logger:  log,
+	}
+	lw, err := logging.Open(c.LogPath)
+	if err != nil {
+		return nil, err
+	}
+	p := &Init{id: c.ID, stateDir: c.StateDir, rt: rt, log: log, exited: make(chan struct{})}
+	p.state = &createdState{p: p}
+	defer func() {
+		if retErr != nil {
+			if p.io != nil {
+				p.io.closeAll()
+			} else {
+				_ = lw.Close()
+			}
+		}
+	}()
+
+	// Exits of unknown pids are held from before create until the init's
+	// pid is watched: init may die before its pid file is read.
+	release := c.Reaper.Hold()
+	defer release()
+	if c.Terminal {
+		p.io, err = p.createWithConsole(ctx, c, lw)
+	} else {
+		p.io, err = p.createWithPipes(ctx, c, lw)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pid, err := readPidFile(p.pidFile())
+	if err != nil {
+		p.forceDelete()
+		return nil, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	p.pid = pid
+	exitCh := c.Reaper.Watch(pid)
+	p.io.startCopy()
+	go p.waitExit(exitCh)
+	log.Info("container created", "pid", pid)
+	return p, nil
+}
+
+func (p *Init) pidFile() string { return filepath.Join(p.stateDir, "init.pid") }
+
+func (p *Init) createWithPipes(ctx context.Context, c Config, lw *logging.Writer) (*stdio, error) {
+	sio, child, err := newPipeStdio(lw, c.Stdin)
+	if err != nil {
+		return nil, err
+	}
+	err = p.rt.Create(ctx, c.ID, runtime.CreateOpts{
+		Bundle:  c.Bundle,
+		PidFile: p.pidFile(),
+		Stdin:   child.stdin,
+		Stdout:  child.stdout,
+		Stderr:  child.stderr,
+	})
+	// The container holds its own copies now; ours would keep the pipes
+	// from ever reaching EOF.
+	child.close()
+	if err != nil {
+		sio.log = nil // the caller closes the log writer
+		sio.closeAll()
+		p.forceDelete()
+		return nil, err
+	}
+	return sio, nil
+}
+
+func (p *Init) createWithConsole(ctx context.Context, c Config, lw *logging.Writer) (*stdio, error) {
+	cs, err := newConsoleSocket()
+	if err != nil {
+		return nil, err
+	}
+	defer cs.close()
+	type result struct {
+		f   *os.File
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		f, err := cs.receive(ctx)
+		got <- result{f, err}
+	}()
+	err = p.rt.Create(ctx, c.ID, runtime.CreateOpts{
+		Bundle:        c.Bundle,
+		PidFile:       p.pidFile(),
+		ConsoleSocket: cs.path,
+	})
+	var r result
+	if err == nil {
+		// The runtime sends the master before create returns; the timer
+		// only guards against a runtime that never does.
+		select {
+		case r = <-got:
+		case <-time.After(10 * time.Second):
+			cs.close()
+			r = <-got
+		}
+		err = r.err
+	} else {
+		cs.close()
+		r = <-got
+	}
+	if err != nil {
+		if r.f != nil {
+			_ = r.f.Close()
+		}
+		p.forceDelete()
+		return nil, err
+	}
+	return newConsoleStdio(lw, r.f, c.Stdin), nil
+}
+
+// forceDelete removes whatever create left, with a fresh context: the
+// request's may be what failed.
+func (p *Init) forceDelete() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.rt.Delete(ctx, p.id, true); err != nil {
+		p.log.Warn("cleanup after failed create", "error", err)
+	}
+}
+
+func readPidFile(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("read init pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("init pid file %q: %w", path, errdefs.ErrDataLoss)
+	}
+	return pid, nil
+}
+
+// waitExit records init's exit: output drained (bounded), exit file on
+// disk, then state and waiters. The file comes first so that whoever learns
+// of the exit can also find it after a shim crash.
+func (p *Init) waitExit(ch <-chan Exit) {
+	e := <-ch
+	p.io.drain(drainTimeout)
+	// Nothing writes to the init's log or reads its stdin after this.
+	p.io.closeAll()
+	err := api.WriteExitFile(p.stateDir, api.ExitFile{
+		ExitStatus: int32(e.Status),
+		ExitedAt:   e.At.UnixNano(),
+	})
+	if err != nil {
+		p.log.Error("write exit file", "error", err)
+	}
+	p.exit = e
+	p.mu.Lock()
+	p.state = p.state.exited()
+	p.mu.Unlock()
+	close(p.exited)
+	p.log.Info("container exited", "pid", e.Pid, "exit_status", e.Status)
+}
+
+// Pid returns the init process's pid.
+func (p *Init) Pid() int { return p.pid }
+
+// Start starts the created container.
+func (p *Init) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.start(ctx)
+}
+
+// Kill signals the init process (every process of the container with all).
+// Signalling a process that already exited succeeds.
+func (p *Init) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.kill(ctx, sig, all)
+}
+
+// Delete removes the container from the runtime after it exited, or before
+// it started (killing it), and returns the exit. Deleting twice succeeds.
+func (p *Init) Delete(ctx context.Context) (Exit, error) {
+	p.mu.Lock()
+	err := p.state.delete(ctx)
+	p.mu.Unlock()
+	if err != nil {
+		return Exit{}, err
+	}
+	return p.Wait(ctx)
+}
+
+// Wait blocks until the exit is recorded (exit file written).
+func (p *Init) Wait(ctx context.Context) (Exit, error) {
+	select {
+	case <-p.exited:
+		return p.exit, nil
+	case <-ctx.Done():
+		return Exit{}, fmt.Errorf("wait for container %q: %w", p.id, ctx.Err())
+	}
+}
+
+// Info is a snapshot of the init process.
+type Info struct {
+	Pid    int
+	Status Status
+	// Exit is nil until the exit is recorded.
+	Exit *Exit
+}
+
+// State returns a snapshot.
+func (p *Init) State() Info {
+	p.mu.Lock()
+	st := p.state.status()
+	p.mu.Unlock()
+	info := Info{Pid: p.pid, Status: st}
+	select {
+	case <-p.exited:
+		e := p.exit
+		info.Exit = &e
+	default:
+	}
+	return info
+}
+
+// Exited reports whether the exit has been recorded.
+func (p *Init) Exited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// TransitionError is an operation the current state does not allow.
+type TransitionError struct {
+	From Status
+	Op   string
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("cannot %s a %s container", e.Op, e.From)
+}
+
+// Unwrap classifies every invalid transition as a failed precondition.
+func (e *TransitionError) Unwrap() error { return errdefs.ErrFailedPrecondition }
+
+// isGone reports a runtime error meaning the process or container is gone.
+func isGone(err error) bool {
+	return errors.Is(err, errdefs.ErrNotFound)
+}
