@@ -1,0 +1,213 @@
+package imagesvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/sys/mountinfo"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-runtime/berth/imagesvc/snapshot"
+)
+
+func validContainerID(id string) error {
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/,:\x00") || len(id) > 128 {
+		return fmt.Errorf("container id %q: %w", id, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func (s *Service) containerDir(id string) string {
+	return filepath.Join(s.root, "containers", id)
+}
+
+// PrepareRootfs mounts the writable root filesystem of container containerID
+// at target (created if missing): an overlay of the image's layers, top layer
+// first, with upper and work dirs in containers/<id>. The container's use of
+// the layers is recorded so image removal keeps them. Everything is undone
+// on failure. errdefs.ErrAlreadyExists if the container already has a rootfs.
+func (s *Service) PrepareRootfs(ctx context.Context, containerID, imageID, target string) (err error) {
+	if err := validContainerID(containerID); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(target) {
+		return fmt.Errorf("rootfs target %q must be absolute: %w", target, errdefs.ErrInvalidArgument)
+	}
+	var img Image
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if _, ok, err := getRootfs(tx, containerID); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("rootfs of container %q: %w", containerID, errdefs.ErrAlreadyExists)
+		}
+		id, err := resolve(tx, imageID)
+		if err != nil {
+			return err
+		}
+		if img, err = getImage(tx, id); err != nil {
+			return err
+		}
+		return putRootfs(tx, containerID, rootfsRecord{ImageID: id, ChainIDs: img.ChainIDs})
+	})
+	if err != nil {
+		return fmt.Errorf("prepare rootfs for container %q: %w", containerID, err)
+	}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for _, u := range slices.Backward(undo) {
+				u()
+			}
+		}
+	}()
+	undo = append(undo, func() { s.dropRootfsRecord(ctx, containerID) })
+	if err = s.mountRootfs(ctx, containerID, img, target, &undo); err != nil {
+		return fmt.Errorf("prepare rootfs for container %q: %w", containerID, err)
+	}
+	s.log.DebugContext(ctx, "rootfs mounted", "container_id", containerID, "image_id", img.ID, "target", target)
+	return nil
+}
+
+func (s *Service) mountRootfs(ctx context.Context, containerID string, img Image, target string, undo *[]func()) error {
+	cdir := s.containerDir(containerID)
+	if err := os.MkdirAll(filepath.Dir(cdir), 0o711); err != nil {
+		return err
+	}
+	if err := os.Mkdir(cdir, 0o711); err != nil {
+		return fmt.Errorf("create container dir: %w", err)
+	}
+	*undo = append(*undo, func() { _ = os.RemoveAll(cdir) })
+	upper, work := filepath.Join(cdir, "upper"), filepath.Join(cdir, "work")
+	var lowers []string
+	for _, c := range slices.Backward(img.ChainIDs) {
+		if !s.layers.Exists(c) {
+			return fmt.Errorf("layer %q of image %q is missing: %w", c, img.ID, errdefs.ErrFailedPrecondition)
+		}
+		lowers = append(lowers, s.layers.Dir(c))
+	}
+	dirs := []string{upper, work}
+	if len(lowers) == 0 { // config-only image: overlay needs one lower dir
+		lowers = []string{filepath.Join(cdir, "lower")}
+		dirs = append(dirs, lowers[0])
+	}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("create overlay dir: %w", err)
+		}
+	}
+	if _, err := os.Lstat(target); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return fmt.Errorf("create rootfs target: %w", err)
+		}
+		*undo = append(*undo, func() { _ = os.Remove(target) })
+	}
+	if err := snapshot.MountOverlay(lowers, upper, work, target); err != nil {
+		return err
+	}
+	*undo = append(*undo, func() { _ = snapshot.Unmount(target) })
+	return ctx.Err()
+}
+
+func (s *Service) dropRootfsRecord(ctx context.Context, containerID string) {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRootfs).Delete([]byte(containerID))
+	})
+	if err != nil {
+		s.log.WarnContext(ctx, "drop rootfs record", "container_id", containerID, "error", err)
+	}
+}
+
+// RemoveRootfs unmounts target (lazily if busy), removes the container's
+// overlay dirs and the (then empty) target dir, forgets the container's use
+// of its layers and deletes layers nothing uses any more. Idempotent.
+func (s *Service) RemoveRootfs(ctx context.Context, containerID, target string) error {
+	if err := validContainerID(containerID); err != nil {
+		return err
+	}
+	if target != "" {
+		if err := snapshot.Unmount(target); err != nil {
+			return fmt.Errorf("remove rootfs of container %q: %w", containerID, err)
+		}
+		if err := os.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.WarnContext(ctx, "rootfs target not removed", "container_id", containerID, "target", target, "error", err)
+		}
+	}
+	if err := os.RemoveAll(s.containerDir(containerID)); err != nil {
+		return fmt.Errorf("remove rootfs dirs of container %q: %w", containerID, err)
+	}
+	var rec rootfsRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if rec, _, err = getRootfs(tx, containerID); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketRootfs).Delete([]byte(containerID))
+	})
+	if err != nil {
+		return fmt.Errorf("remove rootfs record of container %q: %w", containerID, err)
+	}
+	s.gcLayers(ctx, rec.ChainIDs)
+	return nil
+}
+
+// FsInfo reports bytes (allocated blocks) and inodes used by layers and
+// blobs, and the mount point of the filesystem holding Root.
+func (s *Service) FsInfo(ctx context.Context) (FsUsage, error) {
+	u := FsUsage{Mountpoint: s.mountpoint()}
+	seen := map[[2]uint64]bool{}
+	for _, dir := range []string{s.layers.Root(), s.content.Root()} {
+		err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil // removed while walking
+				}
+				return err
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				return nil
+			}
+			key := [2]uint64{st.Dev, st.Ino}
+			if seen[key] {
+				return nil
+			}
+			seen[key] = true
+			u.InodesUsed++
+			u.UsedBytes += uint64(st.Blocks) * 512
+			return nil
+		})
+		if err != nil {
+			return FsUsage{}, fmt.Errorf("measure %q: %w", dir, err)
+		}
+	}
+	return u, nil
+}
+
+func (s *Service) mountpoint() string {
+	root, err := filepath.EvalSymlinks(s.root)
+	if err != nil {
+		return s.root
+	}
+	mounts, err := mountinfo.GetMounts(mountinfo.ParentsFilter(root))
+	if err != nil || len(mounts) == 0 {
+		return s.root
+	}
+	best := mounts[0].Mountpoint
+	for _, m := range mounts[1:] {
+		if len(m.Mountpoint) > len(best) {
+			best = m.Mountpoint
+		}
+	}
+	return best
+}

@@ -1,0 +1,268 @@
+// Package imagesvc owns images on the node: reference normalisation, pulls
+// from registries, the verified content store, unpacking layers (each once,
+// shared by every image that has it), image metadata in bbolt, and the
+// overlayfs root filesystems of containers built from those layers.
+//
+// Layout under Options.Root: content/blobs/sha256/<hex> (blobs),
+// layers/<first 20 hex of chain ID>/ (unpacked layers), containers/<id>/
+// {upper,work,lower} (writable overlay dirs). With Root=/var/lib/berth, an
+// overlay of about 80 layers fits in overlay's one-page mount data; deeper
+// images are refused with ErrInvalidArgument.
+package imagesvc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/berth-runtime/berth/imagesvc/content"
+	"github.com/berth-runtime/berth/imagesvc/reference"
+	"github.com/berth-runtime/berth/imagesvc/snapshot"
+)
+
+// DefaultMaxConcurrentDownloads bounds parallel layer downloads.
+const DefaultMaxConcurrentDownloads = 3
+
+// Options configure a Service.
+type Options struct {
+	Root string   // e.g. /var/lib/berth; must be absolute
+	DB   *bolt.DB // opened by the caller; imagesvc uses buckets named "images*"
+	// InsecureHosts are registries ("127.0.0.1:5000") reached over plain HTTP.
+	InsecureHosts []string
+	// MaxConcurrentDownloads bounds layer downloads across all pulls (0 => 3).
+	MaxConcurrentDownloads int
+	Platform               *ocispec.Platform // nil => linux/runtime.GOARCH
+	Logger                 *slog.Logger
+}
+
+// Auth are registry credentials, in the CRI AuthConfig shape.
+type Auth struct {
+	Username, Password, Auth, IdentityToken, RegistryToken string
+}
+
+// Image is an image record.
+type Image struct {
+	ID          string   // config digest, "sha256:..."
+	RepoTags    []string // "docker.io/library/busybox:latest"
+	RepoDigests []string // "docker.io/library/busybox@sha256:<manifest or index digest>"
+	Size        uint64   // compressed layers + config
+	Config      ocispec.Image
+	ChainIDs    []digest.Digest // bottom layer first
+	Pinned      bool
+}
+
+// FsUsage is what the image filesystem uses.
+type FsUsage struct {
+	Mountpoint            string
+	UsedBytes, InodesUsed uint64
+}
+
+// Service is the image service.
+type Service struct {
+	root     string
+	db       *bolt.DB
+	log      *slog.Logger
+	platform ocispec.Platform
+	insecure map[string]bool
+	content  *content.Store
+	layers   *snapshot.Layers
+	sem      chan struct{} // download slots
+
+	pulls      group[Image]
+	layerPulls group[struct{}]
+
+	mu sync.Mutex // guards active; held across a layer GC decision and delete
+	// active counts chain IDs that running pulls rely on, so GC keeps them.
+	active map[digest.Digest]int
+}
+
+// New opens the image service, creating its directories and buckets.
+func New(ctx context.Context, o Options) (*Service, error) {
+	if o.Root == "" || !filepath.IsAbs(o.Root) {
+		return nil, fmt.Errorf("image service root %q must be an absolute path: %w", o.Root, errdefs.ErrInvalidArgument)
+	}
+	if o.DB == nil {
+		return nil, fmt.Errorf("image service needs a metadata db: %w", errdefs.ErrInvalidArgument)
+	}
+	s := &Service{
+		root:     filepath.Clean(o.Root),
+		db:       o.DB,
+		log:      o.Logger,
+		insecure: map[string]bool{},
+		active:   map[digest.Digest]int{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if o.Platform != nil {
+		s.platform = *o.Platform
+	} else {
+		s.platform = ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	}
+	n := o.MaxConcurrentDownloads
+	if n <= 0 {
+		n = DefaultMaxConcurrentDownloads
+	}
+	s.sem = make(chan struct{}, n)
+	for _, h := range o.InsecureHosts {
+		s.insecure[h] = true
+	}
+	var err error
+	if s.content, err = content.New(filepath.Join(s.root, "content")); err != nil {
+		return nil, err
+	}
+	if s.layers, err = snapshot.NewLayers(filepath.Join(s.root, "layers")); err != nil {
+		return nil, err
+	}
+	if err := initBuckets(s.db); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+var (
+	idRE     = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	bareIDRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// Get finds an image by ID ("sha256:<hex>" or the bare 64-hex form), by tag
+// reference (normalised: "busybox" finds docker.io/library/busybox:latest),
+// or by digest reference ("busybox@sha256:..."). errdefs.ErrNotFound if none.
+func (s *Service) Get(ctx context.Context, refOrID string) (Image, error) {
+	var img Image
+	err := s.db.View(func(tx *bolt.Tx) error {
+		id, err := resolve(tx, refOrID)
+		if err != nil {
+			return err
+		}
+		img, err = getImage(tx, id)
+		return err
+	})
+	return img, err
+}
+
+// resolve maps any accepted name form to an image ID.
+func resolve(tx *bolt.Tx, refOrID string) (string, error) {
+	if bareIDRE.MatchString(refOrID) {
+		refOrID = "sha256:" + refOrID
+	}
+	if idRE.MatchString(refOrID) {
+		if tx.Bucket(bucketImages).Get([]byte(refOrID)) == nil {
+			return "", fmt.Errorf("image %q: %w", refOrID, errdefs.ErrNotFound)
+		}
+		return refOrID, nil
+	}
+	r, err := reference.Parse(refOrID)
+	if err != nil {
+		return "", err
+	}
+	name := r.TagRef()
+	if r.Digest != "" {
+		name = r.DigestRef(r.Digest)
+	}
+	id := tx.Bucket(bucketNames).Get([]byte(name))
+	if id == nil {
+		return "", fmt.Errorf("image %q: %w", refOrID, errdefs.ErrNotFound)
+	}
+	return string(id), nil
+}
+
+// List returns every image record.
+func (s *Service) List(ctx context.Context) ([]Image, error) {
+	var imgs []Image
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		imgs, err = listImages(tx)
+		return err
+	})
+	return imgs, err
+}
+
+// Remove deletes the image record found by refOrID with all its names
+// (errdefs.ErrNotFound if there is none), then deletes the layer dirs that
+// no other image and no container rootfs uses. Blobs stay (GC is later work).
+func (s *Service) Remove(ctx context.Context, refOrID string) error {
+	var removed Image
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		id, err := resolve(tx, refOrID)
+		if err != nil {
+			return err
+		}
+		removed, err = deleteImage(tx, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("remove image %q: %w", refOrID, err)
+	}
+	s.log.InfoContext(ctx, "image removed", "image_id", removed.ID, "tags", removed.RepoTags)
+	s.gcLayers(ctx, removed.ChainIDs)
+	return nil
+}
+
+// gcLayers deletes those of candidates that nothing references any more.
+// Errors are logged: a left-over layer wastes space but breaks nothing.
+func (s *Service) gcLayers(ctx context.Context, candidates []digest.Digest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var used map[digest.Digest]bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		used, err = usedChains(tx)
+		return err
+	})
+	if err != nil {
+		s.log.WarnContext(ctx, "layer gc: read metadata", "error", err)
+		return
+	}
+	for _, c := range slices.Compact(slices.Sorted(slices.Values(candidates))) {
+		if used[c] || s.active[c] > 0 {
+			continue
+		}
+		if err := s.layers.Remove(c); err != nil {
+			s.log.WarnContext(ctx, "layer gc: remove layer", "chain_id", c, "error", err)
+			continue
+		}
+		s.log.DebugContext(ctx, "layer removed", "chain_id", c)
+	}
+}
+
+// hold marks chain IDs as in use by a pull until the returned func runs.
+func (s *Service) hold(chains []digest.Digest) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range chains {
+		s.active[c]++
+	}
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, c := range chains {
+			if s.active[c]--; s.active[c] <= 0 {
+				delete(s.active, c)
+			}
+		}
+	}
+}
+
+// chainIDs computes OCI chain IDs from diff IDs, bottom layer first.
+func chainIDs(diffIDs []digest.Digest) []digest.Digest {
+	out := make([]digest.Digest, len(diffIDs))
+	for i, d := range diffIDs {
+		if i == 0 {
+			out[i] = d
+			continue
+		}
+		out[i] = digest.FromString(out[i-1].String() + " " + d.String())
+	}
+	return out
+}

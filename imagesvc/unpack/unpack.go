@@ -1,0 +1,480 @@
+// Package unpack owns turning a layer's tar stream into a directory that
+// overlayfs can use as a lower layer: safe extraction of hostile input (no
+// entry may land outside the directory) and OCI whiteouts converted to
+// overlayfs ones. Requires Linux >= 5.6 (openat2).
+package unpack
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutMeta   = ".wh..wh."
+	whiteoutOpaque = ".wh..wh..opq"
+	paxXattr       = "SCHILY.xattr."
+	// OpaqueXattr marks an overlayfs directory whose lower contents are hidden.
+	OpaqueXattr = "trusted.overlay.opaque"
+)
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// Decompress returns the uncompressed stream of a layer blob, detecting gzip,
+// zstd or plain tar by magic bytes (media types are not always truthful).
+func Decompress(r io.Reader) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	magic, err := br.Peek(4)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read layer header: %w", err)
+	}
+	switch {
+	case bytes.HasPrefix(magic, gzipMagic):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("open gzip layer: %w", err)
+		}
+		return zr, nil
+	case bytes.HasPrefix(magic, zstdMagic):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, fmt.Errorf("open zstd layer: %w", err)
+		}
+		return zr.IOReadCloser(), nil
+	default:
+		return io.NopCloser(br), nil
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
+
+// Apply extracts the tar stream r into the existing directory dir. Entries are
+// created with *at syscalls relative to dir; parents are resolved with
+// RESOLVE_IN_ROOT, so symlinks inside the layer can never lead outside it.
+// Paths that escape dir (absolute, "..") and hardlinks whose target escapes
+// are rejected with errdefs.ErrInvalidArgument; device nodes are skipped.
+// On error dir is left partly written: the caller removes it.
+func Apply(ctx context.Context, dir string, r io.Reader, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	rootfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open layer dir %q: %w", dir, err)
+	}
+	defer unix.Close(rootfd)
+	e := &extractor{rootfd: rootfd, log: log, chown: unix.Geteuid() == 0}
+	tr := tar.NewReader(r)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read layer tar: %w", err)
+		}
+		if err := e.entry(hdr, tr); err != nil {
+			return fmt.Errorf("extract %q: %w", hdr.Name, err)
+		}
+	}
+	return e.finishDirs()
+}
+
+type dirTime struct {
+	name string
+	hdr  *tar.Header
+}
+
+type extractor struct {
+	rootfd int
+	log    *slog.Logger
+	chown  bool
+	dirs   []dirTime
+}
+
+// cleanName makes a tar path relative to the layer root, or rejects it.
+func cleanName(name string) (string, error) {
+	if name == "" || strings.HasPrefix(name, "/") {
+		return "", fmt.Errorf("path %q is empty or absolute: %w", name, errdefs.ErrInvalidArgument)
+	}
+	c := path.Clean(name)
+	if c == ".." || strings.HasPrefix(c, "../") {
+		return "", fmt.Errorf("path %q escapes the layer: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return c, nil
+}
+
+func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
+	name, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	dir, base := path.Split(name)
+	dir = path.Clean("./" + dir)
+	if strings.HasPrefix(base, whiteoutPrefix) {
+		return e.whiteout(dir, base)
+	}
+	if name == "." {
+		if hdr.Typeflag != tar.TypeDir {
+			return fmt.Errorf("layer root is not a directory: %w", errdefs.ErrInvalidArgument)
+		}
+		return e.dir(".", hdr)
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
+	case tar.TypeChar, tar.TypeBlock:
+		e.log.Warn("skipping device node in layer", "path", name, "major", hdr.Devmajor, "minor", hdr.Devminor)
+		return nil
+	case tar.TypeXGlobalHeader:
+		return nil
+	default:
+		e.log.Warn("skipping unsupported tar entry", "path", name, "type", string(hdr.Typeflag))
+		return nil
+	}
+	parent, err := e.openDir(dir, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	if hdr.Typeflag == tar.TypeDir {
+		if err := e.ensureDir(parent, base); err != nil {
+			return err
+		}
+		return e.dir(name, hdr)
+	}
+	if err := removeAt(parent, base); err != nil {
+		return err
+	}
+	switch hdr.Typeflag {
+	case tar.TypeSymlink:
+		if err := unix.Symlinkat(hdr.Linkname, parent, base); err != nil {
+			return fmt.Errorf("symlink: %w", err)
+		}
+	case tar.TypeLink:
+		return e.hardlink(parent, base, hdr.Linkname)
+	case tar.TypeFifo:
+		if err := unix.Mknodat(parent, base, unix.S_IFIFO|uint32(hdr.Mode&0o7777), 0); err != nil {
+			return fmt.Errorf("mkfifo: %w", err)
+		}
+	default:
+		return e.regular(parent, base, hdr, tr)
+	}
+	return e.attrsAt(parent, base, hdr)
+}
+
+// openDir opens dir (relative, clean) resolved inside the root, creating
+// missing components when create is set.
+func (e *extractor) openDir(dir string, create bool) (int, error) {
+	how := &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	}
+	fd, err := unix.Openat2(e.rootfd, dir, how)
+	if err == nil || !create || !errors.Is(err, unix.ENOENT) {
+		if err != nil {
+			return -1, fmt.Errorf("open dir %q in layer: %w", dir, err)
+		}
+		return fd, nil
+	}
+	cur := "."
+	for _, c := range strings.Split(dir, "/") {
+		next := path.Join(cur, c)
+		fd, err = unix.Openat2(e.rootfd, next, how)
+		if errors.Is(err, unix.ENOENT) {
+			pfd, perr := unix.Openat2(e.rootfd, cur, how)
+			if perr != nil {
+				return -1, fmt.Errorf("open dir %q in layer: %w", cur, perr)
+			}
+			merr := unix.Mkdirat(pfd, c, 0o755)
+			unix.Close(pfd)
+			if merr != nil && !errors.Is(merr, unix.EEXIST) {
+				return -1, fmt.Errorf("mkdir %q in layer: %w", next, merr)
+			}
+			fd, err = unix.Openat2(e.rootfd, next, how)
+		}
+		if err != nil {
+			return -1, fmt.Errorf("open dir %q in layer: %w", next, err)
+		}
+		if next != dir {
+			unix.Close(fd)
+		}
+		cur = next
+	}
+	return fd, nil
+}
+
+// ensureDir makes parent/base a directory, replacing any non-directory.
+func (e *extractor) ensureDir(parent int, base string) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(parent, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return nil
+	}
+	if err == nil {
+		if err := removeAt(parent, base); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mkdirat(parent, base, 0o755); err != nil {
+		return fmt.Errorf("mkdir: %w", err)
+	}
+	return nil
+}
+
+// dir applies a directory entry's attributes; times are set at the end,
+// after its children stop changing them.
+func (e *extractor) dir(name string, hdr *tar.Header) error {
+	fd, err := e.openDir(name, false)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := e.ownerMode(fd, hdr); err != nil {
+		return err
+	}
+	e.xattrs(fd, name, hdr)
+	e.dirs = append(e.dirs, dirTime{name: name, hdr: hdr})
+	return nil
+}
+
+func (e *extractor) regular(parent int, base string, hdr *tar.Header, tr io.Reader) error {
+	fd, err := unix.Openat(parent, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create file: %w", err)
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	w := &fdWriter{fd: fd}
+	_, err = io.CopyBuffer(w, io.LimitReader(tr, hdr.Size), *bp)
+	if err == nil {
+		err = e.ownerMode(fd, hdr)
+	}
+	if err == nil {
+		e.xattrs(fd, hdr.Name, hdr)
+	}
+	if cerr := unix.Close(fd); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write file: %w", err)
+	}
+	return setTimes(parent, base, hdr)
+}
+
+func (e *extractor) hardlink(parent int, base, linkname string) error {
+	target, err := cleanName(linkname)
+	if err != nil {
+		return fmt.Errorf("hardlink target: %w", err)
+	}
+	if target == "." {
+		return fmt.Errorf("hardlink to layer root: %w", errdefs.ErrInvalidArgument)
+	}
+	tdir, tbase := path.Split(target)
+	tparent, err := e.openDir(path.Clean("./"+tdir), false)
+	if err != nil {
+		return fmt.Errorf("hardlink target %q: %w", linkname, err)
+	}
+	defer unix.Close(tparent)
+	// flags 0: never follow a symlink target, link the symlink itself.
+	if err := unix.Linkat(tparent, tbase, parent, base, 0); err != nil {
+		return fmt.Errorf("hardlink to %q: %w", linkname, err)
+	}
+	return nil
+}
+
+func (e *extractor) whiteout(dir, base string) error {
+	switch {
+	case base == whiteoutOpaque:
+		fd, err := e.openDir(dir, true)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Fsetxattr(fd, OpaqueXattr, []byte("y"), 0); err != nil {
+			return fmt.Errorf("mark %q opaque: %w", dir, err)
+		}
+		return nil
+	case strings.HasPrefix(base, whiteoutMeta):
+		return nil // aufs bookkeeping (.wh..wh.plnk etc.), meaningless here
+	}
+	victim := strings.TrimPrefix(base, whiteoutPrefix)
+	if victim == "" || victim == "." || victim == ".." {
+		return fmt.Errorf("bad whiteout %q: %w", base, errdefs.ErrInvalidArgument)
+	}
+	parent, err := e.openDir(dir, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	if err := removeAt(parent, victim); err != nil {
+		return err
+	}
+	// overlayfs whiteout: a 0:0 character device.
+	if err := unix.Mknodat(parent, victim, unix.S_IFCHR, 0); err != nil {
+		return fmt.Errorf("create whiteout for %q: %w", path.Join(dir, victim), err)
+	}
+	return nil
+}
+
+func (e *extractor) ownerMode(fd int, hdr *tar.Header) error {
+	if e.chown {
+		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
+	}
+	// after chown, which clears setuid/setgid bits.
+	if err := unix.Fchmod(fd, uint32(hdr.Mode&0o7777)); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	return nil
+}
+
+// attrsAt sets owner, mode and times of a symlink or fifo without following it.
+func (e *extractor) attrsAt(parent int, base string, hdr *tar.Header) error {
+	if e.chown {
+		if err := unix.Fchownat(parent, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("lchown: %w", err)
+		}
+	}
+	if hdr.Typeflag == tar.TypeFifo {
+		if err := unix.Fchmodat(parent, base, uint32(hdr.Mode&0o7777), 0); err != nil {
+			return fmt.Errorf("chmod fifo: %w", err)
+		}
+	}
+	return setTimes(parent, base, hdr)
+}
+
+// xattrs sets extended attributes where the filesystem allows; overlay's own
+// attributes from a layer could redirect lookups, so they are never taken.
+func (e *extractor) xattrs(fd int, name string, hdr *tar.Header) {
+	for k, v := range hdr.PAXRecords {
+		attr, ok := strings.CutPrefix(k, paxXattr)
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(attr, "trusted.overlay.") {
+			e.log.Warn("ignoring overlay xattr in layer", "path", name, "xattr", attr)
+			continue
+		}
+		if err := unix.Fsetxattr(fd, attr, []byte(v), 0); err != nil {
+			e.log.Debug("cannot set xattr", "path", name, "xattr", attr, "error", err)
+		}
+	}
+}
+
+func (e *extractor) finishDirs() error {
+	for i := len(e.dirs) - 1; i >= 0; i-- {
+		d := e.dirs[i]
+		fd, err := e.openDir(d.name, false)
+		if err != nil {
+			return err
+		}
+		err = setTimes(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), d.hdr)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func setTimes(dirfd int, name string, hdr *tar.Header) error {
+	atime := hdr.AccessTime
+	if atime.IsZero() {
+		atime = hdr.ModTime
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(atime.UnixNano()), unix.NsecToTimespec(hdr.ModTime.UnixNano())}
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if dirfd == unix.AT_FDCWD {
+		flags = 0 // a /proc/self/fd magic link to an already opened dir
+	}
+	if err := unix.UtimesNanoAt(dirfd, name, ts, flags); err != nil {
+		return fmt.Errorf("set times: %w", err)
+	}
+	return nil
+}
+
+// removeAt removes parent/base whatever it is; a missing entry is fine.
+func removeAt(parent int, base string) error {
+	err := unix.Unlinkat(parent, base, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) {
+		return fmt.Errorf("remove %q: %w", base, err)
+	}
+	if err := unix.Unlinkat(parent, base, unix.AT_REMOVEDIR); err == nil {
+		return nil
+	}
+	fd, err := unix.Openat(parent, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %q for removal: %w", base, err)
+	}
+	err = removeChildren(fd)
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	if err := unix.Unlinkat(parent, base, unix.AT_REMOVEDIR); err != nil {
+		return fmt.Errorf("remove dir %q: %w", base, err)
+	}
+	return nil
+}
+
+func removeChildren(dirfd int) error {
+	dup, err := unix.Dup(dirfd)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(dup), "dir")
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("read dir for removal: %w", err)
+	}
+	for _, n := range names {
+		if err := removeAt(dirfd, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type fdWriter struct{ fd int }
+
+func (w *fdWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := unix.Write(w.fd, p[n:])
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
