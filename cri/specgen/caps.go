@@ -1,0 +1,45 @@
+package specgen
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// CurrentCapabilities returns the names of the capabilities in the calling
+// process' bounding set: the most a container started by it can hold.
+func CurrentCapabilities() ([]string, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return nil, fmt.Errorf("read own capabilities: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		v, ok := strings.CutPrefix(sc.Text(), "CapBnd:")
+		if !ok {
+			continue
+		}
+		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil {
+			return nil, fmt.Errorf("parse CapBnd %q: %w", v, err)
+		}
+		return capsFromMask(mask), nil
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read own capabilities: %w", err)
+	}
+	return nil, fmt.Errorf("no CapBnd in /proc/self/status")
+}
+
+func capsFromMask(mask uint64) []string {
+	var out []string
+	for i, name := range allCaps {
+		if mask&(1<<uint(i)) != 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
