@@ -1,0 +1,223 @@
+// Command berthd is berth's CRI daemon. main only parses flags, loads the
+// config and wires the components together explicitly; the work lives in
+// cri/, sandbox/, imagesvc/, netplugin/ and shim/client.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/config"
+	"github.com/berth-runtime/berth/cri/interceptor"
+	"github.com/berth-runtime/berth/cri/server"
+	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/imagesvc"
+	"github.com/berth-runtime/berth/netplugin"
+	"github.com/berth-runtime/berth/sandbox"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "berthd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "config" {
+		return configCmd(args[1:], stdout)
+	}
+	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", config.DefaultPath, "config file (TOML)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := config.Load(*cfgPath, explicit)
+	if err != nil {
+		return err
+	}
+	return serve(cfg, stderr)
+}
+
+func configCmd(args []string, stdout io.Writer) error {
+	switch {
+	case len(args) == 1 && args[0] == "default":
+		data, err := config.Marshal(config.Default())
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(data)
+		return err
+	case len(args) == 2 && args[0] == "check":
+		if _, err := config.Load(args[1], true); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", args[1])
+		return nil
+	}
+	return errors.New("usage: berthd config default | berthd config check FILE")
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// helperBinary finds berth-shim or berth-pause: the configured path, else
+// next to berthd (how `make install` and tests lay them out), else PATH.
+func helperBinary(configured, name string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("find %s (set runtime.%s_path): %w", name, name[len("berth-"):], err)
+	}
+	return p, nil
+}
+
+func serve(cfg config.Config, stderr io.Writer) error {
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
+	defer stop()
+
+	shimPath, err := helperBinary(cfg.Runtime.ShimPath, "berth-shim")
+	if err != nil {
+		return err
+	}
+	pausePath, err := helperBinary(cfg.Runtime.PausePath, "berth-pause")
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	db, err := bolt.Open(filepath.Join(cfg.Root, "meta.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return fmt.Errorf("open metadata (is another berthd running?): %w", err)
+	}
+	defer db.Close()
+
+	st, err := store.Open(db)
+	if err != nil {
+		return err
+	}
+	images, err := imagesvc.New(ctx, imagesvc.Options{
+		Root: cfg.Root, DB: db, InsecureHosts: cfg.Registry.InsecureHosts, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("start image service: %w", err)
+	}
+	sandboxes, err := sandbox.New(sandbox.Options{
+		NetNSDir: filepath.Join(cfg.State, "netns"), PausePath: pausePath, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("start sandbox controller: %w", err)
+	}
+	network, err := netplugin.New(ctx, netplugin.Options{
+		ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs,
+		CacheDir: filepath.Join(cfg.State, "cni-cache"), Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("start network manager: %w", err)
+	}
+	defer network.Close()
+
+	srv, err := server.New(server.Options{
+		Config: cfg, Store: st, Sandboxes: sandboxes, Images: images, Network: network,
+		ShimPath: shimPath, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Recover(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+
+	lis, err := listen(cfg.GRPC.Address)
+	if err != nil {
+		return err
+	}
+	g := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(interceptor.Unary(log)),
+		grpc.ChainStreamInterceptor(interceptor.Stream(log)),
+		grpc.MaxRecvMsgSize(16<<20),
+		grpc.MaxSendMsgSize(16<<20),
+	)
+	runtime.RegisterRuntimeServiceServer(g, srv)
+	runtime.RegisterImageServiceServer(g, srv)
+
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(lis) }()
+	log.Info("berthd serving", "address", cfg.GRPC.Address, "version", server.Version)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// Containers are never stopped on shutdown: their shims outlive us.
+	log.Info("shutting down; containers keep running")
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		g.Stop()
+	}
+	return nil
+}
+
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	// The socket is created with the final mode so no client can connect
+	// in a window where it is wider.
+	old := unix.Umask(0o117)
+	lis, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	return lis, nil
+}

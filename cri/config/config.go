@@ -1,0 +1,230 @@
+// Package config owns berthd's configuration: the TOML schema, its embedded
+// defaults and their validation. Every key has a default, so berthd runs with
+// no file at all; an unknown key or a bad value stops startup with a message
+// naming the key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/pelletier/go-toml/v2"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPath is where berthd looks for its config when --config is not given.
+const DefaultPath = "/etc/berth/config.toml"
+
+// Config is the whole of berthd's configuration.
+type Config struct {
+	// Root holds persistent data: meta.db, content, layers, writable layers.
+	Root string `toml:"root" comment:"persistent data: metadata, image content, layers, writable layers"`
+	// State holds what lives until reboot: sockets, netns pins, bundles.
+	State string `toml:"state" comment:"runtime state kept until reboot: shim sockets, netns pins, bundles"`
+	// CgroupParent is used for containers of pods that name no cgroup parent.
+	CgroupParent string `toml:"cgroup_parent" comment:"cgroup parent for pods whose config names none (cgroupfs path)"`
+
+	GRPC     GRPC     `toml:"grpc"`
+	Log      Log      `toml:"log"`
+	Runtime  Runtime  `toml:"runtime"`
+	Registry Registry `toml:"registry"`
+	CNI      CNI      `toml:"cni"`
+}
+
+// GRPC configures the CRI endpoint.
+type GRPC struct {
+	Address string `toml:"address" comment:"unix socket path of the CRI endpoint (mode 0660)"`
+}
+
+// Log configures berthd's own log.
+type Log struct {
+	Level  string `toml:"level" comment:"debug, info, warn or error"`
+	Format string `toml:"format" comment:"text or json"`
+}
+
+// Runtime configures the shims and OCI runtimes.
+type Runtime struct {
+	DefaultHandler string `toml:"default_handler" comment:"runtime handler used when a pod names none"`
+	// RestrictOOMScoreAdj clamps requested oom_score_adj values to berthd's
+	// own, as containerd's restrict_oom_score_adj does: without
+	// CAP_SYS_RESOURCE the kernel refuses to lower a score.
+	RestrictOOMScoreAdj bool               `toml:"restrict_oom_score_adj" comment:"never set a container's oom_score_adj below berthd's own (default: on when CAP_SYS_RESOURCE is missing)"`
+	ShimPath            string             `toml:"shim_path" comment:"berth-shim binary; empty: next to berthd, else in PATH"`
+	PausePath           string             `toml:"pause_path" comment:"berth-pause binary; empty: next to berthd, else in PATH"`
+	Handlers            map[string]Handler `toml:"handlers" comment:"runtime handlers (Kubernetes RuntimeClass) by name"`
+}
+
+// Handler maps a RuntimeClass handler name to an OCI runtime binary.
+type Handler struct {
+	Binary string `toml:"binary" comment:"runc-compatible CLI; a bare name is looked up in PATH"`
+	Root   string `toml:"root" comment:"the runtime's --root state dir; empty: <state>/<handler name>"`
+}
+
+// Registry configures image pulls.
+type Registry struct {
+	InsecureHosts []string `toml:"insecure_hosts" comment:"registry hosts (host:port) reached over plain HTTP"`
+}
+
+// CNI configures pod networking.
+type CNI struct {
+	ConfDir string   `toml:"conf_dir" comment:"directory of CNI network configs; the first in lexical order is used"`
+	BinDirs []string `toml:"bin_dirs" comment:"directories searched for CNI plugin binaries"`
+}
+
+// Default returns the embedded defaults.
+func Default() Config {
+	return Config{
+		Root:         "/var/lib/berth",
+		State:        "/run/berth",
+		CgroupParent: "/berth",
+		GRPC:         GRPC{Address: "/run/berth/berth.sock"},
+		Log:          Log{Level: "info", Format: "text"},
+		Runtime: Runtime{
+			DefaultHandler:      "runc",
+			RestrictOOMScoreAdj: !hasCapSysResource(),
+			Handlers: map[string]Handler{
+				"runc": {Binary: "runc"},
+				"crun": {Binary: "crun"},
+			},
+		},
+		Registry: Registry{InsecureHosts: []string{}},
+		CNI: CNI{
+			ConfDir: "/etc/cni/net.d",
+			BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"},
+		},
+	}
+}
+
+// Load reads path over the defaults. A missing file at the default path is
+// not an error (berthd runs on defaults); a missing file named explicitly is.
+func Load(path string, explicit bool) (Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !explicit {
+			return cfg, cfg.Validate()
+		}
+		return cfg, fmt.Errorf("read config %q: %w", path, err)
+	}
+	if err := Decode(data, &cfg); err != nil {
+		return cfg, fmt.Errorf("config %q: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Decode parses data over cfg strictly and validates the result.
+func Decode(data []byte, cfg *Config) error {
+	// Handlers named in the file replace the default set rather than merge
+	// into it, so an operator can drop crun by not listing it.
+	var probe struct {
+		Runtime struct {
+			Handlers map[string]any `toml:"handlers"`
+		} `toml:"runtime"`
+	}
+	if err := toml.Unmarshal(data, &probe); err == nil && probe.Runtime.Handlers != nil {
+		cfg.Runtime.Handlers = map[string]Handler{}
+	}
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			keys := make([]string, 0, len(strict.Errors))
+			for _, e := range strict.Errors {
+				keys = append(keys, strings.Join(e.Key(), "."))
+			}
+			return fmt.Errorf("unknown key %s: %w", strings.Join(keys, ", "), errdefs.ErrInvalidArgument)
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			return fmt.Errorf("key %s: %s: %w", strings.Join(de.Key(), "."), de.Error(), errdefs.ErrInvalidArgument)
+		}
+		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return cfg.Validate()
+}
+
+// Validate checks every value; the error names the offending key.
+func (c *Config) Validate() error {
+	bad := func(key, why string) error {
+		return fmt.Errorf("key %s: %s: %w", key, why, errdefs.ErrInvalidArgument)
+	}
+	for key, p := range map[string]string{"root": c.Root, "state": c.State, "grpc.address": c.GRPC.Address, "cni.conf_dir": c.CNI.ConfDir} {
+		if !filepath.IsAbs(p) {
+			return bad(key, fmt.Sprintf("%q is not an absolute path", p))
+		}
+	}
+	if len(c.GRPC.Address) >= 108 {
+		return bad("grpc.address", "unix socket path longer than 107 bytes")
+	}
+	if !strings.HasPrefix(c.CgroupParent, "/") {
+		return bad("cgroup_parent", fmt.Sprintf("%q must start with /", c.CgroupParent))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return bad("log.format", fmt.Sprintf("%q is not one of text, json", c.Log.Format))
+	}
+	if len(c.Runtime.Handlers) == 0 {
+		return bad("runtime.handlers", "at least one handler is required")
+	}
+	for name, h := range c.Runtime.Handlers {
+		if name == "" || strings.ContainsAny(name, "/ ") {
+			return bad("runtime.handlers", fmt.Sprintf("handler name %q is not valid", name))
+		}
+		if h.Binary == "" {
+			return bad("runtime.handlers."+name+".binary", "is required")
+		}
+		if h.Root != "" && !filepath.IsAbs(h.Root) {
+			return bad("runtime.handlers."+name+".root", fmt.Sprintf("%q is not an absolute path", h.Root))
+		}
+	}
+	if _, ok := c.Runtime.Handlers[c.Runtime.DefaultHandler]; !ok {
+		return bad("runtime.default_handler", fmt.Sprintf("%q names no configured handler", c.Runtime.DefaultHandler))
+	}
+	for _, h := range c.Registry.InsecureHosts {
+		if h == "" || strings.ContainsAny(h, "/ ") {
+			return bad("registry.insecure_hosts", fmt.Sprintf("%q is not a host[:port]", h))
+		}
+	}
+	for _, d := range c.CNI.BinDirs {
+		if !filepath.IsAbs(d) {
+			return bad("cni.bin_dirs", fmt.Sprintf("%q is not an absolute path", d))
+		}
+	}
+	return nil
+}
+
+// HandlerRoot is the --root the OCI runtime of handler name keeps its state in.
+func (c *Config) HandlerRoot(name string) string {
+	if h := c.Runtime.Handlers[name]; h.Root != "" {
+		return h.Root
+	}
+	return filepath.Join(c.State, name)
+}
+
+// Marshal renders cfg as TOML with comments (what `berthd config default` prints).
+func Marshal(cfg Config) ([]byte, error) {
+	return toml.Marshal(cfg)
+}
+
+// hasCapSysResource reports whether this process may lower oom_score_adj.
+func hasCapSysResource() bool {
+	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	const bit = unix.CAP_SYS_RESOURCE
+	return data[bit/32].Effective&(1<<(bit%32)) != 0
+}

@@ -1,0 +1,130 @@
+// Package interceptor is the one place where CRI requests get a request id
+// and a logger, and where internal errors become gRPC status codes. Handlers
+// return errdefs-wrapped errors and never build gRPC statuses themselves.
+package interceptor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+type loggerKey struct{}
+
+// WithLogger returns ctx carrying l.
+func WithLogger(ctx context.Context, l *slog.Logger) context.Context {
+	return context.WithValue(ctx, loggerKey{}, l)
+}
+
+// Logger returns the logger carried by ctx, or slog.Default().
+func Logger(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
+		return l
+	}
+	return slog.Default()
+}
+
+// With adds attributes to the logger carried by ctx.
+func With(ctx context.Context, args ...any) context.Context {
+	return WithLogger(ctx, Logger(ctx).With(args...))
+}
+
+func requestID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// idFields are request fields that identify the object a request acts on;
+// they are added to every log line of that request.
+type podIDer interface{ GetPodSandboxId() string }
+type containerIDer interface{ GetContainerId() string }
+
+func seed(ctx context.Context, base *slog.Logger, method string, req any) (context.Context, *slog.Logger) {
+	l := base.With("request_id", requestID(), "method", method[strings.LastIndex(method, "/")+1:])
+	if r, ok := req.(podIDer); ok && r.GetPodSandboxId() != "" {
+		l = l.With("sandbox_id", r.GetPodSandboxId())
+	}
+	if r, ok := req.(containerIDer); ok && r.GetContainerId() != "" {
+		l = l.With("container_id", r.GetContainerId())
+	}
+	return WithLogger(ctx, l), l
+}
+
+// ToStatus maps an internal error to a gRPC status error. Context errors
+// keep their gRPC meaning; errors that are already statuses pass through.
+func ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errdefs.IsNotFound(err), errdefs.IsAlreadyExists(err), errdefs.IsInvalidArgument(err),
+		errdefs.IsFailedPrecondition(err), errdefs.IsNotImplemented(err), errdefs.IsUnavailable(err),
+		errdefs.IsPermissionDenied(err), errdefs.IsResourceExhausted(err), errdefs.IsAborted(err),
+		errdefs.IsOutOfRange(err), errdefs.IsConflict(err), errdefs.IsDeadlineExceeded(err),
+		errdefs.IsCanceled(err), errdefs.IsUnauthorized(err):
+		// errgrpc keeps the whole message; its code follows the sentinel.
+		return errgrpc.ToGRPC(err)
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
+
+// Unary logs each request and maps its error.
+func Unary(base *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, l := seed(ctx, base, info.FullMethod, req)
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		logDone(ctx, l, start, err)
+		return resp, ToStatus(err)
+	}
+}
+
+// Stream logs each streaming request and maps its error.
+func Stream(base *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, l := seed(ss.Context(), base, info.FullMethod, nil)
+		start := time.Now()
+		err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+		logDone(ctx, l, start, err)
+		return ToStatus(err)
+	}
+}
+
+func logDone(ctx context.Context, l *slog.Logger, start time.Time, err error) {
+	d := time.Since(start)
+	if err != nil {
+		lvl := slog.LevelWarn
+		if errdefs.IsNotFound(err) {
+			// kubelet probes for objects that are gone all the time.
+			lvl = slog.LevelDebug
+		}
+		l.Log(ctx, lvl, "request failed", "duration", d, "error", err)
+		return
+	}
+	l.Debug("request done", "duration", d)
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }

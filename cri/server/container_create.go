@@ -1,0 +1,254 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/interceptor"
+	"github.com/berth-runtime/berth/cri/specgen"
+	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/shim/client"
+)
+
+// containerKey is the name a container reserves: unique per pod by
+// metadata name and attempt, as kubelet expects.
+func containerKey(sandboxID string, m *runtime.ContainerMetadata) string {
+	return strings.Join([]string{"ctr", sandboxID, m.GetName(), fmt.Sprint(m.GetAttempt())}, "_")
+}
+
+func validateContainerConfig(c *runtime.ContainerConfig) error {
+	switch {
+	case c == nil:
+		return fmt.Errorf("container config is required: %w", errdefs.ErrInvalidArgument)
+	case c.GetMetadata() == nil || c.GetMetadata().GetName() == "":
+		return fmt.Errorf("container config metadata.name is required: %w", errdefs.ErrInvalidArgument)
+	case c.GetImage() == nil || c.GetImage().GetImage() == "":
+		return fmt.Errorf("container config image.image is required: %w", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// logPath joins the pod's log directory and the container's relative log
+// path, refusing a path that leaves the directory.
+func logPath(dir, rel string) (string, error) {
+	if rel == "" {
+		return "", nil
+	}
+	if dir == "" {
+		return "", fmt.Errorf("log_path %q given but the pod has no log_directory: %w", rel, errdefs.ErrInvalidArgument)
+	}
+	p := filepath.Join(dir, rel)
+	if r, err := filepath.Rel(dir, p); err != nil || r == "." || r == ".." || strings.HasPrefix(r, "../") {
+		return "", fmt.Errorf("log_path %q escapes the pod log directory %q: %w", rel, dir, errdefs.ErrInvalidArgument)
+	}
+	return p, nil
+}
+
+// CreateContainer builds the container's rootfs, bundle and shim, and has
+// the OCI runtime create it, so StartContainer only has to start it.
+func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainerRequest) (_ *runtime.CreateContainerResponse, retErr error) {
+	cfg := r.GetConfig()
+	if err := validateContainerConfig(cfg); err != nil {
+		return nil, err
+	}
+	sb, err := s.store.Sandbox(r.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	unlockPod := s.locks.lock(sb.ID)
+	defer unlockPod()
+	if sb, err = s.store.Sandbox(sb.ID); err != nil {
+		return nil, err
+	}
+	if sb.Status.State != store.SandboxReady {
+		return nil, fmt.Errorf("sandbox %q is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	logFile, err := logPath(r.GetSandboxConfig().GetLogDirectory(), cfg.GetLogPath())
+	if err != nil {
+		return nil, err
+	}
+	img, err := s.images.Get(ctx, cfg.GetImage().GetImage())
+	if err != nil {
+		return nil, fmt.Errorf("image %q: %w", cfg.GetImage().GetImage(), err)
+	}
+
+	id := newID()
+	ctx = interceptor.With(ctx, "container_id", id, "sandbox_id", sb.ID)
+	log := interceptor.Logger(ctx)
+	name := containerKey(sb.ID, cfg.GetMetadata())
+	if _, err := s.store.Reserve(name, id); err != nil {
+		return nil, fmt.Errorf("reserve container name %q: %w", cfg.GetMetadata().GetName(), err)
+	}
+	cl := &cleaner{log: log}
+	defer cl.run(&retErr)
+	cl.add("release name", func(context.Context) error { s.store.Release(name, id); return nil })
+	unlock := s.locks.lock(id)
+	defer unlock()
+
+	var podCfg runtime.PodSandboxConfig
+	if err := proto.Unmarshal(sb.Config, &podCfg); err != nil {
+		return nil, fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
+	}
+	rawCfg, err := proto.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode container config: %w", err)
+	}
+	bundle := s.bundleDir(id)
+	rec := store.Container{
+		ID:             id,
+		SandboxID:      sb.ID,
+		Name:           name,
+		Metadata:       store.ContainerMetadata{Name: cfg.GetMetadata().GetName(), Attempt: cfg.GetMetadata().GetAttempt()},
+		Labels:         cfg.GetLabels(),
+		Annotations:    cfg.GetAnnotations(),
+		Config:         rawCfg,
+		Image:          cfg.GetImage().GetImage(),
+		ImageID:        img.ID,
+		ImageRef:       imageRef(img),
+		RuntimeHandler: sb.RuntimeHandler,
+		LogPath:        logFile,
+		StopSignal:     img.Config.Config.StopSignal,
+		Bundle:         bundle,
+		Rootfs:         filepath.Join(bundle, "rootfs"),
+		CreatedAt:      time.Now().UnixNano(),
+		Status:         store.ContainerStatus{State: store.ContainerCreated},
+	}
+	if sig := cfg.GetStopSignal(); sig != runtime.Signal_SIGNAL_RUNTIME_DEFAULT {
+		rec.StopSignal = strings.TrimPrefix(sig.String(), "SIGNAL_")
+	}
+	// Persisted first so a daemon killed from here on finds the record and
+	// cleans up whatever the following steps made.
+	if err := s.store.AddContainer(rec); err != nil {
+		return nil, err
+	}
+	cl.add("delete record", func(context.Context) error { return s.store.DeleteContainer(id) })
+	cl.add("remove bundle", func(context.Context) error { return os.RemoveAll(bundle) })
+	if err := os.MkdirAll(rec.Rootfs, 0o700); err != nil {
+		return nil, fmt.Errorf("create bundle of container %q: %w", id, err)
+	}
+	if err := s.images.PrepareRootfs(ctx, id, img.ID, rec.Rootfs); err != nil {
+		return nil, fmt.Errorf("prepare rootfs of container %q: %w", id, err)
+	}
+	cl.add("remove rootfs", func(ctx context.Context) error { return s.images.RemoveRootfs(ctx, id, rec.Rootfs) })
+
+	if err := s.writeSpec(rec, cfg, &podCfg, sb, img.Config.Config); err != nil {
+		return nil, err
+	}
+	if logFile != "" {
+		if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
+			return nil, fmt.Errorf("create log dir of container %q: %w", id, err)
+		}
+	}
+	t, pid, err := s.startShim(ctx, rec, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cl.add("destroy shim", func(ctx context.Context) error { return s.destroyTask(ctx, rec, t) })
+	if _, err := s.store.UpdateContainer(id, func(c *store.Container) error { c.Status.Pid = pid; return nil }); err != nil {
+		return nil, err
+	}
+	s.watch(rec, t)
+	log.Info("container created", "name", cfg.GetMetadata().GetName(), "image", rec.Image)
+	return &runtime.CreateContainerResponse{ContainerId: id}, nil
+}
+
+func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, podCfg *runtime.PodSandboxConfig, sb store.Sandbox, imgCfg imageConfig) error {
+	ns := specgen.SandboxNamespaces{Net: sb.Pod.NetNS, IPC: sb.Pod.IPCNS, UTS: sb.Pod.UTSNS}
+	files := specgen.PodFiles{Hostname: sb.Pod.HostnamePath, Hosts: sb.Pod.HostsPath, Resolv: sb.Pod.ResolvPath, Shm: sb.Pod.ShmPath}
+	if files.Shm == "" {
+		// A host-IPC pod shares the host's /dev/shm.
+		files.Shm = "/dev/shm"
+	}
+	switch cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() {
+	case runtime.NamespaceMode_POD:
+		ns.PID = s.sandboxes.PidNSPath(sb.Pod)
+	case runtime.NamespaceMode_TARGET:
+		target, err := s.store.Container(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId())
+		if err != nil {
+			return fmt.Errorf("pid namespace target: %w", err)
+		}
+		if target.Status.State != store.ContainerRunning || target.Status.Pid == 0 {
+			return fmt.Errorf("pid namespace target %q is not running: %w", target.ID, errdefs.ErrFailedPrecondition)
+		}
+		ns.PID = fmt.Sprintf("/proc/%d/ns/pid", target.Status.Pid)
+	}
+	spec, err := specgen.Generate(specgen.Input{
+		ID:             rec.ID,
+		Config:         cfg,
+		Sandbox:        podCfg,
+		Image:          imgCfg,
+		RootfsPath:     rec.Rootfs,
+		Users:          specgen.NewRootfsUsers(rec.Rootfs),
+		Namespaces:     ns,
+		PodFiles:       files,
+		CgroupParent:   sb.CgroupParent,
+		OOMScoreAdjMin: s.oomScoreAdjMin,
+		AllCaps:        s.allCaps,
+	})
+	if err != nil {
+		return fmt.Errorf("generate spec of container %q: %w", rec.ID, err)
+	}
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("encode spec of container %q: %w", rec.ID, err)
+	}
+	if err := os.WriteFile(filepath.Join(rec.Bundle, "config.json"), data, 0o600); err != nil {
+		return fmt.Errorf("write spec of container %q: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// runtimeBinary resolves a handler's binary once per call: PATH may differ
+// between the daemon and the shim's environment, so the shim gets a path.
+func (s *Server) runtimeBinary(handler string) (string, error) {
+	h, ok := s.cfg.Runtime.Handlers[handler]
+	if !ok {
+		return "", fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrFailedPrecondition)
+	}
+	p, err := exec.LookPath(h.Binary)
+	if err != nil {
+		return "", fmt.Errorf("runtime handler %q binary %q: %w", handler, h.Binary, errdefs.ErrFailedPrecondition)
+	}
+	return p, nil
+}
+
+func (s *Server) startShim(ctx context.Context, rec store.Container, cfg *runtime.ContainerConfig) (*task, int, error) {
+	bin, err := s.runtimeBinary(rec.RuntimeHandler)
+	if err != nil {
+		return nil, 0, err
+	}
+	cli, err := client.Start(ctx, client.StartOpts{
+		ID: rec.ID, ShimBinary: s.shimPath, Socket: s.shimSocket(rec.ID), StateDir: rec.Bundle,
+	})
+	if err != nil {
+		s.cleanupShim(ctx, rec)
+		return nil, 0, fmt.Errorf("start shim of container %q: %w", rec.ID, err)
+	}
+	t := &task{client: cli, done: make(chan struct{})}
+	pid, err := cli.Create(ctx, client.CreateOpts{
+		Bundle:        rec.Bundle,
+		RuntimeBinary: bin,
+		RuntimeRoot:   s.cfg.HandlerRoot(rec.RuntimeHandler),
+		LogPath:       rec.LogPath,
+		Stdin:         cfg.GetStdin(),
+		StdinOnce:     cfg.GetStdinOnce(),
+		Terminal:      cfg.GetTty(),
+	})
+	if err != nil {
+		_ = cli.Shutdown(ctx)
+		_ = cli.Close()
+		s.cleanupShim(ctx, rec)
+		return nil, 0, fmt.Errorf("create container %q: %w", rec.ID, err)
+	}
+	return t, pid, nil
+}

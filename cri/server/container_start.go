@@ -1,0 +1,69 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/interceptor"
+	"github.com/berth-runtime/berth/cri/store"
+)
+
+// StartContainer starts a created container.
+func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRequest) (*runtime.StartContainerResponse, error) {
+	c, err := s.store.Container(r.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.locks.lock(c.ID)
+	defer unlock()
+	if c, err = s.store.Container(c.ID); err != nil {
+		return nil, err
+	}
+	if c.Status.State != store.ContainerCreated {
+		return nil, fmt.Errorf("container %q is %s, not CREATED: %w", c.ID, c.Status.State, errdefs.ErrFailedPrecondition)
+	}
+	sb, err := s.store.Sandbox(c.SandboxID)
+	if err != nil {
+		return nil, err
+	}
+	if sb.Status.State != store.SandboxReady {
+		return nil, fmt.Errorf("sandbox %q of container %q is not ready: %w", sb.ID, c.ID, errdefs.ErrFailedPrecondition)
+	}
+	t := s.task(c.ID)
+	if t == nil {
+		return nil, fmt.Errorf("container %q has no shim: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	started := time.Now().UnixNano()
+	pid, err := t.client.Start(ctx)
+	if err != nil {
+		// A container that failed to start is over: record why and let
+		// the monitor release the shim once the init process is killed.
+		if _, uerr := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
+			rec.Status.Reason = "StartError"
+			rec.Status.Message = err.Error()
+			return nil
+		}); uerr != nil {
+			interceptor.Logger(ctx).Error("record start error", "error", uerr)
+		}
+		_ = t.client.Kill(ctx, 9, true)
+		return nil, fmt.Errorf("start container %q: %w", c.ID, err)
+	}
+	_, err = s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
+		rec.Status.StartedAt = started
+		// The process may already have exited and been recorded.
+		if rec.Status.State == store.ContainerCreated {
+			rec.Status.State = store.ContainerRunning
+			rec.Status.Pid = pid
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	interceptor.Logger(ctx).Info("container started", "pid", pid)
+	return &runtime.StartContainerResponse{}, nil
+}

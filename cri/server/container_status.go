@@ -1,0 +1,131 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/store"
+)
+
+func containerState(s store.ContainerState) runtime.ContainerState {
+	switch s {
+	case store.ContainerCreated:
+		return runtime.ContainerState_CONTAINER_CREATED
+	case store.ContainerRunning:
+		return runtime.ContainerState_CONTAINER_RUNNING
+	case store.ContainerExited:
+		return runtime.ContainerState_CONTAINER_EXITED
+	}
+	return runtime.ContainerState_CONTAINER_UNKNOWN
+}
+
+func (s *Server) containerStatus(c store.Container) *runtime.ContainerStatus {
+	var cfg runtime.ContainerConfig
+	// The record was encoded by this process; a decode failure leaves the
+	// config-derived fields empty rather than hiding the container.
+	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
+		s.log.Error("decode container config", "container_id", c.ID, "error", err)
+	}
+	st := &runtime.ContainerStatus{
+		Id:          c.ID,
+		Metadata:    &runtime.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt},
+		State:       containerState(c.Status.State),
+		CreatedAt:   c.CreatedAt,
+		StartedAt:   c.Status.StartedAt,
+		FinishedAt:  c.Status.FinishedAt,
+		ExitCode:    c.Status.ExitCode,
+		Image:       &runtime.ImageSpec{Image: c.Image, Annotations: cfg.GetImage().GetAnnotations(), UserSpecifiedImage: cfg.GetImage().GetUserSpecifiedImage()},
+		ImageRef:    c.ImageRef,
+		ImageId:     c.ImageID,
+		Reason:      c.Status.Reason,
+		Message:     c.Status.Message,
+		Labels:      c.Labels,
+		Annotations: c.Annotations,
+		Mounts:      cfg.GetMounts(),
+		LogPath:     c.LogPath,
+	}
+	if res := cfg.GetLinux().GetResources(); res != nil {
+		st.Resources = &runtime.ContainerResources{Linux: res}
+	}
+	if c.Status.State != store.ContainerExited {
+		st.Reason, st.Message = "", ""
+	}
+	return st
+}
+
+// ContainerStatus reports one container; an unknown ID is NotFound.
+func (s *Server) ContainerStatus(ctx context.Context, r *runtime.ContainerStatusRequest) (*runtime.ContainerStatusResponse, error) {
+	c, err := s.store.Container(r.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtime.ContainerStatusResponse{Status: s.containerStatus(c)}
+	if r.GetVerbose() {
+		info, err := json.Marshal(map[string]any{
+			"sandboxID":      c.SandboxID,
+			"pid":            c.Status.Pid,
+			"bundle":         c.Bundle,
+			"runtimeHandler": c.RuntimeHandler,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("encode info of container %q: %w", c.ID, err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container {
+	var out []*runtime.Container
+	for _, c := range s.store.Containers() {
+		if f != nil {
+			if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
+				continue
+			}
+			if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
+				continue
+			}
+			if f.GetState() != nil && f.GetState().GetState() != containerState(c.Status.State) {
+				continue
+			}
+			if !matchLabels(f.GetLabelSelector(), c.Labels) {
+				continue
+			}
+		}
+		out = append(out, &runtime.Container{
+			Id:           c.ID,
+			PodSandboxId: c.SandboxID,
+			Metadata:     &runtime.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt},
+			Image:        &runtime.ImageSpec{Image: c.Image},
+			ImageRef:     c.ImageRef,
+			ImageId:      c.ImageID,
+			State:        containerState(c.Status.State),
+			CreatedAt:    c.CreatedAt,
+			Labels:       c.Labels,
+			Annotations:  c.Annotations,
+		})
+	}
+	return out
+}
+
+// ListContainers lists containers matching the filter.
+func (s *Server) ListContainers(ctx context.Context, r *runtime.ListContainersRequest) (*runtime.ListContainersResponse, error) {
+	return &runtime.ListContainersResponse{Containers: s.listContainers(r.GetFilter())}, nil
+}
+
+// StreamContainers sends the same items as ListContainers in chunks.
+func (s *Server) StreamContainers(r *runtime.StreamContainersRequest, stream runtime.RuntimeService_StreamContainersServer) error {
+	items := s.listContainers(r.GetFilter())
+	for start := 0; start < len(items); start += streamChunk {
+		end := min(start+streamChunk, len(items))
+		if err := stream.Send(&runtime.StreamContainersResponse{Containers: items[start:end]}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

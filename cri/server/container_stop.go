@@ -1,0 +1,142 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/interceptor"
+	"github.com/berth-runtime/berth/cri/store"
+)
+
+// killWait bounds the wait for a container to go after SIGKILL; a process
+// stuck in the kernel is reported rather than waited on forever.
+const killWait = 30 * time.Second
+
+// StopContainer sends the stop signal, then SIGKILL after the timeout. Per
+// the CRI it succeeds for a container that is already stopped or gone.
+func (s *Server) StopContainer(ctx context.Context, r *runtime.StopContainerRequest) (*runtime.StopContainerResponse, error) {
+	c, err := s.store.Container(r.GetContainerId())
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return &runtime.StopContainerResponse{}, nil
+		}
+		return nil, err
+	}
+	unlock := s.locks.lock(c.ID)
+	defer unlock()
+	if err := s.stopContainer(ctx, c, r.GetTimeout()); err != nil {
+		return nil, err
+	}
+	return &runtime.StopContainerResponse{}, nil
+}
+
+func parseSignal(name string) (syscall.Signal, error) {
+	if name == "" {
+		return unix.SIGTERM, nil
+	}
+	if n, err := strconv.Atoi(name); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	up := strings.ToUpper(name)
+	if !strings.HasPrefix(up, "SIG") {
+		up = "SIG" + up
+	}
+	if sig := unix.SignalNum(up); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("unknown stop signal %q: %w", name, errdefs.ErrInvalidArgument)
+}
+
+func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout int64) error {
+	t := s.task(c.ID)
+	if t == nil {
+		return nil // nothing runs: never started a shim, or already exited
+	}
+	log := interceptor.Logger(ctx).With("container_id", c.ID)
+	if timeout > 0 && c.Status.State == store.ContainerRunning {
+		sig, err := parseSignal(c.StopSignal)
+		if err != nil {
+			log.Warn("image stop signal unusable, using SIGTERM", "error", err)
+			sig = unix.SIGTERM
+		}
+		if err := t.client.Kill(ctx, sig, false); err != nil {
+			return fmt.Errorf("signal container %q: %w", c.ID, err)
+		}
+		timer := time.NewTimer(time.Duration(timeout) * time.Second)
+		defer timer.Stop()
+		select {
+		case <-t.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			log.Info("stop timeout reached, killing", "timeout", timeout)
+		}
+	}
+	if err := t.client.Kill(ctx, unix.SIGKILL, true); err != nil {
+		return fmt.Errorf("kill container %q: %w", c.ID, err)
+	}
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(killWait):
+		return fmt.Errorf("container %q did not exit %s after SIGKILL: %w", c.ID, killWait, context.DeadlineExceeded)
+	}
+}
+
+// RemoveContainer kills the container if it runs and removes all of it but
+// its log, which belongs to kubelet. Per the CRI it succeeds for a
+// container that is already gone.
+func (s *Server) RemoveContainer(ctx context.Context, r *runtime.RemoveContainerRequest) (*runtime.RemoveContainerResponse, error) {
+	c, err := s.store.Container(r.GetContainerId())
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return &runtime.RemoveContainerResponse{}, nil
+		}
+		return nil, err
+	}
+	unlock := s.locks.lock(c.ID)
+	defer unlock()
+	if err := s.removeContainer(ctx, c); err != nil {
+		return nil, err
+	}
+	return &runtime.RemoveContainerResponse{}, nil
+}
+
+func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
+	if _, err := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
+		rec.Status.Removing = true
+		return nil
+	}); err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	if err := s.stopContainer(ctx, c, 0); err != nil {
+		return err
+	}
+	if err := s.images.RemoveRootfs(ctx, c.ID, c.Rootfs); err != nil {
+		return fmt.Errorf("remove rootfs of container %q: %w", c.ID, err)
+	}
+	if err := os.RemoveAll(c.Bundle); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove bundle of container %q: %w", c.ID, err)
+	}
+	if err := s.store.DeleteContainer(c.ID); err != nil {
+		return err
+	}
+	interceptor.Logger(ctx).Info("container removed", "container_id", c.ID)
+	return nil
+}

@@ -1,0 +1,148 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/imagesvc"
+)
+
+func criImage(img imagesvc.Image) *runtime.Image {
+	out := &runtime.Image{
+		Id:          img.ID,
+		RepoTags:    img.RepoTags,
+		RepoDigests: img.RepoDigests,
+		Size:        img.Size,
+		Spec:        &runtime.ImageSpec{Image: img.ID},
+		Pinned:      img.Pinned,
+	}
+	// The CRI reports a numeric user as uid and a named one as username,
+	// ignoring any group part, as kubelet's runAsNonRoot check expects.
+	user := img.Config.Config.User
+	if i := strings.IndexByte(user, ':'); i >= 0 {
+		user = user[:i]
+	}
+	if user == "" {
+		out.Uid = &runtime.Int64Value{Value: 0}
+	} else if uid, err := strconv.ParseInt(user, 10, 64); err == nil {
+		out.Uid = &runtime.Int64Value{Value: uid}
+	} else {
+		out.Username = user
+	}
+	return out
+}
+
+// ListImages lists images, optionally those matching filter.image.
+func (s *Server) ListImages(ctx context.Context, r *runtime.ListImagesRequest) (*runtime.ListImagesResponse, error) {
+	if ref := r.GetFilter().GetImage().GetImage(); ref != "" {
+		img, err := s.images.Get(ctx, ref)
+		if errdefs.IsNotFound(err) {
+			return &runtime.ListImagesResponse{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &runtime.ListImagesResponse{Images: []*runtime.Image{criImage(img)}}, nil
+	}
+	imgs, err := s.images.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtime.ListImagesResponse{}
+	for _, img := range imgs {
+		resp.Images = append(resp.Images, criImage(img))
+	}
+	return resp, nil
+}
+
+// StreamImages sends the same items as ListImages in chunks.
+func (s *Server) StreamImages(r *runtime.StreamImagesRequest, stream runtime.ImageService_StreamImagesServer) error {
+	resp, err := s.ListImages(stream.Context(), &runtime.ListImagesRequest{Filter: r.GetFilter()})
+	if err != nil {
+		return err
+	}
+	items := resp.GetImages()
+	for start := 0; start < len(items); start += streamChunk {
+		end := min(start+streamChunk, len(items))
+		if err := stream.Send(&runtime.StreamImagesResponse{Images: items[start:end]}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ImageStatus reports an image; per the CRI a missing image is a response
+// with no image, not an error.
+func (s *Server) ImageStatus(ctx context.Context, r *runtime.ImageStatusRequest) (*runtime.ImageStatusResponse, error) {
+	if r.GetImage().GetImage() == "" {
+		return nil, fmt.Errorf("image.image is required: %w", errdefs.ErrInvalidArgument)
+	}
+	img, err := s.images.Get(ctx, r.GetImage().GetImage())
+	if errdefs.IsNotFound(err) {
+		return &runtime.ImageStatusResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtime.ImageStatusResponse{Image: criImage(img)}
+	if r.GetVerbose() {
+		resp.Info = map[string]string{"chainIDs": fmt.Sprint(img.ChainIDs)}
+	}
+	return resp, nil
+}
+
+// PullImage pulls an image and returns its ID as the image ref.
+func (s *Server) PullImage(ctx context.Context, r *runtime.PullImageRequest) (*runtime.PullImageResponse, error) {
+	ref := r.GetImage().GetImage()
+	if ref == "" {
+		return nil, fmt.Errorf("image.image is required: %w", errdefs.ErrInvalidArgument)
+	}
+	var auth *imagesvc.Auth
+	if a := r.GetAuth(); a != nil {
+		auth = &imagesvc.Auth{
+			Username: a.GetUsername(), Password: a.GetPassword(), Auth: a.GetAuth(),
+			IdentityToken: a.GetIdentityToken(), RegistryToken: a.GetRegistryToken(),
+		}
+	}
+	start := time.Now()
+	img, err := s.images.Pull(ctx, ref, auth)
+	if err != nil {
+		return nil, fmt.Errorf("pull image %q: %w", ref, err)
+	}
+	s.log.Info("image pulled", "image", ref, "id", img.ID, "duration", time.Since(start))
+	return &runtime.PullImageResponse{ImageRef: img.ID}, nil
+}
+
+// RemoveImage removes an image; per the CRI it succeeds when the image is
+// already gone.
+func (s *Server) RemoveImage(ctx context.Context, r *runtime.RemoveImageRequest) (*runtime.RemoveImageResponse, error) {
+	ref := r.GetImage().GetImage()
+	if ref == "" {
+		return nil, fmt.Errorf("image.image is required: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := s.images.Remove(ctx, ref); err != nil && !errdefs.IsNotFound(err) {
+		return nil, err
+	}
+	return &runtime.RemoveImageResponse{}, nil
+}
+
+// ImageFsInfo reports the space the image store uses.
+func (s *Server) ImageFsInfo(ctx context.Context, r *runtime.ImageFsInfoRequest) (*runtime.ImageFsInfoResponse, error) {
+	u, err := s.images.FsInfo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fs := &runtime.FilesystemUsage{
+		Timestamp:  time.Now().UnixNano(),
+		FsId:       &runtime.FilesystemIdentifier{Mountpoint: u.Mountpoint},
+		UsedBytes:  &runtime.UInt64Value{Value: u.UsedBytes},
+		InodesUsed: &runtime.UInt64Value{Value: u.InodesUsed},
+	}
+	return &runtime.ImageFsInfoResponse{ImageFilesystems: []*runtime.FilesystemUsage{fs}}, nil
+}

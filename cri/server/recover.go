@@ -1,0 +1,141 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/shim/client"
+)
+
+// Recover rebuilds berthd's live state from the store after a start or a
+// crash. What it assumes:
+//
+//  1. The store is the truth about which objects exist. A record is written
+//     before anything it names is created, so whatever exists on disk for
+//     an ID without a record was left by a crash and is removed.
+//  2. A shim outlives berthd. A container whose shim answers is reattached
+//     and watched again; its exit, if it came meanwhile, is read from the
+//     shim.
+//  3. A container whose shim is gone ended: its exit comes from the exit
+//     file the shim writes before it reports, or, if the shim died first,
+//     `berth-shim delete` kills what is left and the container is recorded
+//     as exited with an error.
+//  4. A record caught half way through removal is removed again; removal
+//     steps are idempotent.
+//  5. Network attachments of sandboxes without a record are released (CNI
+//     GC); a sandbox whose teardown failed is torn down again by the next
+//     StopPodSandbox or RemovePodSandbox from kubelet.
+//  6. A sandbox whose namespaces are gone cannot run containers: it is
+//     reported NOTREADY so kubelet recreates it.
+//
+// Recovery never stops at one bad record: it logs it and goes on.
+func (s *Server) Recover(ctx context.Context) error {
+	for _, c := range s.store.Containers() {
+		if err := s.recoverContainer(ctx, c); err != nil {
+			s.log.Error("recover container", "container_id", c.ID, "error", err)
+		}
+	}
+	for _, sb := range s.store.Sandboxes() {
+		if err := s.recoverSandbox(ctx, sb); err != nil {
+			s.log.Error("recover sandbox", "sandbox_id", sb.ID, "error", err)
+		}
+	}
+	s.removeOrphanBundles(ctx)
+	// Network attachments of sandboxes the store does not know were left
+	// by a crash inside RunPodSandbox or RemovePodSandbox.
+	var keep []string
+	for _, sb := range s.store.Sandboxes() {
+		keep = append(keep, sb.ID)
+	}
+	if err := s.network.GC(ctx, keep); err != nil {
+		s.log.Warn("network garbage collection", "error", err)
+	}
+	return nil
+}
+
+func (s *Server) recoverContainer(ctx context.Context, c store.Container) error {
+	if c.Status.Removing {
+		return s.removeContainer(ctx, c)
+	}
+	if c.Status.State == store.ContainerExited {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cli, err := client.Connect(dctx, s.shimSocket(c.ID))
+	if err != nil {
+		exit := s.shimLost(c)
+		if c.Status.Pid == 0 && c.Status.State == store.ContainerCreated {
+			// The daemon died inside CreateContainer: nothing ran.
+			exit = client.Exit{Status: 255, ExitedAt: time.Now()}
+			if _, err := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
+				rec.Status.Reason, rec.Status.Message = "Error", "berthd restarted while creating the container"
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return s.recordExit(c.ID, exit)
+	}
+	s.watch(c, &task{client: cli, done: make(chan struct{})})
+	s.log.Info("reattached container", "container_id", c.ID)
+	return nil
+}
+
+func (s *Server) recoverSandbox(ctx context.Context, sb store.Sandbox) error {
+	if sb.Status.State != store.SandboxReady {
+		return nil
+	}
+	for _, pin := range []string{sb.Pod.NetNS, sb.Pod.IPCNS, sb.Pod.UTSNS} {
+		if pin == "" {
+			continue
+		}
+		if _, err := os.Stat(pin); err != nil {
+			return s.markNotReady(sb.ID, fmt.Sprintf("namespace pin %s is gone", pin))
+		}
+	}
+	if sb.Pod.InfraPID != 0 && !s.sandboxes.InfraAlive(sb.Pod) {
+		return s.markNotReady(sb.ID, "infra process is gone")
+	}
+	return nil
+}
+
+func (s *Server) markNotReady(id, why string) error {
+	s.log.Warn("sandbox not ready after restart", "sandbox_id", id, "why", why)
+	_, err := s.store.UpdateSandbox(id, func(sb *store.Sandbox) error {
+		sb.Status.State = store.SandboxNotReady
+		return nil
+	})
+	return err
+}
+
+// removeOrphanBundles removes container state dirs no record names: a
+// crash between creating them and recording them, which cannot happen with
+// record-first creation, or records lost with a metadata file.
+func (s *Server) removeOrphanBundles(ctx context.Context) {
+	entries, err := os.ReadDir(s.containersDir())
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if _, err := s.store.Container(e.Name()); err == nil || len(e.Name()) != 64 {
+			continue
+		}
+		rec := store.Container{
+			ID: e.Name(), Bundle: filepath.Join(s.containersDir(), e.Name()),
+			RuntimeHandler: s.cfg.Runtime.DefaultHandler,
+		}
+		rec.Rootfs = filepath.Join(rec.Bundle, "rootfs")
+		s.log.Warn("removing state of unknown container", "container_id", rec.ID)
+		s.cleanupShim(ctx, rec)
+		if err := s.images.RemoveRootfs(ctx, rec.ID, rec.Rootfs); err != nil {
+			s.log.Error("remove rootfs of unknown container", "container_id", rec.ID, "error", err)
+			continue
+		}
+		_ = os.RemoveAll(rec.Bundle)
+	}
+}

@@ -1,0 +1,131 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/store"
+)
+
+func podState(s store.SandboxState) runtime.PodSandboxState {
+	if s == store.SandboxReady {
+		return runtime.PodSandboxState_SANDBOX_READY
+	}
+	return runtime.PodSandboxState_SANDBOX_NOTREADY
+}
+
+func podMetadata(sb store.Sandbox) *runtime.PodSandboxMetadata {
+	return &runtime.PodSandboxMetadata{
+		Name: sb.Metadata.Name, Uid: sb.Metadata.UID,
+		Namespace: sb.Metadata.Namespace, Attempt: sb.Metadata.Attempt,
+	}
+}
+
+// PodSandboxStatus reports one sandbox; an unknown ID is NotFound.
+func (s *Server) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxStatusRequest) (*runtime.PodSandboxStatusResponse, error) {
+	sb, err := s.store.Sandbox(r.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	var cfg runtime.PodSandboxConfig
+	if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
+		return nil, fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
+	}
+	st := &runtime.PodSandboxStatus{
+		Id:             sb.ID,
+		Metadata:       podMetadata(sb),
+		State:          podState(sb.Status.State),
+		CreatedAt:      sb.CreatedAt,
+		Labels:         sb.Labels,
+		Annotations:    sb.Annotations,
+		RuntimeHandler: sb.RuntimeHandler,
+		Linux: &runtime.LinuxPodSandboxStatus{Namespaces: &runtime.Namespace{
+			Options: namespaceOptions(&cfg),
+		}},
+	}
+	if ips := sb.Status.IPs; len(ips) > 0 && sb.Status.State == store.SandboxReady {
+		st.Network = &runtime.PodSandboxNetworkStatus{Ip: ips[0]}
+		for _, ip := range ips[1:] {
+			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtime.PodIP{Ip: ip})
+		}
+	}
+	resp := &runtime.PodSandboxStatusResponse{Status: st}
+	if r.GetVerbose() {
+		info, err := json.Marshal(map[string]any{
+			"pod":          sb.Pod,
+			"cgroupParent": sb.CgroupParent,
+			"infraAlive":   s.sandboxes.InfraAlive(sb.Pod),
+			"config":       &cfg,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("encode info of sandbox %q: %w", sb.ID, err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	for _, c := range s.store.ContainersOf(sb.ID) {
+		resp.ContainersStatuses = append(resp.ContainersStatuses, s.containerStatus(c))
+	}
+	return resp, nil
+}
+
+func matchLabels(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbox {
+	var out []*runtime.PodSandbox
+	for _, sb := range s.store.Sandboxes() {
+		if f != nil {
+			if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
+				continue
+			}
+			if f.GetState() != nil && f.GetState().GetState() != podState(sb.Status.State) {
+				continue
+			}
+			if !matchLabels(f.GetLabelSelector(), sb.Labels) {
+				continue
+			}
+		}
+		out = append(out, &runtime.PodSandbox{
+			Id:             sb.ID,
+			Metadata:       podMetadata(sb),
+			State:          podState(sb.Status.State),
+			CreatedAt:      sb.CreatedAt,
+			Labels:         sb.Labels,
+			Annotations:    sb.Annotations,
+			RuntimeHandler: sb.RuntimeHandler,
+		})
+	}
+	return out
+}
+
+// ListPodSandbox lists sandboxes matching the filter.
+func (s *Server) ListPodSandbox(ctx context.Context, r *runtime.ListPodSandboxRequest) (*runtime.ListPodSandboxResponse, error) {
+	return &runtime.ListPodSandboxResponse{Items: s.listSandboxes(r.GetFilter())}, nil
+}
+
+// streamChunk bounds how many items go into one streamed response, far
+// below gRPC's message size limit.
+const streamChunk = 500
+
+// StreamPodSandboxes sends the same items as ListPodSandbox in chunks.
+func (s *Server) StreamPodSandboxes(r *runtime.StreamPodSandboxesRequest, stream runtime.RuntimeService_StreamPodSandboxesServer) error {
+	items := s.listSandboxes(r.GetFilter())
+	for start := 0; start < len(items); start += streamChunk {
+		end := min(start+streamChunk, len(items))
+		if err := stream.Send(&runtime.StreamPodSandboxesResponse{PodSandboxes: items[start:end]}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

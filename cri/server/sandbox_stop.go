@@ -1,0 +1,106 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/interceptor"
+	"github.com/berth-runtime/berth/cri/store"
+)
+
+// StopPodSandbox kills the pod's containers and releases its network. Per
+// the CRI it is idempotent and succeeds for a sandbox that is already gone.
+func (s *Server) StopPodSandbox(ctx context.Context, r *runtime.StopPodSandboxRequest) (*runtime.StopPodSandboxResponse, error) {
+	sb, err := s.store.Sandbox(r.GetPodSandboxId())
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return &runtime.StopPodSandboxResponse{}, nil
+		}
+		return nil, err
+	}
+	unlock := s.locks.lock(sb.ID)
+	defer unlock()
+	if err := s.stopSandbox(ctx, sb); err != nil {
+		return nil, err
+	}
+	return &runtime.StopPodSandboxResponse{}, nil
+}
+
+func (s *Server) stopSandbox(ctx context.Context, sb store.Sandbox) error {
+	ctx = interceptor.With(ctx, "sandbox_id", sb.ID)
+	for _, c := range s.store.ContainersOf(sb.ID) {
+		unlock := s.locks.lock(c.ID)
+		err := s.stopContainer(ctx, c, 0)
+		unlock()
+		if err != nil {
+			return fmt.Errorf("stop container %q of sandbox %q: %w", c.ID, sb.ID, err)
+		}
+	}
+	if !sb.Status.NetworkDown && sb.Pod.NetNS != "" {
+		var cfg runtime.PodSandboxConfig
+		if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
+			return fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
+		}
+		if err := s.network.Teardown(ctx, podNetwork(sb, sb.Pod, &cfg)); err != nil {
+			return fmt.Errorf("tear down network of sandbox %q: %w", sb.ID, err)
+		}
+	}
+	if err := s.sandboxes.Stop(ctx, sb.Pod); err != nil {
+		return fmt.Errorf("stop sandbox %q: %w", sb.ID, err)
+	}
+	_, err := s.store.UpdateSandbox(sb.ID, func(rec *store.Sandbox) error {
+		rec.Status.State = store.SandboxNotReady
+		rec.Status.NetworkDown = true
+		return nil
+	})
+	return err
+}
+
+// RemovePodSandbox removes the pod's containers, namespaces and files. Per
+// the CRI it is idempotent and succeeds for a sandbox that is already gone.
+func (s *Server) RemovePodSandbox(ctx context.Context, r *runtime.RemovePodSandboxRequest) (*runtime.RemovePodSandboxResponse, error) {
+	sb, err := s.store.Sandbox(r.GetPodSandboxId())
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return &runtime.RemovePodSandboxResponse{}, nil
+		}
+		return nil, err
+	}
+	unlock := s.locks.lock(sb.ID)
+	defer unlock()
+	if err := s.removeSandbox(ctx, sb); err != nil {
+		return nil, err
+	}
+	return &runtime.RemovePodSandboxResponse{}, nil
+}
+
+func (s *Server) removeSandbox(ctx context.Context, sb store.Sandbox) error {
+	if err := s.stopSandbox(ctx, sb); err != nil {
+		return err
+	}
+	for _, c := range s.store.ContainersOf(sb.ID) {
+		unlock := s.locks.lock(c.ID)
+		err := s.removeContainer(ctx, c)
+		unlock()
+		if err != nil {
+			return fmt.Errorf("remove container %q of sandbox %q: %w", c.ID, sb.ID, err)
+		}
+	}
+	if err := s.sandboxes.Remove(ctx, sb.Pod); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", sb.ID, err)
+	}
+	if err := os.RemoveAll(sb.Pod.Dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove dir of sandbox %q: %w", sb.ID, err)
+	}
+	if err := s.store.DeleteSandbox(sb.ID); err != nil {
+		return err
+	}
+	interceptor.Logger(ctx).Info("pod sandbox removed", "sandbox_id", sb.ID)
+	return nil
+}

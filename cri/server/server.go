@@ -1,0 +1,209 @@
+// Package server implements the CRI RuntimeService and ImageService: each
+// RPC turns a CRI request into calls on the sandbox controller, the image
+// service, the network manager and the shims, records the outcome in the
+// store, and turns it back into a CRI response. RPCs berth does not
+// implement yet answer Unimplemented through the embedded defaults.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/config"
+	"github.com/berth-runtime/berth/cri/specgen"
+	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/imagesvc"
+	"github.com/berth-runtime/berth/netplugin"
+	"github.com/berth-runtime/berth/sandbox"
+)
+
+// Sandboxes is what the server needs of the sandbox controller.
+type Sandboxes interface {
+	Create(ctx context.Context, s sandbox.Spec) (sandbox.Pod, error)
+	Stop(ctx context.Context, p sandbox.Pod) error
+	Remove(ctx context.Context, p sandbox.Pod) error
+	InfraAlive(p sandbox.Pod) bool
+	PidNSPath(p sandbox.Pod) string
+}
+
+var _ Sandboxes = (*sandbox.Controller)(nil)
+
+// Images is what the server needs of the image service.
+type Images interface {
+	Pull(ctx context.Context, ref string, auth *imagesvc.Auth) (imagesvc.Image, error)
+	Get(ctx context.Context, refOrID string) (imagesvc.Image, error)
+	List(ctx context.Context) ([]imagesvc.Image, error)
+	Remove(ctx context.Context, refOrID string) error
+	PrepareRootfs(ctx context.Context, containerID, imageID, target string) error
+	RemoveRootfs(ctx context.Context, containerID, target string) error
+	FsInfo(ctx context.Context) (imagesvc.FsUsage, error)
+}
+
+var _ Images = (*imagesvc.Service)(nil)
+
+// Network is what the server needs of the pod network manager.
+type Network interface {
+	Status() error
+	Setup(ctx context.Context, p netplugin.PodNetwork) (netplugin.Result, error)
+	Teardown(ctx context.Context, p netplugin.PodNetwork) error
+	GC(ctx context.Context, keepIDs []string) error
+}
+
+var _ Network = (*netplugin.Manager)(nil)
+
+// Options wires the server's collaborators; every field is required.
+type Options struct {
+	Config    config.Config
+	Store     *store.Store
+	Sandboxes Sandboxes
+	Images    Images
+	Network   Network
+	ShimPath  string // resolved berth-shim binary
+	Logger    *slog.Logger
+}
+
+// Server serves the CRI.
+type Server struct {
+	runtime.UnimplementedRuntimeServiceServer
+	runtime.UnimplementedImageServiceServer
+
+	cfg       config.Config
+	store     *store.Store
+	sandboxes Sandboxes
+	images    Images
+	network   Network
+	shimPath  string
+	log       *slog.Logger
+
+	// oomScoreAdjMin is berthd's own oom_score_adj when the restriction is on.
+	oomScoreAdjMin *int
+	// allCaps is what "all capabilities" means for a privileged container:
+	// berthd's bounding set, since runc cannot grant more than it holds.
+	allCaps []string
+
+	tasksMu sync.Mutex       // guards tasks
+	tasks   map[string]*task // live shim connections by container ID
+
+	locks keyedMutex // serialises lifecycle calls per sandbox and per container
+}
+
+// New validates o and returns a server; call Recover before serving.
+func New(o Options) (*Server, error) {
+	if o.Store == nil || o.Sandboxes == nil || o.Images == nil || o.Network == nil || o.ShimPath == "" {
+		return nil, fmt.Errorf("server options incomplete: %w", errdefs.ErrInvalidArgument)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s := &Server{
+		cfg:       o.Config,
+		store:     o.Store,
+		sandboxes: o.Sandboxes,
+		images:    o.Images,
+		network:   o.Network,
+		shimPath:  o.ShimPath,
+		log:       o.Logger,
+		tasks:     map[string]*task{},
+	}
+	if o.Config.Runtime.RestrictOOMScoreAdj {
+		v, err := ownOOMScoreAdj()
+		if err != nil {
+			return nil, err
+		}
+		s.oomScoreAdjMin = &v
+	}
+	caps, err := specgen.CurrentCapabilities()
+	if err != nil {
+		return nil, fmt.Errorf("read own capabilities: %w", err)
+	}
+	s.allCaps = caps
+	for _, d := range []string{s.sandboxesDir(), s.containersDir(), s.socketsDir()} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("create state dir: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func ownOOMScoreAdj() (int, error) {
+	data, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return 0, fmt.Errorf("read own oom_score_adj: %w", err)
+	}
+	var v int
+	if _, err := fmt.Sscanf(string(data), "%d", &v); err != nil {
+		return 0, fmt.Errorf("parse own oom_score_adj %q: %w", data, err)
+	}
+	return v, nil
+}
+
+func (s *Server) sandboxesDir() string       { return filepath.Join(s.cfg.State, "sandboxes") }
+func (s *Server) containersDir() string      { return filepath.Join(s.cfg.State, "containers") }
+func (s *Server) socketsDir() string         { return filepath.Join(s.cfg.State, "s") }
+func (s *Server) bundleDir(id string) string { return filepath.Join(s.containersDir(), id) }
+func (s *Server) shimSocket(id string) string {
+	return filepath.Join(s.socketsDir(), id+".sock")
+}
+
+// Version reports the runtime's name and versions.
+func (s *Server) Version(ctx context.Context, r *runtime.VersionRequest) (*runtime.VersionResponse, error) {
+	return &runtime.VersionResponse{
+		Version:           "0.1.0",
+		RuntimeName:       "berth",
+		RuntimeVersion:    Version,
+		RuntimeApiVersion: "v1",
+	}, nil
+}
+
+// Version is berthd's version, set at link time.
+var Version = "0.1.0-dev"
+
+// Status reports RuntimeReady and NetworkReady.
+func (s *Server) Status(ctx context.Context, r *runtime.StatusRequest) (*runtime.StatusResponse, error) {
+	runtimeCond := &runtime.RuntimeCondition{Type: runtime.RuntimeReady, Status: true}
+	netCond := &runtime.RuntimeCondition{Type: runtime.NetworkReady, Status: true}
+	if err := s.network.Status(); err != nil {
+		netCond.Status = false
+		netCond.Reason = "NetworkPluginNotReady"
+		netCond.Message = err.Error()
+	}
+	resp := &runtime.StatusResponse{
+		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{runtimeCond, netCond}},
+	}
+	for name := range s.cfg.Runtime.Handlers {
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{
+			Name:     name,
+			Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: false, UserNamespaces: false},
+		})
+	}
+	resp.Features = &runtime.RuntimeFeatures{SupplementalGroupsPolicy: false}
+	if r.GetVerbose() {
+		cfg, err := json.Marshal(s.cfg)
+		if err != nil {
+			return nil, fmt.Errorf("encode config: %w", err)
+		}
+		resp.Info = map[string]string{"config": string(cfg)}
+	}
+	return resp, nil
+}
+
+// RuntimeConfig reports the cgroup driver kubelet must match.
+func (s *Server) RuntimeConfig(ctx context.Context, r *runtime.RuntimeConfigRequest) (*runtime.RuntimeConfigResponse, error) {
+	return &runtime.RuntimeConfigResponse{
+		Linux: &runtime.LinuxRuntimeConfiguration{CgroupDriver: runtime.CgroupDriver_CGROUPFS},
+	}, nil
+}
+
+// UpdateRuntimeConfig accepts the pod CIDR kubelet sends; berth's network
+// comes from the CNI config, so there is nothing to change.
+func (s *Server) UpdateRuntimeConfig(ctx context.Context, r *runtime.UpdateRuntimeConfigRequest) (*runtime.UpdateRuntimeConfigResponse, error) {
+	return &runtime.UpdateRuntimeConfigResponse{}, nil
+}
