@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,11 +30,20 @@ type Config struct {
 	// CgroupParent is used for containers of pods that name no cgroup parent.
 	CgroupParent string `toml:"cgroup_parent" comment:"cgroup parent for pods whose config names none (cgroupfs path)"`
 
-	GRPC     GRPC     `toml:"grpc"`
-	Log      Log      `toml:"log"`
-	Runtime  Runtime  `toml:"runtime"`
-	Registry Registry `toml:"registry"`
-	CNI      CNI      `toml:"cni"`
+	GRPC      GRPC      `toml:"grpc"`
+	Log       Log       `toml:"log"`
+	Runtime   Runtime   `toml:"runtime"`
+	Registry  Registry  `toml:"registry"`
+	CNI       CNI       `toml:"cni"`
+	Streaming Streaming `toml:"streaming"`
+}
+
+// Streaming configures the exec/attach/port-forward server whose URLs the
+// Exec, Attach and PortForward RPCs return.
+type Streaming struct {
+	Address string `toml:"address" comment:"host:port the streaming server listens on; port 0 picks a free one"`
+	TLSCert string `toml:"tls_cert" comment:"PEM certificate for TLS; empty: plain HTTP (keep the address on loopback then)"`
+	TLSKey  string `toml:"tls_key" comment:"PEM key for tls_cert"`
 }
 
 // GRPC configures the CRI endpoint.
@@ -67,6 +77,7 @@ type Handler struct {
 
 // Registry configures image pulls.
 type Registry struct {
+	ConfigPath    string   `toml:"config_path" comment:"certs.d directory: <host>/hosts.toml per registry (mirrors, TLS, plain HTTP), as containerd reads it"`
 	InsecureHosts []string `toml:"insecure_hosts" comment:"registry hosts (host:port) reached over plain HTTP"`
 }
 
@@ -92,7 +103,8 @@ func Default() Config {
 				"crun": {Binary: "crun"},
 			},
 		},
-		Registry: Registry{InsecureHosts: []string{}},
+		Registry:  Registry{ConfigPath: "/etc/berth/certs.d", InsecureHosts: []string{}},
+		Streaming: Streaming{Address: "127.0.0.1:0"},
 		CNI: CNI{
 			ConfDir: "/etc/cni/net.d",
 			BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"},
@@ -174,6 +186,15 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return bad("log.format", fmt.Sprintf("%q is not one of text, json", c.Log.Format))
+	}
+	if !filepath.IsAbs(c.Registry.ConfigPath) {
+		return bad("registry.config_path", fmt.Sprintf("%q is not an absolute path", c.Registry.ConfigPath))
+	}
+	if _, _, err := net.SplitHostPort(c.Streaming.Address); err != nil {
+		return bad("streaming.address", fmt.Sprintf("%q is not host:port", c.Streaming.Address))
+	}
+	if (c.Streaming.TLSCert == "") != (c.Streaming.TLSKey == "") {
+		return bad("streaming.tls_cert", "tls_cert and tls_key go together")
 	}
 	if len(c.Runtime.Handlers) == 0 {
 		return bad("runtime.handlers", "at least one handler is required")
