@@ -83,7 +83,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	}
 
 	id := newID()
-	ctx = interceptor.With(ctx, "container_id", id, "sandbox_id", sb.ID)
+	ctx = interceptor.With(ctx, "container_id", id)
 	log := interceptor.Logger(ctx)
 	name := containerKey(sb.ID, cfg.GetMetadata())
 	if _, err := s.store.Reserve(name, id); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/shim/client"
 )
 
 // killWait bounds the wait for a container to go after SIGKILL; a process
@@ -62,7 +63,7 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout i
 	if t == nil {
 		return nil // nothing runs: never started a shim, or already exited
 	}
-	log := interceptor.Logger(ctx).With("container_id", c.ID)
+	log := interceptor.Logger(ctx)
 	if timeout > 0 && c.Status.State == store.ContainerRunning {
 		sig, err := parseSignal(c.StopSignal)
 		if err != nil {
@@ -70,7 +71,7 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout i
 			sig = unix.SIGTERM
 		}
 		if err := t.client.Kill(ctx, sig, false); err != nil {
-			return fmt.Errorf("signal container %q: %w", c.ID, err)
+			return s.exitingAnyway(ctx, t, fmt.Errorf("signal container %q: %w", c.ID, err))
 		}
 		timer := time.NewTimer(time.Duration(timeout) * time.Second)
 		defer timer.Stop()
@@ -84,7 +85,7 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout i
 		}
 	}
 	if err := t.client.Kill(ctx, unix.SIGKILL, true); err != nil {
-		return fmt.Errorf("kill container %q: %w", c.ID, err)
+		return s.exitingAnyway(ctx, t, fmt.Errorf("kill container %q: %w", c.ID, err))
 	}
 	select {
 	case <-t.done:
@@ -93,6 +94,20 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout i
 		return ctx.Err()
 	case <-time.After(killWait):
 		return fmt.Errorf("container %q did not exit %s after SIGKILL: %w", c.ID, killWait, context.DeadlineExceeded)
+	}
+}
+
+// exitingAnyway decides what a failed signal means: a container that exited
+// meanwhile has its shim torn down under the signal, which then fails with
+// "deleted" or "connection lost"; that is a stop that succeeded.
+func (s *Server) exitingAnyway(ctx context.Context, t *task, err error) error {
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return err
+	case <-time.After(5 * time.Second):
+		return err
 	}
 }
 
@@ -128,6 +143,11 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.stopContainer(ctx, c, 0); err != nil {
 		return err
 	}
+	// A shim can outlive its task only across a daemon crash; make sure
+	// nothing of the container still runs before its files go.
+	if client.ShimAlive(c.Bundle) {
+		s.cleanupShim(ctx, c)
+	}
 	if err := s.images.RemoveRootfs(ctx, c.ID, c.Rootfs); err != nil {
 		return fmt.Errorf("remove rootfs of container %q: %w", c.ID, err)
 	}
@@ -137,6 +157,6 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.store.DeleteContainer(c.ID); err != nil {
 		return err
 	}
-	interceptor.Logger(ctx).Info("container removed", "container_id", c.ID)
+	interceptor.Logger(ctx).Info("container removed")
 	return nil
 }

@@ -62,6 +62,10 @@ func (s *Server) recoverContainer(ctx context.Context, c store.Container) error 
 		return s.removeContainer(ctx, c)
 	}
 	if c.Status.State == store.ContainerExited {
+		if client.ShimAlive(c.Bundle) {
+			// Left by an older berthd that recorded exits first.
+			s.cleanupShim(ctx, c)
+		}
 		return nil
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -33,10 +33,9 @@ func (s *Server) StopPodSandbox(ctx context.Context, r *runtime.StopPodSandboxRe
 }
 
 func (s *Server) stopSandbox(ctx context.Context, sb store.Sandbox) error {
-	ctx = interceptor.With(ctx, "sandbox_id", sb.ID)
 	for _, c := range s.store.ContainersOf(sb.ID) {
 		unlock := s.locks.lock(c.ID)
-		err := s.stopContainer(ctx, c, 0)
+		err := s.stopContainer(interceptor.With(ctx, "container_id", c.ID), c, 0)
 		unlock()
 		if err != nil {
 			return fmt.Errorf("stop container %q of sandbox %q: %w", c.ID, sb.ID, err)
@@ -86,7 +85,7 @@ func (s *Server) removeSandbox(ctx context.Context, sb store.Sandbox) error {
 	}
 	for _, c := range s.store.ContainersOf(sb.ID) {
 		unlock := s.locks.lock(c.ID)
-		err := s.removeContainer(ctx, c)
+		err := s.removeContainer(interceptor.With(ctx, "container_id", c.ID), c)
 		unlock()
 		if err != nil {
 			return fmt.Errorf("remove container %q of sandbox %q: %w", c.ID, sb.ID, err)
@@ -101,6 +100,6 @@ func (s *Server) removeSandbox(ctx context.Context, sb store.Sandbox) error {
 	if err := s.store.DeleteSandbox(sb.ID); err != nil {
 		return err
 	}
-	interceptor.Logger(ctx).Info("pod sandbox removed", "sandbox_id", sb.ID)
+	interceptor.Logger(ctx).Info("pod sandbox removed")
 	return nil
 }

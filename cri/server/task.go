@@ -40,8 +40,10 @@ func (s *Server) task(id string) *task {
 
 // watch holds a Wait call on the shim for the life of the container: the
 // shim answers when the init process is gone, so exits arrive without
-// polling. When the exit is recorded the shim has nothing left to do and is
-// shut down, so an exited container costs no process.
+// polling. The shim is released before the exit is recorded: a daemon
+// killed in between finds a running record whose shim is gone and reads the
+// exit file the shim left, so no shim outlives its container's record. An
+// exited container costs no process.
 func (s *Server) watch(rec store.Container, t *task) {
 	s.tasksMu.Lock()
 	s.tasks[rec.ID] = t
@@ -52,14 +54,15 @@ func (s *Server) watch(rec store.Container, t *task) {
 		if err != nil {
 			log.Warn("lost the shim, reading the exit it left", "error", err)
 			exit = s.shimLost(rec)
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if err := s.destroyTask(ctx, rec, t); err != nil {
+				log.Error("release shim", "error", err)
+			}
+			cancel()
 		}
 		if err := s.recordExit(rec.ID, exit); err != nil {
 			log.Error("record exit", "error", err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := s.destroyTask(ctx, rec, t); err != nil {
-			log.Error("release shim", "error", err)
 		}
 		log.Info("container exited", "exit_code", exit.Status)
 		close(t.done)
