@@ -6,9 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -20,6 +26,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/berth-runtime/berth/imagesvc/hosts"
 	"github.com/berth-runtime/berth/imagesvc/reference"
 	"github.com/berth-runtime/berth/imagesvc/unpack"
 )
@@ -33,6 +40,11 @@ const maxSmallBlob = 16 << 20
 // auth may be nil for anonymous pulls; callers that join a pull already
 // under way share it, credentials of the first caller included. When ref has both tag and digest the
 // digest is pulled and the tag is not recorded (it was not verified).
+//
+// The registry's hosts (mirrors, then the upstream server, from the
+// certs.d config) are tried in order: a tag is resolved by the first host
+// with the resolve capability that knows it, and the content is fetched from
+// the first host with the pull capability that serves all of it.
 func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (Image, error) {
 	r, err := reference.Parse(ref)
 	if err != nil {
@@ -47,9 +59,19 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (Image, erro
 	return img, nil
 }
 
-func authenticator(a *Auth) authn.Authenticator {
+func authenticator(a *Auth, domain string, h hosts.Host) authn.Authenticator {
 	if a == nil || *a == (Auth{}) {
 		return authn.Anonymous
+	}
+	if a.ServerAddress != "" {
+		// As containerd: credentials naming a server go to that server only.
+		srv := a.ServerAddress
+		if u, err := url.Parse(srv); err == nil && u.Host != "" {
+			srv = u.Host
+		}
+		if srv != domain && srv != h.Host && !(domain == "docker.io" && srv == "index.docker.io") {
+			return authn.Anonymous
+		}
 	}
 	return authn.FromConfig(authn.AuthConfig{
 		Username: a.Username, Password: a.Password, Auth: a.Auth,
@@ -57,13 +79,66 @@ func authenticator(a *Auth) authn.Authenticator {
 	})
 }
 
-// source fetches blobs of one repository.
+// source fetches manifests and blobs of one repository from one host, or
+// from local files (an image archive being loaded) when local is set.
 type source struct {
+	host   hosts.Host
 	puller *remote.Puller
 	repo   name.Repository
+	prog   *progress
+	local  func(d digest.Digest) (io.ReadCloser, error)
+}
+
+// where names the source in logs and errors.
+func (src source) where() string {
+	if src.local != nil {
+		return "archive"
+	}
+	return src.host.URL()
+}
+
+// manifest fetches the manifest d (not yet verified).
+func (src source) manifest(ctx context.Context, d digest.Digest) ([]byte, types.MediaType, error) {
+	if src.local != nil {
+		rc, err := src.local(d)
+		if err != nil {
+			return nil, "", err
+		}
+		defer rc.Close()
+		raw, err := io.ReadAll(io.LimitReader(rc, maxSmallBlob+1))
+		if err != nil {
+			return nil, "", err
+		}
+		return raw, sniffMediaType(raw), nil
+	}
+	desc, err := src.puller.Get(ctx, src.repo.Digest(d.String()))
+	if err != nil {
+		return nil, "", remoteErr(err)
+	}
+	return desc.Manifest, desc.MediaType, nil
+}
+
+// sniffMediaType reads a manifest's own mediaType, guessing OCI when it
+// has none (the field is optional in OCI manifests and indexes).
+func sniffMediaType(raw []byte) types.MediaType {
+	var m struct {
+		MediaType types.MediaType `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+	}
+	_ = json.Unmarshal(raw, &m)
+	switch {
+	case m.MediaType != "":
+		return m.MediaType
+	case m.Manifests != nil:
+		return types.OCIImageIndex
+	}
+	return types.OCIManifestSchema1
 }
 
 func (src source) blob(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	if src.local != nil {
+		return src.local(d)
+	}
 	l, err := src.puller.Layer(ctx, src.repo.Digest(d.String()))
 	if err != nil {
 		return nil, remoteErr(err)
@@ -72,19 +147,129 @@ func (src source) blob(ctx context.Context, d digest.Digest) (io.ReadCloser, err
 	return rc, remoteErr(err)
 }
 
+func (s *Service) source(r reference.Reference, h hosts.Host, auth *Auth, prog *progress) (source, error) {
+	repo, err := name.NewRepository(h.Host+"/"+r.Path, name.StrictValidation)
+	if err != nil {
+		return source{}, fmt.Errorf("repository %q on %s: %v: %w", r.Path, h.URL(), err, errdefs.ErrInvalidArgument)
+	}
+	puller, err := remote.NewPuller(
+		remote.WithAuth(authenticator(auth, r.Domain, h)),
+		remote.WithTransport(h.Transport),
+		remote.WithUserAgent("berth"),
+	)
+	if err != nil {
+		return source{}, fmt.Errorf("create puller: %w", err)
+	}
+	return source{host: h, puller: puller, repo: repo, prog: prog}, nil
+}
+
+// hostErrors collects why each host failed, for the error a pull returns
+// when none worked: operators need to see which mirrors were tried.
+type hostErrors struct {
+	tried []string
+	last  error
+}
+
+func (e *hostErrors) add(h hosts.Host, err error) {
+	e.tried = append(e.tried, fmt.Sprintf("%s: %v", h.URL(), err))
+	e.last = err
+}
+
+func (e *hostErrors) err(what string) error {
+	if e.last == nil {
+		return fmt.Errorf("%s: no registry host has the capability: %w", what, errdefs.ErrFailedPrecondition)
+	}
+	if len(e.tried) == 1 {
+		return fmt.Errorf("%s from %w", what, e.last)
+	}
+	return fmt.Errorf("%s: all %d hosts failed [%s]: %w", what, len(e.tried), strings.Join(e.tried, "; "), e.last)
+}
+
+// resolved is the top-level manifest a reference names.
+type resolved struct {
+	digest digest.Digest
+	raw    []byte          // nil when not fetched yet (pull by digest)
+	mt     types.MediaType // with raw
+}
+
 func (s *Service) pull(ctx context.Context, r reference.Reference, auth *Auth) (Image, error) {
-	rref, err := r.Remote(s.insecure[r.Domain])
+	hs, err := s.hosts.Lookup(r.Domain)
 	if err != nil {
-		return Image{}, err
+		return Image{}, fmt.Errorf("registry hosts of %q: %w", r.Domain, err)
 	}
-	puller, err := remote.NewPuller(remote.WithAuth(authenticator(auth)), remote.WithUserAgent("berth"))
-	if err != nil {
-		return Image{}, fmt.Errorf("create puller: %w", err)
+	prog := newProgress(r.String())
+	stop := s.logProgress(ctx, prog)
+	defer stop()
+	top := resolved{digest: r.Digest}
+	if top.digest == "" {
+		if top, err = s.resolveTag(ctx, r, hs, auth, prog); err != nil {
+			return Image{}, err
+		}
 	}
-	src := source{puller: puller, repo: rref.Context()}
+	var errs hostErrors
+	for _, h := range hs {
+		if !h.Capabilities.Has(hosts.Pull) {
+			continue
+		}
+		src, err := s.source(r, h, auth, prog)
+		if err == nil {
+			var img Image
+			if img, err = s.pullFrom(ctx, src, top, names{tag: tagName(r), repoDigest: r.DigestRef(top.digest), ref: r.String()}); err == nil {
+				return img, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return Image{}, ctx.Err()
+		}
+		if len(hs) > 1 {
+			s.log.WarnContext(ctx, "pull from registry host failed", "ref", r.String(), "host", h.URL(), "error", err)
+		}
+		errs.add(h, err)
+	}
+	return Image{}, errs.err("fetch")
+}
+
+// resolveTag asks each host with the resolve capability for the tag's manifest.
+func (s *Service) resolveTag(ctx context.Context, r reference.Reference, hs []hosts.Host, auth *Auth, prog *progress) (resolved, error) {
+	var errs hostErrors
+	for _, h := range hs {
+		if !h.Capabilities.Has(hosts.Resolve) {
+			continue
+		}
+		src, err := s.source(r, h, auth, prog)
+		if err == nil {
+			var desc *remote.Descriptor
+			if desc, err = src.puller.Get(ctx, src.repo.Tag(r.Tag)); err == nil {
+				d := digest.Digest(desc.Digest.String())
+				if err = verifyBytes(d, desc.Manifest); err == nil {
+					return resolved{digest: d, raw: desc.Manifest, mt: desc.MediaType}, nil
+				}
+			}
+			err = remoteErr(err)
+		}
+		if ctx.Err() != nil {
+			return resolved{}, ctx.Err()
+		}
+		if len(hs) > 1 {
+			s.log.WarnContext(ctx, "resolve on registry host failed", "ref", r.String(), "host", h.URL(), "error", err)
+		}
+		errs.add(h, err)
+	}
+	return resolved{}, errs.err("resolve tag " + r.Tag)
+}
+
+// names are what an image is recorded under; both may be empty.
+type names struct {
+	tag, repoDigest string
+	ref             string // for logs
+	pinned          bool
+}
+
+// pullFrom pulls the image top names from one source.
+func (s *Service) pullFrom(ctx context.Context, src source, top resolved, n names) (Image, error) {
 	// manifests and config are stored only once the layers made it, so a
 	// failed pull leaves nothing in the content store.
-	top, manifest, blobs, err := s.resolveManifest(ctx, src, rref)
+	manifest, blobs, err := s.resolveManifest(ctx, src, top)
 	if err != nil {
 		return Image{}, err
 	}
@@ -102,8 +287,13 @@ func (s *Service) pull(ctx context.Context, r reference.Reference, auth *Auth) (
 			len(manifest.Layers), len(cfg.RootFS.DiffIDs), errdefs.ErrInvalidArgument)
 	}
 	chains := chainIDs(cfg.RootFS.DiffIDs)
-	release := s.hold(chains)
+	allBlobs := slices.Collect(maps.Keys(blobs))
+	for _, l := range manifest.Layers {
+		allBlobs = append(allBlobs, l.Digest)
+	}
+	release := s.hold(append(slices.Clone(chains), allBlobs...))
 	defer release()
+	src.prog.plan(manifest.Layers, chains, s.layers.Exists)
 	if err := s.fetchLayers(ctx, src, manifest.Layers, cfg.RootFS.DiffIDs, chains); err != nil {
 		return Image{}, err
 	}
@@ -112,19 +302,24 @@ func (s *Service) pull(ctx context.Context, r reference.Reference, auth *Auth) (
 			return Image{}, fmt.Errorf("store blob: %w", err)
 		}
 	}
-	img := Image{ID: manifest.Config.Digest.String(), Config: cfg, ChainIDs: chains, Size: uint64(manifest.Config.Size)}
+	img := Image{ID: manifest.Config.Digest.String(), Config: cfg, ChainIDs: chains, Size: uint64(manifest.Config.Size), Pinned: n.pinned}
 	for _, l := range manifest.Layers {
 		img.Size += uint64(l.Size)
 	}
+	img.Blobs = sortedUnique(allBlobs)
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		img, err = storePulled(tx, img, tagName(r), r.DigestRef(top))
+		img, err = storePulled(tx, img, n.tag, n.repoDigest)
 		return err
 	})
 	if err != nil {
 		return Image{}, fmt.Errorf("record image: %w", err)
 	}
-	s.log.InfoContext(ctx, "image pulled", "ref", r.String(), "image_id", img.ID, "layers", len(chains))
+	s.log.InfoContext(ctx, "image stored", "ref", n.ref, "image_id", img.ID, "layers", len(chains), "source", src.where())
 	return img, nil
+}
+
+func sortedUnique(ds []digest.Digest) []digest.Digest {
+	return slices.Compact(slices.Sorted(slices.Values(ds)))
 }
 
 func tagName(r reference.Reference) string {
@@ -134,51 +329,72 @@ func tagName(r reference.Reference) string {
 	return r.TagRef()
 }
 
-// resolveManifest fetches the manifest that ref names, going through an index
-// to the platform's manifest. It returns the top-level digest (what the ref
-// resolved to: the index's when there is one), the image manifest, and the
-// verified raw manifests by digest, to store once the pull succeeds.
-func (s *Service) resolveManifest(ctx context.Context, src source, ref name.Reference) (digest.Digest, ocispec.Manifest, map[digest.Digest][]byte, error) {
-	fail := func(err error) (digest.Digest, ocispec.Manifest, map[digest.Digest][]byte, error) {
-		return "", ocispec.Manifest{}, nil, err
+// resolveManifest fetches (unless top already holds it) the manifest top
+// names, going through an index to the platform's manifest. It returns the
+// image manifest and the verified raw manifests by digest, to store once the
+// pull succeeds.
+func (s *Service) resolveManifest(ctx context.Context, src source, top resolved) (ocispec.Manifest, map[digest.Digest][]byte, error) {
+	fail := func(err error) (ocispec.Manifest, map[digest.Digest][]byte, error) {
+		return ocispec.Manifest{}, nil, err
 	}
-	desc, err := src.puller.Get(ctx, ref)
-	if err != nil {
-		return fail(fmt.Errorf("fetch manifest: %w", remoteErr(err)))
+	raw, mt := top.raw, top.mt
+	if raw == nil {
+		var err error
+		if raw, mt, err = src.manifest(ctx, top.digest); err != nil {
+			return fail(fmt.Errorf("fetch manifest: %w", err))
+		}
 	}
-	top := digest.Digest(desc.Digest.String())
-	raw, mt := desc.Manifest, desc.MediaType
-	if err := verifyBytes(top, raw); err != nil {
+	if err := verifyBytes(top.digest, raw); err != nil {
 		return fail(err)
 	}
-	blobs := map[digest.Digest][]byte{top: raw}
+	blobs := map[digest.Digest][]byte{top.digest: raw}
 	if mt == types.OCIImageIndex || mt == types.DockerManifestList {
 		child, err := s.pickPlatform(raw)
 		if err != nil {
 			return fail(err)
 		}
-		cdesc, err := src.puller.Get(ctx, src.repo.Digest(child.String()))
-		if err != nil {
-			return fail(fmt.Errorf("fetch platform manifest: %w", remoteErr(err)))
+		if raw, mt, err = src.manifest(ctx, child); err != nil {
+			return fail(fmt.Errorf("fetch platform manifest: %w", err))
 		}
-		raw, mt = cdesc.Manifest, cdesc.MediaType
 		if err := verifyBytes(child, raw); err != nil {
 			return fail(err)
 		}
 		blobs[child] = raw
 	}
-	if mt != types.OCIManifestSchema1 && mt != types.DockerManifestSchema2 {
-		return fail(fmt.Errorf("manifest media type %q is not supported (only OCI and Docker schema 2 images): %w",
-			mt, errdefs.ErrNotImplemented))
+	m, err := parseManifest(raw, mt)
+	if err != nil {
+		return fail(err)
+	}
+	return m, blobs, nil
+}
+
+// parseManifest accepts OCI and Docker schema 2 image manifests only.
+func parseManifest(raw []byte, mt types.MediaType) (ocispec.Manifest, error) {
+	switch mt {
+	case types.OCIManifestSchema1, types.DockerManifestSchema2:
+	case types.DockerManifestSchema1, types.DockerManifestSchema1Signed:
+		return ocispec.Manifest{}, fmt.Errorf("manifest media type %q: Docker schema 1 images are not supported (push the image again with a current client): %w",
+			mt, errdefs.ErrNotImplemented)
+	default:
+		return ocispec.Manifest{}, fmt.Errorf("manifest media type %q is not supported (only OCI and Docker schema 2 images): %w",
+			mt, errdefs.ErrNotImplemented)
 	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return fail(fmt.Errorf("decode manifest: %v: %w", err, errdefs.ErrInvalidArgument))
+		return ocispec.Manifest{}, fmt.Errorf("decode manifest: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if cmt := types.MediaType(m.Config.MediaType); cmt != types.OCIConfigJSON && cmt != types.DockerConfigJSON {
-		return fail(fmt.Errorf("config media type %q is not an image config: %w", cmt, errdefs.ErrNotImplemented))
+		return ocispec.Manifest{}, fmt.Errorf("config media type %q is not an image config: %w", cmt, errdefs.ErrNotImplemented)
 	}
-	return top, m, blobs, nil
+	for _, l := range m.Layers {
+		switch types.MediaType(l.MediaType) {
+		case types.OCILayer, types.OCILayerZStd, types.OCIUncompressedLayer, types.DockerLayer, types.DockerUncompressedLayer,
+			types.OCIRestrictedLayer, types.OCIUncompressedRestrictedLayer, types.DockerForeignLayer:
+		default:
+			return ocispec.Manifest{}, fmt.Errorf("layer media type %q is not supported: %w", l.MediaType, errdefs.ErrNotImplemented)
+		}
+	}
+	return m, nil
 }
 
 func verifyBytes(d digest.Digest, b []byte) error {
@@ -256,17 +472,24 @@ func (s *Service) fetchLayers(ctx context.Context, src source, layers []ocispec.
 			})
 			if err != nil {
 				errOnce.Do(func() { firstErr = fmt.Errorf("layer %q: %w", layers[i].Digest, err); cancel() })
+				return
 			}
+			src.prog.complete(layers[i].Digest)
 		})
 	}
 	wg.Wait()
 	return firstErr
 }
 
+// layerAttempts bounds tries of one layer download: a connection cut
+// mid-body is retried (each try from a fresh temp dir), as a registry
+// restarting or a load balancer dropping a long transfer are routine.
+const layerAttempts = 3
+
 // fetchLayer streams one layer: compressed bytes go to the blob file and its
 // digest check, decompressed bytes to the tar extractor and the diff ID
 // check; the layer dir is committed only when both match.
-func (s *Service) fetchLayer(ctx context.Context, src source, desc ocispec.Descriptor, diffID, chain digest.Digest) (err error) {
+func (s *Service) fetchLayer(ctx context.Context, src source, desc ocispec.Descriptor, diffID, chain digest.Digest) error {
 	if s.layers.Exists(chain) {
 		return nil
 	}
@@ -276,19 +499,48 @@ func (s *Service) fetchLayer(ctx context.Context, src source, desc ocispec.Descr
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	for attempt := 1; ; attempt++ {
+		done, err := s.fetchLayerOnce(ctx, src, desc, diffID, chain)
+		if err == nil {
+			return nil
+		}
+		src.prog.add(desc.Digest, -done)
+		if attempt == layerAttempts || ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+		s.log.WarnContext(ctx, "layer download interrupted, retrying", "digest", desc.Digest, "attempt", attempt, "error", err)
+		select {
+		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func retryable(err error) bool {
+	return errdefs.IsUnavailable(err) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// fetchLayerOnce makes one try and returns the compressed bytes it read
+// (for progress accounting).
+func (s *Service) fetchLayerOnce(ctx context.Context, src source, desc ocispec.Descriptor, diffID, chain digest.Digest) (n int64, err error) {
 	blob, w, err := s.openLayerBlob(ctx, src, desc)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer blob.Close()
-	var compressed io.Reader = blob
+	cr := &countingReader{r: blob, d: desc.Digest}
+	if w != nil {
+		cr.prog = src.prog // a local blob is not a download
+	}
+	var compressed io.Reader = cr
 	if w != nil {
 		defer w.Close()
-		compressed = io.TeeReader(blob, w)
+		compressed = io.TeeReader(cr, w)
 	}
 	tmp, err := s.layers.Begin()
 	if err != nil {
-		return err
+		return cr.counted(), err
 	}
 	defer func() {
 		if err != nil {
@@ -296,15 +548,15 @@ func (s *Service) fetchLayer(ctx context.Context, src source, desc ocispec.Descr
 		}
 	}()
 	if err := s.extract(ctx, compressed, tmp, diffID); err != nil {
-		return err
+		return cr.counted(), err
 	}
 	if w != nil {
 		if err := w.Commit(); err != nil {
-			return err
+			return cr.counted(), err
 		}
 	}
 	s.log.DebugContext(ctx, "layer unpacked", "digest", desc.Digest, "chain_id", chain)
-	return s.layers.Commit(tmp, chain)
+	return cr.counted(), s.layers.Commit(tmp, chain)
 }
 
 // openLayerBlob opens the layer from the content store if it is there (its
@@ -334,26 +586,44 @@ type blobWriter interface {
 func (s *Service) extract(ctx context.Context, compressed io.Reader, dir string, diffID digest.Digest) error {
 	dr, err := unpack.Decompress(compressed)
 	if err != nil {
-		return remoteErr(err)
+		return layerErr(err)
 	}
 	defer dr.Close()
 	dg := digest.SHA256.Digester()
 	tr := io.TeeReader(dr, dg.Hash())
 	if err := unpack.Apply(ctx, dir, tr, s.log); err != nil {
-		return remoteErr(err)
+		return layerErr(err)
 	}
 	// the tar's trailing padding counts for the diff ID; the compressed
 	// stream's tail (gzip trailer, remote verification) for the blob digest.
 	if _, err := io.Copy(io.Discard, tr); err != nil {
-		return remoteErr(err)
+		return layerErr(err)
 	}
 	if _, err := io.Copy(io.Discard, compressed); err != nil {
-		return remoteErr(err)
+		return layerErr(err)
 	}
 	if got := dg.Digest(); got != diffID {
 		return fmt.Errorf("layer content has diff id %q, config says %q: %w", got, diffID, errdefs.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// layerErr classifies an error met while reading a layer: network
+// trouble is Unavailable (and retried), a stream that ends early is left
+// for the retry logic, and anything else the decoders reject (a malformed
+// tar, gzip or zstd stream) is the layer's fault: InvalidArgument.
+func layerErr(err error) error {
+	err = remoteErr(err)
+	var errno syscall.Errno
+	var nerr net.Error
+	switch {
+	case errdefs.IsUnavailable(err), errdefs.IsInvalidArgument(err), errdefs.IsNotFound(err),
+		errdefs.IsUnauthorized(err), errdefs.IsPermissionDenied(err),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &errno), errors.As(err, &nerr):
+		return err
+	}
+	return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 }
 
 // remoteErr adds the errdefs class to registry and transport errors.

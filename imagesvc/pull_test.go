@@ -431,13 +431,16 @@ func TestRemoveAndTagMove(t *testing.T) {
 	if dirs := layerDirs(t, e); len(dirs) != 0 {
 		t.Errorf("layers left: %v", dirs)
 	}
-	// layers removed but blobs kept: a re-pull unpacks from the store.
+	// blobs nothing uses went with the images.
+	if left := files(t, filepath.Join(e.root, "content")); len(left) != 0 {
+		t.Errorf("blobs left: %v", left)
+	}
 	before := e.reg.totalGets()
 	if _, err := e.svc.Pull(ctx, repo+":1", nil); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.reg.totalGets() - before; n != 0 {
-		t.Errorf("re-pull after remove fetched %d blobs", n)
+	if n := e.reg.totalGets() - before; n != 3 {
+		t.Errorf("re-pull after remove fetched %d blobs, want config and 2 layers", n)
 	}
 	if dirs := layerDirs(t, e); len(dirs) != 2 {
 		t.Errorf("layers = %v", dirs)

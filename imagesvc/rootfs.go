@@ -161,9 +161,20 @@ func (s *Service) RemoveRootfs(ctx context.Context, containerID, target string) 
 // FsInfo reports bytes (allocated blocks) and inodes used by layers and
 // blobs, and the mount point of the filesystem holding Root.
 func (s *Service) FsInfo(ctx context.Context) (FsUsage, error) {
+	return s.usage(ctx, s.layers.Root(), s.content.Root())
+}
+
+// ContainersFsInfo reports what the containers' writable layers (overlay
+// upper and work dirs under Root/containers) use, for kubelet's
+// container_filesystems.
+func (s *Service) ContainersFsInfo(ctx context.Context) (FsUsage, error) {
+	return s.usage(ctx, filepath.Join(s.root, "containers"))
+}
+
+func (s *Service) usage(ctx context.Context, dirs ...string) (FsUsage, error) {
 	u := FsUsage{Mountpoint: s.mountpoint()}
 	seen := map[[2]uint64]bool{}
-	for _, dir := range []string{s.layers.Root(), s.content.Root()} {
+	for _, dir := range dirs {
 		err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
 			if err != nil {
 				if errors.Is(err, fs.ErrNotExist) {

@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -26,6 +27,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-runtime/berth/imagesvc/content"
+	"github.com/berth-runtime/berth/imagesvc/hosts"
 	"github.com/berth-runtime/berth/imagesvc/reference"
 	"github.com/berth-runtime/berth/imagesvc/snapshot"
 )
@@ -37,8 +39,16 @@ const DefaultMaxConcurrentDownloads = 3
 type Options struct {
 	Root string   // e.g. /var/lib/berth; must be absolute
 	DB   *bolt.DB // opened by the caller; imagesvc uses buckets named "images*"
-	// InsecureHosts are registries ("127.0.0.1:5000") reached over plain HTTP.
+	// HostsDir is the certs.d directory: <host>/hosts.toml per registry
+	// (mirrors, capabilities, TLS, plain HTTP), as containerd reads it.
+	// "" => every registry is its own single upstream host.
+	HostsDir string
+	// InsecureHosts are registries ("127.0.0.1:5000") reached over plain
+	// HTTP when HostsDir has no hosts.toml for them.
 	InsecureHosts []string
+	// ProgressInterval is how often a running pull logs bytes done of
+	// total (0 => DefaultProgressInterval, negative => never).
+	ProgressInterval time.Duration
 	// MaxConcurrentDownloads bounds layer downloads across all pulls (0 => 3).
 	MaxConcurrentDownloads int
 	Platform               *ocispec.Platform // nil => linux/runtime.GOARCH
@@ -48,7 +58,19 @@ type Options struct {
 // Auth are registry credentials, in the CRI AuthConfig shape.
 type Auth struct {
 	Username, Password, Auth, IdentityToken, RegistryToken string
+	// ServerAddress, when set, limits the credentials to that registry
+	// (a host or URL); otherwise they go to every host of the pull,
+	// mirrors included, as containerd does.
+	ServerAddress string
 }
+
+// String never shows secrets: credentials must not reach a log.
+func (a Auth) String() string {
+	return fmt.Sprintf("Auth{user=%q server=%q secrets=redacted}", a.Username, a.ServerAddress)
+}
+
+// LogValue keeps slog from printing the fields.
+func (a Auth) LogValue() slog.Value { return slog.StringValue(a.String()) }
 
 // Image is an image record.
 type Image struct {
@@ -58,7 +80,10 @@ type Image struct {
 	Size        uint64   // compressed layers + config
 	Config      ocispec.Image
 	ChainIDs    []digest.Digest // bottom layer first
-	Pinned      bool
+	// Blobs are the content store blobs the image owns (manifests,
+	// index, config, compressed layers), deleted with it when unused.
+	Blobs  []digest.Digest
+	Pinned bool
 }
 
 // FsUsage is what the image filesystem uses.
@@ -73,10 +98,12 @@ type Service struct {
 	db       *bolt.DB
 	log      *slog.Logger
 	platform ocispec.Platform
-	insecure map[string]bool
+	hosts    *hosts.Config
 	content  *content.Store
-	layers   *snapshot.Layers
-	sem      chan struct{} // download slots
+
+	progressInterval time.Duration
+	layers           *snapshot.Layers
+	sem              chan struct{} // download slots
 
 	pulls      group[Image]
 	layerPulls group[struct{}]
@@ -95,11 +122,13 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		return nil, fmt.Errorf("image service needs a metadata db: %w", errdefs.ErrInvalidArgument)
 	}
 	s := &Service{
-		root:     filepath.Clean(o.Root),
-		db:       o.DB,
-		log:      o.Logger,
-		insecure: map[string]bool{},
-		active:   map[digest.Digest]int{},
+		root:   filepath.Clean(o.Root),
+		db:     o.DB,
+		log:    o.Logger,
+		hosts:  hosts.New(o.HostsDir, o.InsecureHosts, o.Logger),
+		active: map[digest.Digest]int{},
+
+		progressInterval: o.ProgressInterval,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -114,8 +143,8 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		n = DefaultMaxConcurrentDownloads
 	}
 	s.sem = make(chan struct{}, n)
-	for _, h := range o.InsecureHosts {
-		s.insecure[h] = true
+	if s.progressInterval == 0 {
+		s.progressInterval = DefaultProgressInterval
 	}
 	var err error
 	if s.content, err = content.New(filepath.Join(s.root, "content")); err != nil {
@@ -190,7 +219,8 @@ func (s *Service) List(ctx context.Context) ([]Image, error) {
 
 // Remove deletes the image record found by refOrID with all its names
 // (errdefs.ErrNotFound if there is none), then deletes the layer dirs that
-// no other image and no container rootfs uses. Blobs stay (GC is later work).
+// no other image and no container rootfs uses, and the blobs no other image
+// lists.
 func (s *Service) Remove(ctx context.Context, refOrID string) error {
 	var removed Image
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -206,7 +236,36 @@ func (s *Service) Remove(ctx context.Context, refOrID string) error {
 	}
 	s.log.InfoContext(ctx, "image removed", "image_id", removed.ID, "tags", removed.RepoTags)
 	s.gcLayers(ctx, removed.ChainIDs)
+	s.gcBlobs(ctx, removed.Blobs)
 	return nil
+}
+
+// gcBlobs deletes those of candidates no image lists and no pull holds.
+func (s *Service) gcBlobs(ctx context.Context, candidates []digest.Digest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	used := map[digest.Digest]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		imgs, err := listImages(tx)
+		for _, img := range imgs {
+			for _, b := range img.Blobs {
+				used[b] = true
+			}
+		}
+		return err
+	})
+	if err != nil {
+		s.log.WarnContext(ctx, "blob gc: read metadata", "error", err)
+		return
+	}
+	for _, b := range sortedUnique(candidates) {
+		if used[b] || s.active[b] > 0 {
+			continue
+		}
+		if err := s.content.Delete(b); err != nil {
+			s.log.WarnContext(ctx, "blob gc: delete blob", "digest", b, "error", err)
+		}
+	}
 }
 
 // gcLayers deletes those of candidates that nothing references any more.
@@ -236,7 +295,8 @@ func (s *Service) gcLayers(ctx context.Context, candidates []digest.Digest) {
 	}
 }
 
-// hold marks chain IDs as in use by a pull until the returned func runs.
+// hold marks chain IDs and blob digests as in use by a pull until the
+// returned func runs.
 func (s *Service) hold(chains []digest.Digest) func() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -76,13 +76,16 @@ func listImages(tx *bolt.Tx) ([]Image, error) {
 	return imgs, err
 }
 
-// storePulled records a pulled image under tag (may be "") and repoDigest,
+// storePulled records a pulled image under tag and repoDigest (either may be ""),
 // merging with an existing record of the same ID. A tag that pointed at
 // another image moves: that image loses it (and keeps its other names).
 func storePulled(tx *bolt.Tx, img Image, tag, repoDigest string) (Image, error) {
 	names := tx.Bucket(bucketNames)
 	if old, err := getImage(tx, img.ID); err == nil {
-		img.RepoTags, img.RepoDigests, img.Pinned = old.RepoTags, old.RepoDigests, old.Pinned
+		img.RepoTags, img.RepoDigests, img.Pinned = old.RepoTags, old.RepoDigests, old.Pinned || img.Pinned
+		// one config reached through another manifest (an index, a
+		// mirror's re-push) owns both sets of blobs.
+		img.Blobs = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(old.Blobs), img.Blobs...))))
 	}
 	if tag != "" {
 		if prev := names.Get([]byte(tag)); prev != nil && string(prev) != img.ID {
@@ -94,6 +97,9 @@ func storePulled(tx *bolt.Tx, img Image, tag, repoDigest string) (Image, error) 
 			return Image{}, err
 		}
 		img.RepoTags = addName(img.RepoTags, tag)
+	}
+	if repoDigest == "" { // loaded from an archive with no registry name
+		return img, putImage(tx, img)
 	}
 	if prev := names.Get([]byte(repoDigest)); prev != nil && string(prev) != img.ID {
 		if err := dropName(tx, string(prev), repoDigest); err != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/imagesvc"
 )
 
@@ -92,7 +94,15 @@ func (s *Server) ImageStatus(ctx context.Context, r *runtime.ImageStatusRequest)
 	}
 	resp := &runtime.ImageStatusResponse{Image: criImage(img)}
 	if r.GetVerbose() {
-		resp.Info = map[string]string{"chainIDs": fmt.Sprint(img.ChainIDs)}
+		// the same shape as containerd's verbose info: one JSON document.
+		info, err := json.Marshal(map[string]any{
+			"imageSpec": img.Config, "chainIDs": img.ChainIDs, "id": img.ID, "size": img.Size,
+			"repoTags": img.RepoTags, "repoDigests": img.RepoDigests, "pinned": img.Pinned,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("encode image info: %w", err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
 	}
 	return resp, nil
 }
@@ -108,6 +118,7 @@ func (s *Server) PullImage(ctx context.Context, r *runtime.PullImageRequest) (*r
 		auth = &imagesvc.Auth{
 			Username: a.GetUsername(), Password: a.GetPassword(), Auth: a.GetAuth(),
 			IdentityToken: a.GetIdentityToken(), RegistryToken: a.GetRegistryToken(),
+			ServerAddress: a.GetServerAddress(),
 		}
 	}
 	start := time.Now()
@@ -115,7 +126,7 @@ func (s *Server) PullImage(ctx context.Context, r *runtime.PullImageRequest) (*r
 	if err != nil {
 		return nil, fmt.Errorf("pull image %q: %w", ref, err)
 	}
-	s.log.Info("image pulled", "image", ref, "id", img.ID, "duration", time.Since(start))
+	interceptor.Logger(ctx).Info("image pulled", "image", ref, "id", img.ID, "duration", time.Since(start))
 	return &runtime.PullImageResponse{ImageRef: img.ID}, nil
 }
 
@@ -138,11 +149,25 @@ func (s *Server) ImageFsInfo(ctx context.Context, r *runtime.ImageFsInfoRequest)
 	if err != nil {
 		return nil, err
 	}
-	fs := &runtime.FilesystemUsage{
+	resp := &runtime.ImageFsInfoResponse{ImageFilesystems: []*runtime.FilesystemUsage{fsUsage(u)}}
+	// kubelet's split-disk image GC reads the writable layers' usage here.
+	if c, ok := s.images.(interface {
+		ContainersFsInfo(context.Context) (imagesvc.FsUsage, error)
+	}); ok {
+		cu, err := c.ContainersFsInfo(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp.ContainerFilesystems = []*runtime.FilesystemUsage{fsUsage(cu)}
+	}
+	return resp, nil
+}
+
+func fsUsage(u imagesvc.FsUsage) *runtime.FilesystemUsage {
+	return &runtime.FilesystemUsage{
 		Timestamp:  time.Now().UnixNano(),
 		FsId:       &runtime.FilesystemIdentifier{Mountpoint: u.Mountpoint},
 		UsedBytes:  &runtime.UInt64Value{Value: u.UsedBytes},
 		InodesUsed: &runtime.UInt64Value{Value: u.InodesUsed},
 	}
-	return &runtime.ImageFsInfoResponse{ImageFilesystems: []*runtime.FilesystemUsage{fs}}, nil
 }

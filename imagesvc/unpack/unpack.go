@@ -71,7 +71,8 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b 
 // created with *at syscalls relative to dir; parents are resolved with
 // RESOLVE_IN_ROOT, so symlinks inside the layer can never lead outside it.
 // Paths that escape dir (absolute, "..") and hardlinks whose target escapes
-// are rejected with errdefs.ErrInvalidArgument; device nodes are skipped.
+// are rejected with errdefs.ErrInvalidArgument; device nodes are created
+// when running as root (skipped otherwise); runs of zero blocks become holes.
 // On error dir is left partly written: the caller removes it.
 func Apply(ctx context.Context, dir string, r io.Reader, log *slog.Logger) error {
 	if log == nil {
@@ -145,8 +146,17 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
 	case tar.TypeChar, tar.TypeBlock:
-		e.log.Warn("skipping device node in layer", "path", name, "major", hdr.Devmajor, "minor", hdr.Devminor)
-		return nil
+		if hdr.Typeflag == tar.TypeChar && hdr.Devmajor == 0 && hdr.Devminor == 0 {
+			// overlayfs reads a 0:0 character device as a whiteout: only
+			// .wh. entries may delete lower files.
+			e.log.Warn("skipping 0:0 character device in layer", "path", name)
+			return nil
+		}
+		if !e.chown {
+			// only root may mknod; unprivileged unpacking (tests) skips them.
+			e.log.Warn("skipping device node in layer", "path", name, "major", hdr.Devmajor, "minor", hdr.Devminor)
+			return nil
+		}
 	case tar.TypeXGlobalHeader:
 		return nil
 	default:
@@ -177,6 +187,20 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	case tar.TypeFifo:
 		if err := unix.Mknodat(parent, base, unix.S_IFIFO|uint32(hdr.Mode&0o7777), 0); err != nil {
 			return fmt.Errorf("mkfifo: %w", err)
+		}
+	case tar.TypeChar, tar.TypeBlock:
+		// a device node in a layer is no escape: the container's device
+		// cgroup decides whether it can be opened.
+		typ := uint32(unix.S_IFCHR)
+		if hdr.Typeflag == tar.TypeBlock {
+			typ = unix.S_IFBLK
+		}
+		dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
+		if err := unix.Mknodat(parent, base, typ|uint32(hdr.Mode&0o7777), int(dev)); err != nil {
+			return fmt.Errorf("mknod: %w", err)
+		}
+		if err := unix.Fchmodat(parent, base, uint32(hdr.Mode&0o7777), 0); err != nil {
+			return fmt.Errorf("chmod device: %w", err)
 		}
 	default:
 		return e.regular(parent, base, hdr, tr)
@@ -267,7 +291,15 @@ func (e *extractor) regular(parent int, base string, hdr *tar.Header, tr io.Read
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	w := &fdWriter{fd: fd}
-	_, err = io.CopyBuffer(w, io.LimitReader(tr, hdr.Size), *bp)
+	var n int64
+	n, err = io.CopyBuffer(w, io.LimitReader(tr, hdr.Size), *bp)
+	if err == nil && n != hdr.Size {
+		err = fmt.Errorf("file is %d bytes, header says %d: %w", n, hdr.Size, io.ErrUnexpectedEOF)
+	}
+	if err == nil && w.hole {
+		// the file ends in a hole that was skipped, not written.
+		err = unix.Ftruncate(fd, hdr.Size)
+	}
 	if err == nil {
 		err = e.ownerMode(fd, hdr)
 	}
@@ -462,19 +494,49 @@ func removeChildren(dirfd int) error {
 	return nil
 }
 
-type fdWriter struct{ fd int }
+// holeBlock is the granularity of hole detection: whole zero blocks are
+// skipped with lseek, so sparse files (and zero-filled ones) stay sparse.
+const holeBlock = 4096
+
+var zeroBlock [holeBlock]byte
+
+// fdWriter writes a file, leaving holes where whole blocks are zero.
+type fdWriter struct {
+	fd   int
+	hole bool // the last block was skipped: the file needs its size set
+}
 
 func (w *fdWriter) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
-		m, err := unix.Write(w.fd, p[n:])
+		chunk := p[n:min(len(p), n+holeBlock)]
+		if len(chunk) == holeBlock && bytes.Equal(chunk, zeroBlock[:]) {
+			if _, err := unix.Seek(w.fd, holeBlock, io.SeekCurrent); err != nil {
+				return n, err
+			}
+			w.hole = true
+			n += holeBlock
+			continue
+		}
+		if err := w.writeAll(chunk); err != nil {
+			return n, err
+		}
+		w.hole = false
+		n += len(chunk)
+	}
+	return n, nil
+}
+
+func (w *fdWriter) writeAll(p []byte) error {
+	for len(p) > 0 {
+		m, err := unix.Write(w.fd, p)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return n, err
+			return err
 		}
-		n += m
+		p = p[m:]
 	}
-	return n, nil
+	return nil
 }

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-runtime/berth/cri/config"
+	"github.com/berth-runtime/berth/imagesvc"
+)
+
+const imageUsage = "usage: berthd image load [--config FILE] ARCHIVE (an OCI image-layout tar or a docker save tar; - for stdin)"
+
+// imageCmd runs offline image commands on the store berthd uses. bbolt
+// lets one process open meta.db, so they run only while berthd is stopped.
+func imageCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "load" {
+		return errors.New(imageUsage)
+	}
+	fs := flag.NewFlagSet("berthd image load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", config.DefaultPath, "config file (TOML)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New(imageUsage)
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := config.Load(*cfgPath, explicit)
+	if err != nil {
+		return err
+	}
+	in := io.Reader(os.Stdin)
+	if p := fs.Arg(0); p != "-" {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
+	defer stop()
+	return loadImages(ctx, cfg, in, stdout, stderr)
+}
+
+func loadImages(ctx context.Context, cfg config.Config, in io.Reader, stdout, stderr io.Writer) error {
+	if err := os.MkdirAll(cfg.Root, 0o711); err != nil {
+		return fmt.Errorf("create %s: %w", cfg.Root, err)
+	}
+	dbPath := filepath.Join(cfg.Root, "meta.db")
+	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("%s is locked: berthd is running; stop it to load images offline (or pull from a registry)", dbPath)
+	}
+	if err != nil {
+		return fmt.Errorf("open metadata: %w", err)
+	}
+	defer db.Close()
+	log, _ := newLogger(cfg.Log, stderr)
+	svc, err := imagesvc.New(ctx, imagesvc.Options{Root: cfg.Root, DB: db, Logger: log, HostsDir: cfg.Registry.ConfigPath})
+	if err != nil {
+		return fmt.Errorf("open image store: %w", err)
+	}
+	imgs, err := svc.Load(ctx, in)
+	for _, img := range imgs {
+		fmt.Fprintf(stdout, "loaded %s %v\n", img.ID, img.RepoTags)
+	}
+	return err
+}
