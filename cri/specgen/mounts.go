@@ -20,12 +20,18 @@ var userMountOptions = map[string]bool{
 }
 
 func applyMounts(s *specs.Spec, in Input, _ nsModes) error {
-	user, err := criMounts(in.Config.GetMounts())
+	user, err := criMounts(in.Config.GetMounts(), in.ExtraMounts)
 	if err != nil {
 		return err
 	}
 	pod := podFileMounts(in.PodFiles, in.Config.GetLinux().GetSecurityContext().GetReadonlyRootfs())
 	extra := user
+	for _, m := range in.ExtraMounts {
+		// image volumes replace their CRI mount; declared volumes yield to one.
+		if !hasDest(extra, m.Destination) {
+			extra = append(extra, m)
+		}
+	}
 	for _, m := range pod {
 		// User mounts win over pod files at the same path.
 		if !hasDest(user, m.Destination) {
@@ -52,11 +58,13 @@ func applyMounts(s *specs.Spec, in Input, _ nsModes) error {
 	return nil
 }
 
-func criMounts(in []*runtime.Mount) ([]specs.Mount, error) {
+func criMounts(in []*runtime.Mount, prepared []specs.Mount) ([]specs.Mount, error) {
 	out := make([]specs.Mount, 0, len(in))
 	for _, m := range in {
 		dst, src := m.GetContainerPath(), m.GetHostPath()
 		switch {
+		case m.GetImage() != nil && src == "" && path.IsAbs(dst) && hasDest(prepared, path.Clean(dst)):
+			continue // an image volume cri mounted: in prepared
 		case m.GetImage() != nil && src == "":
 			return nil, fmt.Errorf("image volume mount at %q: %w", dst, errdefs.ErrNotImplemented)
 		case len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0:

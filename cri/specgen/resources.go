@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // applyResources copies LinuxContainerResources; zero means "not
@@ -16,7 +17,25 @@ func applyResources(s *specs.Spec, in Input, _ nsModes) error {
 	if r == nil {
 		return nil
 	}
-	res := s.Linux.Resources
+	res, err := Resources(r)
+	if err != nil {
+		return err
+	}
+	res.Devices = s.Linux.Resources.Devices
+	s.Linux.Resources = res
+	adj := int(r.GetOomScoreAdj())
+	if in.OOMScoreAdjMin != nil && adj < *in.OOMScoreAdjMin {
+		adj = *in.OOMScoreAdjMin
+	}
+	s.Process.OOMScoreAdj = &adj
+	return nil
+}
+
+// Resources converts CRI container resources to their OCI form, for
+// CreateContainer and UpdateContainerResources alike. oom_score_adj is a
+// process attribute, not a cgroup one, and is not part of the result.
+func Resources(r *runtime.LinuxContainerResources) (*specs.LinuxResources, error) {
+	res := &specs.LinuxResources{}
 	cpu := &specs.LinuxCPU{Cpus: r.GetCpusetCpus(), Mems: r.GetCpusetMems()}
 	if v := r.GetCpuShares(); v > 0 {
 		u := uint64(v)
@@ -33,19 +52,22 @@ func applyResources(s *specs.Spec, in Input, _ nsModes) error {
 		res.CPU = cpu
 	}
 	if r.GetMemoryLimitInBytes() < 0 || r.GetMemorySwapLimitInBytes() < 0 {
-		return fmt.Errorf("negative memory limit: %w", errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("negative memory limit: %w", errdefs.ErrInvalidArgument)
 	}
 	if v := r.GetMemoryLimitInBytes(); v > 0 {
 		res.Memory = &specs.LinuxMemory{Limit: &v}
-		// Swap only when asked, as containerd: the runtime otherwise
-		// leaves the cgroup's swap limit alone.
+		// Swap only when asked: the runtime otherwise leaves the
+		// cgroup's swap limit alone.
 		if sw := r.GetMemorySwapLimitInBytes(); sw > 0 {
+			if sw < v {
+				return nil, fmt.Errorf("memory_swap_limit_in_bytes %d below memory_limit_in_bytes %d: %w", sw, v, errdefs.ErrInvalidArgument)
+			}
 			res.Memory.Swap = &sw
 		}
 	}
 	for _, h := range r.GetHugepageLimits() {
 		if h.GetPageSize() == "" {
-			return fmt.Errorf("hugepage limit without page_size: %w", errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("hugepage limit without page_size: %w", errdefs.ErrInvalidArgument)
 		}
 		res.HugepageLimits = append(res.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
 	}
@@ -54,12 +76,7 @@ func applyResources(s *specs.Spec, in Input, _ nsModes) error {
 		// only to nodes that run v2.
 		res.Unified = maps.Clone(r.GetUnified())
 	}
-	adj := int(r.GetOomScoreAdj())
-	if in.OOMScoreAdjMin != nil && adj < *in.OOMScoreAdjMin {
-		adj = *in.OOMScoreAdjMin
-	}
-	s.Process.OOMScoreAdj = &adj
-	return nil
+	return res, nil
 }
 
 // applySysctls accepts only namespaced sysctls: anything else would change

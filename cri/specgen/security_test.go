@@ -122,7 +122,8 @@ func TestSeccomp(t *testing.T) {
 	}{
 		{name: "nil is unconfined", wantNil: true},
 		{name: "unconfined", profile: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Unconfined}, wantNil: true},
-		{name: "localhost", profile: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: "/p.json"}, wantErr: errdefs.ErrNotImplemented},
+		{name: "localhost missing", profile: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: "/nonexistent/p.json"}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "localhost relative", profile: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: "p.json"}, wantErr: errdefs.ErrInvalidArgument},
 		{name: "runtime default", profile: rd,
 			denied:       []string{"mount", "unshare", "setns", "ptrace", "bpf", "kexec_load", "keyctl", "reboot", "init_module", "clone3"},
 			cloneFilters: len(cloneNamespaceFlags)},

@@ -27,6 +27,10 @@ type Input struct {
 	Namespaces SandboxNamespaces
 	// PodFiles are host files bind-mounted into the container.
 	PodFiles PodFiles
+	// ExtraMounts are mounts cri prepared with I/O: image volumes (each
+	// replaces the CRI Mount with image set at its container_path) and the
+	// image's declared volumes (a CRI mount at the same path wins).
+	ExtraMounts []specs.Mount
 	// CgroupParent is the pod cgroup parent (cgroupfs style); "" => "/berth".
 	CgroupParent string
 	// OOMScoreAdjMin, when non-nil, is the lowest oom_score_adj the daemon
@@ -37,6 +41,9 @@ type Input struct {
 	// runc cannot grant a capability the daemon lacks, so cri passes
 	// CurrentCapabilities(), as containerd does. nil => every known one.
 	AllCaps []string
+	// DevRoot is where host devices are listed for privileged containers;
+	// "" => /dev.
+	DevRoot string
 }
 
 // SandboxNamespaces are paths of namespaces to join (e.g. netns pins, or
@@ -88,9 +95,8 @@ const (
 
 // Generate builds the OCI spec for in. Invalid requests fail with
 // errdefs.ErrInvalidArgument naming the field; features berth does not
-// implement (Localhost seccomp, AppArmor/SELinux confinement, devices,
-// user namespaces) fail with errdefs.ErrNotImplemented rather than being
-// silently ignored.
+// implement (AppArmor/SELinux confinement, CDI devices, user namespaces)
+// fail with errdefs.ErrNotImplemented rather than being silently ignored.
 func Generate(in Input) (*specs.Spec, error) {
 	if err := validate(in); err != nil {
 		return nil, err
@@ -110,6 +116,7 @@ func Generate(in Input) (*specs.Spec, error) {
 		applyResources,
 		applySysctls,
 		applySecurity,
+		applyDevices,
 	}
 	for _, step := range steps {
 		if err := step(s, in, modes); err != nil {
@@ -133,8 +140,8 @@ func validate(in Input) error {
 		return fmt.Errorf("sandbox config is required: %w", errdefs.ErrInvalidArgument)
 	case in.RootfsPath == "":
 		return fmt.Errorf("rootfs path is required: %w", errdefs.ErrInvalidArgument)
-	case len(in.Config.GetDevices()) > 0 || len(in.Config.GetCDIDevices()) > 0:
-		return fmt.Errorf("container devices: %w", errdefs.ErrNotImplemented)
+	case len(in.Config.GetCDIDevices()) > 0:
+		return fmt.Errorf("CDI devices: %w", errdefs.ErrNotImplemented)
 	}
 	if in.Config.GetLinux().GetSecurityContext().GetPrivileged() &&
 		!in.Sandbox.GetLinux().GetSecurityContext().GetPrivileged() {

@@ -35,9 +35,12 @@ func TestValidation(t *testing.T) {
 		{"no image", func(in *Input) { in.Config.Image = nil }, errdefs.ErrInvalidArgument, "image.image"},
 		{"nil sandbox", func(in *Input) { in.Sandbox = nil }, errdefs.ErrInvalidArgument, "sandbox config"},
 		{"no rootfs", func(in *Input) { in.RootfsPath = "" }, errdefs.ErrInvalidArgument, "rootfs"},
-		{"devices", func(in *Input) {
-			in.Config.Devices = []*runtime.Device{{ContainerPath: "/dev/x", HostPath: "/dev/x"}}
-		}, errdefs.ErrNotImplemented, "devices"},
+		{"missing device", func(in *Input) {
+			in.Config.Devices = []*runtime.Device{{ContainerPath: "/dev/x", HostPath: "/nonexistent/x"}}
+		}, errdefs.ErrInvalidArgument, "device"},
+		{"cdi devices", func(in *Input) {
+			in.Config.CDIDevices = []*runtime.CDIDevice{{Name: "vendor.com/gpu=0"}}
+		}, errdefs.ErrNotImplemented, "CDI"},
 		{"privileged in unprivileged pod", func(in *Input) { sc(*in).Privileged = true }, errdefs.ErrInvalidArgument, "privileged"},
 		{"no command", func(in *Input) { in.Config.Command = nil }, errdefs.ErrInvalidArgument, "no command specified"},
 		{"selinux", func(in *Input) { sc(*in).SelinuxOptions = &runtime.SELinuxOption{Type: "spc_t"} }, errdefs.ErrNotImplemented, "selinux"},

@@ -1,0 +1,172 @@
+// Package cgroups reads the resource usage and OOM kill counters of
+// container and pod cgroups straight from cgroupfs, and writes resource
+// updates to them, on both cgroup v1 (one hierarchy per controller) and v2
+// (one unified hierarchy).
+//
+// It reads only the few files kubelet's stats need instead of every
+// controller's full statistics, so a stats call on 100 pods every 10 s
+// stays cheap; every reader is tested against recorded cgroupfs fixtures
+// of both versions.
+package cgroups
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+)
+
+// DefaultRoot is where the cgroup hierarchies are mounted.
+const DefaultRoot = "/sys/fs/cgroup"
+
+// Manager reads and updates cgroups below one cgroupfs root.
+type Manager struct {
+	root    string
+	unified bool
+}
+
+// New returns a Manager for the hierarchies mounted at root ("" =>
+// DefaultRoot). The version is detected once: a unified root carries
+// cgroup.controllers; a hybrid host (v1 controllers with an empty v2 tree
+// at root/unified) counts as v1, as runc sees it.
+func New(root string) *Manager {
+	if root == "" {
+		root = DefaultRoot
+	}
+	_, err := os.Stat(filepath.Join(root, "cgroup.controllers"))
+	return &Manager{root: root, unified: err == nil}
+}
+
+// NewVersion returns a Manager for root without detection (tests,
+// fixtures).
+func NewVersion(root string, unified bool) *Manager {
+	return &Manager{root: root, unified: unified}
+}
+
+// Unified reports whether the host runs cgroup v2.
+func (m *Manager) Unified() bool { return m.unified }
+
+// Path turns an OCI spec's cgroupsPath into a path below the hierarchy
+// root. The systemd driver's "slice:prefix:name" form maps to
+// <slice path>/<prefix>-<name>.scope, with the slice expanded the way
+// systemd nests it ("a-b.slice" lives in "a.slice/a-b.slice").
+func Path(cgroupsPath string) string {
+	parts := strings.Split(cgroupsPath, ":")
+	if len(parts) != 3 || strings.HasPrefix(cgroupsPath, "/") {
+		return filepath.Clean("/" + cgroupsPath)
+	}
+	slice, prefix, name := parts[0], parts[1], parts[2]
+	if slice == "" {
+		slice = "system.slice"
+	}
+	unit := name
+	if !strings.HasSuffix(name, ".slice") {
+		unit = name + ".scope"
+		if prefix != "" {
+			unit = prefix + "-" + unit
+		}
+	}
+	return filepath.Join("/", expandSlice(slice), unit)
+}
+
+func expandSlice(slice string) string {
+	if slice == "-.slice" {
+		return ""
+	}
+	base := strings.TrimSuffix(slice, ".slice")
+	var p, prefix string
+	for _, comp := range strings.Split(base, "-") {
+		if prefix == "" {
+			prefix = comp
+		} else {
+			prefix += "-" + comp
+		}
+		p = filepath.Join(p, prefix+".slice")
+	}
+	return p
+}
+
+// dir is the directory of cgroup path for controller (ignored on v2).
+func (m *Manager) dir(controller, path string) string {
+	if m.unified {
+		return filepath.Join(m.root, path)
+	}
+	return filepath.Join(m.root, controller, path)
+}
+
+// Exists reports whether the cgroup exists (its memory controller's
+// directory on v1).
+func (m *Manager) Exists(path string) bool {
+	_, err := os.Stat(m.dir("memory", path))
+	return err == nil
+}
+
+// OOMKills returns how many processes the kernel's OOM killer killed in
+// the cgroup (and below it) since the cgroup was created:
+// memory.oom_control's oom_kill on v1, memory.events' oom_kill on v2. A
+// cgroup that is gone is errdefs.ErrNotFound.
+func (m *Manager) OOMKills(path string) (uint64, error) {
+	file := "memory.oom_control"
+	if m.unified {
+		file = "memory.events"
+	}
+	kv, err := readKV(filepath.Join(m.dir("memory", path), file))
+	if err != nil {
+		return 0, err
+	}
+	return kv["oom_kill"], nil
+}
+
+// readKV parses "key value" lines (memory.stat, cpu.stat, memory.events).
+func readKV(p string) (map[string]uint64, error) {
+	data, err := readFile(p)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+			out[k] = n
+		}
+	}
+	return out, nil
+}
+
+// readUint reads a one-number file; "max" reads as 0 with ok false.
+func readUint(p string) (n uint64, ok bool, err error) {
+	data, err := readFile(p)
+	if err != nil {
+		return 0, false, err
+	}
+	s := strings.TrimSpace(string(data))
+	if s == "max" {
+		return 0, false, nil
+	}
+	n, err = strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("parse %s: %w", p, err)
+	}
+	return n, true, nil
+}
+
+func readFile(p string) ([]byte, error) {
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("cgroup file %s: %w", p, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read cgroup file: %w", err)
+	}
+	return data, nil
+}

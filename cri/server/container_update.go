@@ -1,0 +1,117 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/interceptor"
+	"github.com/berth-runtime/berth/cri/specgen"
+	"github.com/berth-runtime/berth/cri/store"
+)
+
+// UpdateContainerResources applies new cgroup limits to a created or
+// running container through its runtime (`update --resources`), then
+// records them so ContainerStatus.resources reports what is in force.
+// Zero fields leave the current value alone, as in CreateContainer.
+func (s *Server) UpdateContainerResources(ctx context.Context, r *runtime.UpdateContainerResourcesRequest) (*runtime.UpdateContainerResourcesResponse, error) {
+	if r.GetLinux() == nil {
+		if r.GetWindows() != nil {
+			return nil, fmt.Errorf("windows resources on a linux runtime: %w", errdefs.ErrInvalidArgument)
+		}
+		return &runtime.UpdateContainerResourcesResponse{}, nil
+	}
+	c, err := s.store.Container(r.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.locks.lock(c.ID)
+	defer unlock()
+	if c, err = s.store.Container(c.ID); err != nil {
+		return nil, err
+	}
+	res, err := specgen.Resources(r.GetLinux())
+	if err != nil {
+		return nil, fmt.Errorf("resources of container %q: %w", c.ID, err)
+	}
+	s.dropUnsupported(res)
+	t := s.task(c.ID)
+	if c.Status.State == store.ContainerExited || t == nil {
+		return nil, fmt.Errorf("container %q is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := t.client.Update(ctx, res); err != nil {
+		return nil, fmt.Errorf("update resources of container %q: %w", c.ID, err)
+	}
+	if _, err := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
+		cfg, err := mergeResources(rec.Config, r.GetLinux())
+		if err != nil {
+			return err
+		}
+		rec.Config = cfg
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("record resources of container %q: %w", c.ID, err)
+	}
+	interceptor.Logger(ctx).Info("container resources updated", "container_id", c.ID)
+	return &runtime.UpdateContainerResourcesResponse{}, nil
+}
+
+// mergeResources returns the encoded container config with the fields
+// set in upd replacing the recorded ones (a new slice: records share the
+// old one).
+func mergeResources(raw []byte, upd *runtime.LinuxContainerResources) ([]byte, error) {
+	var cfg runtime.ContainerConfig
+	if err := proto.Unmarshal(raw, &cfg); err != nil {
+		return nil, fmt.Errorf("decode container config: %w", err)
+	}
+	if cfg.Linux == nil {
+		cfg.Linux = &runtime.LinuxContainerConfig{}
+	}
+	cur := cfg.Linux.Resources
+	if cur == nil {
+		cur = &runtime.LinuxContainerResources{}
+	}
+	merged := proto.Clone(upd).(*runtime.LinuxContainerResources)
+	// oom_score_adj cannot change after start; keep what the process has.
+	merged.OomScoreAdj = cur.GetOomScoreAdj()
+	keep := func(dst *int64, old int64) {
+		if *dst == 0 {
+			*dst = old
+		}
+	}
+	keep(&merged.CpuPeriod, cur.GetCpuPeriod())
+	keep(&merged.CpuQuota, cur.GetCpuQuota())
+	keep(&merged.CpuShares, cur.GetCpuShares())
+	keep(&merged.MemoryLimitInBytes, cur.GetMemoryLimitInBytes())
+	keep(&merged.MemorySwapLimitInBytes, cur.GetMemorySwapLimitInBytes())
+	if merged.CpusetCpus == "" {
+		merged.CpusetCpus = cur.GetCpusetCpus()
+	}
+	if merged.CpusetMems == "" {
+		merged.CpusetMems = cur.GetCpusetMems()
+	}
+	if len(merged.HugepageLimits) == 0 {
+		merged.HugepageLimits = cur.GetHugepageLimits()
+	}
+	if len(merged.Unified) == 0 {
+		merged.Unified = cur.GetUnified()
+	}
+	cfg.Linux.Resources = merged
+	return proto.Marshal(&cfg)
+}
+
+// UpdatePodSandboxResources is informational for the runtime: kubelet
+// itself resizes the pod cgroup it created, and berth has no plugins to
+// tell. It succeeds for a known pod, as the CRI asks.
+func (s *Server) UpdatePodSandboxResources(ctx context.Context, r *runtime.UpdatePodSandboxResourcesRequest) (*runtime.UpdatePodSandboxResourcesResponse, error) {
+	if _, err := s.store.Sandbox(r.GetPodSandboxId()); err != nil {
+		return nil, err
+	}
+	if _, err := specgen.Resources(r.GetResources()); err != nil {
+		return nil, fmt.Errorf("resources of sandbox %q: %w", r.GetPodSandboxId(), err)
+	}
+	return &runtime.UpdatePodSandboxResourcesResponse{}, nil
+}

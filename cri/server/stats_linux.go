@@ -1,0 +1,207 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/store"
+)
+
+// defaultInterface is the pod interface CNI plugins create by convention.
+const defaultInterface = "eth0"
+
+// podNetwork reads the interface counters of the pod's network namespace:
+// through a running container's /proc/<pid>/net/dev when there is one,
+// else by entering the pinned namespace on a locked thread.
+func (s *Server) podNetwork(ctx context.Context, sb store.Sandbox, pids []int, now time.Time) *runtime.NetworkUsage {
+	if sb.Pod.NetNS == "" {
+		return nil // host network: the node's counters are not the pod's
+	}
+	var data []byte
+	var err error
+	for _, pid := range pids {
+		if pid <= 0 {
+			continue
+		}
+		if data, err = os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid)); err == nil {
+			break
+		}
+	}
+	if data == nil {
+		data, err = readNetDevIn(sb.Pod.NetNS)
+	}
+	if err != nil {
+		s.log.DebugContext(ctx, "read pod network counters", "sandbox_id", sb.ID, "error", err)
+		return nil
+	}
+	ifaces := parseNetDev(data)
+	out := &runtime.NetworkUsage{Timestamp: now.UnixNano()}
+	for _, i := range ifaces {
+		if i.Name == "lo" {
+			continue
+		}
+		out.Interfaces = append(out.Interfaces, i)
+		if i.Name == defaultInterface {
+			out.DefaultInterface = i
+		}
+	}
+	if out.DefaultInterface == nil && len(out.Interfaces) > 0 {
+		out.DefaultInterface = out.Interfaces[0]
+	}
+	return out
+}
+
+// readNetDevIn reads /proc/thread-self/net/dev inside the namespace pinned
+// at nsPath. The thread is returned to the Go scheduler only if it made it
+// back to its own namespace; otherwise it dies with the goroutine.
+func readNetDevIn(nsPath string) ([]byte, error) {
+	type result struct {
+		data []byte
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		goruntime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			goruntime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("open own netns: %w", err)}
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(nsPath)
+		if err != nil {
+			goruntime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("open netns %s: %w", nsPath, err)}
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			goruntime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("enter netns %s: %w", nsPath, err)}
+			return
+		}
+		data, rerr := os.ReadFile("/proc/thread-self/net/dev")
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
+			goruntime.UnlockOSThread()
+		}
+		ch <- result{data: data, err: rerr}
+	}()
+	r := <-ch
+	return r.data, r.err
+}
+
+// parseNetDev parses /proc/net/dev: two header lines, then
+// "iface: rx_bytes rx_packets rx_errs ... (8 rx fields) tx_bytes tx_packets tx_errs ...".
+func parseNetDev(data []byte) []*runtime.NetworkInterfaceUsage {
+	var out []*runtime.NetworkInterfaceUsage
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 11 {
+			continue
+		}
+		n := func(i int) *runtime.UInt64Value {
+			v, _ := strconv.ParseUint(f[i], 10, 64)
+			return u64(v)
+		}
+		out = append(out, &runtime.NetworkInterfaceUsage{
+			Name: strings.TrimSpace(name), RxBytes: n(0), RxErrors: n(2), TxBytes: n(8), TxErrors: n(10),
+		})
+	}
+	return out
+}
+
+// writableLayer reports the disk use of the container's overlay upper dir,
+// refreshed at most every layerTTL.
+func (s *Server) writableLayer(id string, now time.Time) *runtime.FilesystemUsage {
+	s.stats.mu.Lock()
+	cached, ok := s.stats.layers[id]
+	mount := s.stats.fsMount
+	s.stats.mu.Unlock()
+	if mount == "" {
+		mount = mountpointOf(s.cfg.Root)
+	}
+	if !ok || now.Sub(cached.at) >= layerTTL {
+		b, n, err := diskUsage(filepath.Join(s.cfg.Root, "containers", id, "upper"))
+		if err != nil {
+			return nil
+		}
+		cached = layerSample{bytes: b, inodes: n, at: now}
+	}
+	s.stats.mu.Lock()
+	s.stats.layers[id] = cached
+	s.stats.fsMount = mount
+	s.stats.mu.Unlock()
+	return &runtime.FilesystemUsage{
+		Timestamp:  cached.at.UnixNano(),
+		FsId:       &runtime.FilesystemIdentifier{Mountpoint: mount},
+		UsedBytes:  u64(cached.bytes),
+		InodesUsed: u64(cached.inodes),
+	}
+}
+
+// diskUsage counts allocated bytes and inodes below dir as du does, each
+// hard-linked inode once.
+func diskUsage(dir string) (bytesUsed, inodes uint64, err error) {
+	seen := map[[2]uint64]bool{}
+	err = filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && p != dir {
+				return nil // removed while walking
+			}
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return nil
+		}
+		key := [2]uint64{uint64(st.Dev), st.Ino}
+		if seen[key] {
+			return nil
+		}
+		seen[key] = true
+		inodes++
+		bytesUsed += uint64(st.Blocks) * 512
+		return nil
+	})
+	return bytesUsed, inodes, err
+}
+
+// mountpointOf returns the mount point of the filesystem holding dir, the
+// identifier kubelet matches against ImageFsInfo.
+func mountpointOf(dir string) string {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return dir
+	}
+	mounts, err := mountinfo.GetMounts(mountinfo.ParentsFilter(real))
+	if err != nil || len(mounts) == 0 {
+		return dir
+	}
+	best := mounts[0].Mountpoint
+	for _, m := range mounts[1:] {
+		if len(m.Mountpoint) > len(best) {
+			best = m.Mountpoint
+		}
+	}
+	return best
+}
