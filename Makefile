@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup build run test test-unit test-e2e generate vet clean
+.PHONY: all setup build run test test-unit test-e2e generate vet clean install uninstall bench
 
 all: build
 
@@ -47,6 +47,13 @@ test-unit:
 test-e2e: build
 	BERTH_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 30m -v ./test/e2e/
 
+# bench measures berthd against Debian's containerd side by side (see
+# test/bench/README.md); BENCH_FLAGS=-quick runs the smoke version.
+bench: setup build
+	@dpkg-query -W -f='$${Status}' containerd 2>/dev/null | grep -q "ok installed" || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd; }
+	$(GO) run ./test/bench -berth-bin $(BIN) -json $(BIN)/bench-results.json $(BENCH_FLAGS)
+
 vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -59,3 +66,41 @@ generate:
 
 clean:
 	rm -rf $(BIN)
+
+# install lays berth out for a node: binaries under $(PREFIX)/bin, the
+# systemd unit, the docs, and a default config unless one exists. DESTDIR
+# stages it all under another root (packaging, tests).
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+CONFIG_DIR ?= /etc/berth
+BERTH_BINS := berthd berth-shim berth-pause
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(DESTDIR)$(CONFIG_DIR) $(DESTDIR)$(PREFIX)/share/doc/berth
+	for b in $(BERTH_BINS); do install -m 0755 $(BIN)/$$b $(DESTDIR)$(PREFIX)/bin/$$b; done
+	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@DOCDIR@|$(PREFIX)/share/doc/berth|g' cmd/berthd/berth.service > $(DESTDIR)$(SYSTEMD_UNIT_DIR)/berth.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/berth.service
+	install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/berth/
+	@if [ -e $(DESTDIR)$(CONFIG_DIR)/config.toml ]; then \
+	  echo "install: keeping existing $(DESTDIR)$(CONFIG_DIR)/config.toml"; \
+	else \
+	  $(BIN)/berthd config default > $(DESTDIR)$(CONFIG_DIR)/config.toml.tmp && \
+	  chmod 0644 $(DESTDIR)$(CONFIG_DIR)/config.toml.tmp && \
+	  mv $(DESTDIR)$(CONFIG_DIR)/config.toml.tmp $(DESTDIR)$(CONFIG_DIR)/config.toml; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "install: done; enable with: systemctl enable --now berth"
+
+# uninstall removes what install laid down. The config goes only when it
+# is still the default; an edited one is kept, as dpkg keeps conffiles.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now berth 2>/dev/null || true; fi
+	@cfg=$(DESTDIR)$(CONFIG_DIR)/config.toml; \
+	if [ -e $$cfg ] && [ -x $(DESTDIR)$(PREFIX)/bin/berthd ] && \
+	   $(DESTDIR)$(PREFIX)/bin/berthd config default | cmp -s - $$cfg; then \
+	  rm -f $$cfg; rmdir $(DESTDIR)$(CONFIG_DIR) 2>/dev/null || true; \
+	elif [ -e $$cfg ]; then echo "uninstall: keeping edited $$cfg"; fi
+	for b in $(BERTH_BINS); do rm -f $(DESTDIR)$(PREFIX)/bin/$$b; done
+	rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/berth.service
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/berth
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

@@ -86,25 +86,45 @@ func ToStatus(err error) error {
 	return status.Error(codes.Unknown, err.Error())
 }
 
-// Unary logs each request and maps its error.
-func Unary(base *slog.Logger) grpc.UnaryServerInterceptor {
+// Observer is told about every finished request: its short method name
+// ("RunPodSandbox"), the gRPC code the client got, and how long it took.
+// Metrics hook in here so the error mapping stays in this one place.
+type Observer func(method string, code codes.Code, d time.Duration)
+
+func observe(obs []Observer, fullMethod string, err error, d time.Duration) {
+	if len(obs) == 0 {
+		return
+	}
+	method := fullMethod[strings.LastIndex(fullMethod, "/")+1:]
+	code := status.Code(err)
+	for _, o := range obs {
+		o(method, code, d)
+	}
+}
+
+// Unary logs each request, maps its error and reports it to obs.
+func Unary(base *slog.Logger, obs ...Observer) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx, l := seed(ctx, base, info.FullMethod, req)
 		start := time.Now()
 		resp, err := handler(ctx, req)
 		logDone(ctx, l, start, err)
-		return resp, ToStatus(err)
+		err = ToStatus(err)
+		observe(obs, info.FullMethod, err, time.Since(start))
+		return resp, err
 	}
 }
 
-// Stream logs each streaming request and maps its error.
-func Stream(base *slog.Logger) grpc.StreamServerInterceptor {
+// Stream logs each streaming request, maps its error and reports it to obs.
+func Stream(base *slog.Logger, obs ...Observer) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, l := seed(ss.Context(), base, info.FullMethod, nil)
 		start := time.Now()
 		err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
 		logDone(ctx, l, start, err)
-		return ToStatus(err)
+		err = ToStatus(err)
+		observe(obs, info.FullMethod, err, time.Since(start))
+		return err
 	}
 }
 

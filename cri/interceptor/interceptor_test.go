@@ -1,0 +1,101 @@
+package interceptor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+type observed struct {
+	method string
+	code   codes.Code
+}
+
+// TestRequestLinesCarryIDs checks that every line logged during a request,
+// by the interceptor and by the handler through Logger(ctx), carries the
+// request id, the method and the object ids, and that observers see the
+// code the client gets.
+func TestRequestLinesCarryIDs(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		req      any
+		err      error
+		wantCode codes.Code
+		wantKeys map[string]string
+	}{
+		{
+			name: "container", req: &runtime.StartContainerRequest{ContainerId: "c1"},
+			wantCode: codes.OK, wantKeys: map[string]string{"container_id": "c1", "method": "StartContainer"},
+		},
+		{
+			name: "sandbox", req: &runtime.StopPodSandboxRequest{PodSandboxId: "p1"},
+			err:      fmt.Errorf("stop sandbox %q: %w", "p1", errdefs.ErrFailedPrecondition),
+			wantCode: codes.FailedPrecondition, wantKeys: map[string]string{"sandbox_id": "p1", "method": "StopPodSandbox"},
+		},
+		{
+			name: "create in pod", req: &runtime.CreateContainerRequest{PodSandboxId: "p2"},
+			err:      errdefs.ErrNotFound,
+			wantCode: codes.NotFound, wantKeys: map[string]string{"sandbox_id": "p2", "method": "CreateContainer"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			base := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			var got []observed
+			obs := func(method string, code codes.Code, _ time.Duration) { got = append(got, observed{method, code}) }
+			info := &grpc.UnaryServerInfo{FullMethod: "/runtime.v1.RuntimeService/" + tc.wantKeys["method"]}
+			_, err := Unary(base, obs)(context.Background(), tc.req, info, func(ctx context.Context, _ any) (any, error) {
+				Logger(ctx).Info("handler line")
+				Logger(With(ctx, "extra", "x")).Info("handler line with more")
+				return nil, tc.err
+			})
+			if status.Code(err) != tc.wantCode {
+				t.Errorf("client code = %v, want %v", status.Code(err), tc.wantCode)
+			}
+			if len(got) != 1 || got[0] != (observed{tc.wantKeys["method"], tc.wantCode}) {
+				t.Errorf("observer saw %v, want one %s/%v", got, tc.wantKeys["method"], tc.wantCode)
+			}
+			lines := bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n"))
+			if len(lines) != 3 {
+				t.Fatalf("logged %d lines, want 3:\n%s", len(lines), buf.String())
+			}
+			reqID := ""
+			for _, line := range lines {
+				var rec map[string]any
+				if err := json.Unmarshal(line, &rec); err != nil {
+					t.Fatalf("bad log line %s: %v", line, err)
+				}
+				id, _ := rec["request_id"].(string)
+				if id == "" || (reqID != "" && id != reqID) {
+					t.Errorf("line %s: request_id %q, want one non-empty id for all lines", line, id)
+				}
+				reqID = id
+				for k, v := range tc.wantKeys {
+					if rec[k] != v {
+						t.Errorf("line %s: %s = %v, want %q", line, k, rec[k], v)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestRequestIDsDiffer(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		seen[requestID()] = true
+	}
+	if len(seen) != 100 {
+		t.Fatalf("100 request ids, %d distinct", len(seen))
+	}
+}
