@@ -296,9 +296,11 @@ func (x *StartResponse) GetPid() uint32 {
 }
 
 type KillRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Signal        uint32                 `protobuf:"varint,1,opt,name=signal,proto3" json:"signal,omitempty"`
-	All           bool                   `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Signal uint32                 `protobuf:"varint,1,opt,name=signal,proto3" json:"signal,omitempty"`
+	All    bool                   `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
+	// exec_id selects an exec'd process instead of init.
+	ExecId        string `protobuf:"bytes,3,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -345,6 +347,13 @@ func (x *KillRequest) GetAll() bool {
 		return x.All
 	}
 	return false
+}
+
+func (x *KillRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
 }
 
 type KillResponse struct {
@@ -497,7 +506,9 @@ func (x *StateResponse) GetHasExited() bool {
 }
 
 type WaitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exec_id selects an exec'd process instead of init.
+	ExecId        string `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -530,6 +541,13 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
 	return file_shim_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WaitRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
 }
 
 type WaitResponse struct {
@@ -585,7 +603,10 @@ func (x *WaitResponse) GetExitedAt() int64 {
 }
 
 type DeleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exec_id selects an exec'd process instead of init: its record is
+	// dropped (it is killed first if it still runs).
+	ExecId        string `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -618,6 +639,13 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
 	return file_shim_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeleteRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
 }
 
 type DeleteResponse struct {
@@ -752,6 +780,583 @@ func (*ShutdownResponse) Descriptor() ([]byte, []int) {
 	return file_shim_proto_rawDescGZIP(), []int{13}
 }
 
+type UpdateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// resources is the JSON of an OCI LinuxResources object.
+	Resources     []byte `protobuf:"bytes,1,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRequest) Reset() {
+	*x = UpdateRequest{}
+	mi := &file_shim_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRequest) ProtoMessage() {}
+
+func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *UpdateRequest) GetResources() []byte {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type UpdateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateResponse) Reset() {
+	*x = UpdateResponse{}
+	mi := &file_shim_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateResponse) ProtoMessage() {}
+
+func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
+func (*UpdateResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{15}
+}
+
+type ReopenLogRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReopenLogRequest) Reset() {
+	*x = ReopenLogRequest{}
+	mi := &file_shim_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReopenLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReopenLogRequest) ProtoMessage() {}
+
+func (x *ReopenLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReopenLogRequest.ProtoReflect.Descriptor instead.
+func (*ReopenLogRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{16}
+}
+
+type ReopenLogResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReopenLogResponse) Reset() {
+	*x = ReopenLogResponse{}
+	mi := &file_shim_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReopenLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReopenLogResponse) ProtoMessage() {}
+
+func (x *ReopenLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReopenLogResponse.ProtoReflect.Descriptor instead.
+func (*ReopenLogResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{17}
+}
+
+// ExecRequest runs args with the container's own process spec (env, cwd,
+// user, capabilities, rlimits...) from its bundle's config.json. stdin,
+// stdout and stderr are FIFO paths the caller created and holds open;
+// empty means none.
+type ExecRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ExecId   string                 `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Args     []string               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	Terminal bool                   `protobuf:"varint,3,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	Stdin    string                 `protobuf:"bytes,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdout   string                 `protobuf:"bytes,5,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr   string                 `protobuf:"bytes,6,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	// env entries (KEY=VALUE) override or extend the container's.
+	Env           []string `protobuf:"bytes,7,rep,name=env,proto3" json:"env,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecRequest) Reset() {
+	*x = ExecRequest{}
+	mi := &file_shim_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecRequest) ProtoMessage() {}
+
+func (x *ExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
+func (*ExecRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ExecRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetTerminal() bool {
+	if x != nil {
+		return x.Terminal
+	}
+	return false
+}
+
+func (x *ExecRequest) GetStdin() string {
+	if x != nil {
+		return x.Stdin
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetStdout() string {
+	if x != nil {
+		return x.Stdout
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetStderr() string {
+	if x != nil {
+		return x.Stderr
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+type ExecResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecResponse) Reset() {
+	*x = ExecResponse{}
+	mi := &file_shim_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecResponse) ProtoMessage() {}
+
+func (x *ExecResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
+func (*ExecResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ExecResponse) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type ResizePtyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exec_id empty resizes the init process's terminal.
+	ExecId        string `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Width         uint32 `protobuf:"varint,2,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32 `protobuf:"varint,3,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizePtyRequest) Reset() {
+	*x = ResizePtyRequest{}
+	mi := &file_shim_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizePtyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizePtyRequest) ProtoMessage() {}
+
+func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
+func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ResizePtyRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ResizePtyRequest) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *ResizePtyRequest) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+type ResizePtyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizePtyResponse) Reset() {
+	*x = ResizePtyResponse{}
+	mi := &file_shim_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizePtyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizePtyResponse) ProtoMessage() {}
+
+func (x *ResizePtyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizePtyResponse.ProtoReflect.Descriptor instead.
+func (*ResizePtyResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{21}
+}
+
+// AttachRequest names FIFOs (created and held open by the caller) that
+// receive the init's output and feed its stdin; empty means not wanted.
+type AttachRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AttachId      string                 `protobuf:"bytes,1,opt,name=attach_id,json=attachId,proto3" json:"attach_id,omitempty"`
+	Stdin         string                 `protobuf:"bytes,2,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdout        string                 `protobuf:"bytes,3,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr        string                 `protobuf:"bytes,4,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachRequest) Reset() {
+	*x = AttachRequest{}
+	mi := &file_shim_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRequest) ProtoMessage() {}
+
+func (x *AttachRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
+func (*AttachRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AttachRequest) GetAttachId() string {
+	if x != nil {
+		return x.AttachId
+	}
+	return ""
+}
+
+func (x *AttachRequest) GetStdin() string {
+	if x != nil {
+		return x.Stdin
+	}
+	return ""
+}
+
+func (x *AttachRequest) GetStdout() string {
+	if x != nil {
+		return x.Stdout
+	}
+	return ""
+}
+
+func (x *AttachRequest) GetStderr() string {
+	if x != nil {
+		return x.Stderr
+	}
+	return ""
+}
+
+type AttachResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachResponse) Reset() {
+	*x = AttachResponse{}
+	mi := &file_shim_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachResponse) ProtoMessage() {}
+
+func (x *AttachResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
+func (*AttachResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{23}
+}
+
+type DetachRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AttachId      string                 `protobuf:"bytes,1,opt,name=attach_id,json=attachId,proto3" json:"attach_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetachRequest) Reset() {
+	*x = DetachRequest{}
+	mi := &file_shim_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetachRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetachRequest) ProtoMessage() {}
+
+func (x *DetachRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetachRequest.ProtoReflect.Descriptor instead.
+func (*DetachRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DetachRequest) GetAttachId() string {
+	if x != nil {
+		return x.AttachId
+	}
+	return ""
+}
+
+type DetachResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetachResponse) Reset() {
+	*x = DetachResponse{}
+	mi := &file_shim_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetachResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetachResponse) ProtoMessage() {}
+
+func (x *DetachResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetachResponse.ProtoReflect.Descriptor instead.
+func (*DetachResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{25}
+}
+
 var File_shim_proto protoreflect.FileDescriptor
 
 const file_shim_proto_rawDesc = "" +
@@ -771,10 +1376,11 @@ const file_shim_proto_rawDesc = "" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"\x0e\n" +
 	"\fStartRequest\"!\n" +
 	"\rStartResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\rR\x03pid\"7\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\"P\n" +
 	"\vKillRequest\x12\x16\n" +
 	"\x06signal\x18\x01 \x01(\rR\x06signal\x12\x10\n" +
-	"\x03all\x18\x02 \x01(\bR\x03all\"\x0e\n" +
+	"\x03all\x18\x02 \x01(\bR\x03all\x12\x17\n" +
+	"\aexec_id\x18\x03 \x01(\tR\x06execId\"\x0e\n" +
 	"\fKillResponse\"\x0e\n" +
 	"\fStateRequest\"\xad\x01\n" +
 	"\rStateResponse\x12\x10\n" +
@@ -784,25 +1390,56 @@ const file_shim_proto_rawDesc = "" +
 	"exitStatus\x12\x1b\n" +
 	"\texited_at\x18\x04 \x01(\x03R\bexitedAt\x12\x1d\n" +
 	"\n" +
-	"has_exited\x18\x05 \x01(\bR\thasExited\"\r\n" +
-	"\vWaitRequest\"L\n" +
+	"has_exited\x18\x05 \x01(\bR\thasExited\"&\n" +
+	"\vWaitRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\"L\n" +
 	"\fWaitResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\x05R\n" +
 	"exitStatus\x12\x1b\n" +
-	"\texited_at\x18\x02 \x01(\x03R\bexitedAt\"\x0f\n" +
-	"\rDeleteRequest\"`\n" +
+	"\texited_at\x18\x02 \x01(\x03R\bexitedAt\"(\n" +
+	"\rDeleteRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\"`\n" +
 	"\x0eDeleteResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x1f\n" +
 	"\vexit_status\x18\x02 \x01(\x05R\n" +
 	"exitStatus\x12\x1b\n" +
 	"\texited_at\x18\x03 \x01(\x03R\bexitedAt\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
-	"\x10ShutdownResponse*X\n" +
+	"\x10ShutdownResponse\"-\n" +
+	"\rUpdateRequest\x12\x1c\n" +
+	"\tresources\x18\x01 \x01(\fR\tresources\"\x10\n" +
+	"\x0eUpdateResponse\"\x12\n" +
+	"\x10ReopenLogRequest\"\x13\n" +
+	"\x11ReopenLogResponse\"\xae\x01\n" +
+	"\vExecRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x12\n" +
+	"\x04args\x18\x02 \x03(\tR\x04args\x12\x1a\n" +
+	"\bterminal\x18\x03 \x01(\bR\bterminal\x12\x14\n" +
+	"\x05stdin\x18\x04 \x01(\tR\x05stdin\x12\x16\n" +
+	"\x06stdout\x18\x05 \x01(\tR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\x06 \x01(\tR\x06stderr\x12\x10\n" +
+	"\x03env\x18\a \x03(\tR\x03env\" \n" +
+	"\fExecResponse\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\"Y\n" +
+	"\x10ResizePtyRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x14\n" +
+	"\x05width\x18\x02 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x03 \x01(\rR\x06height\"\x13\n" +
+	"\x11ResizePtyResponse\"r\n" +
+	"\rAttachRequest\x12\x1b\n" +
+	"\tattach_id\x18\x01 \x01(\tR\battachId\x12\x14\n" +
+	"\x05stdin\x18\x02 \x01(\tR\x05stdin\x12\x16\n" +
+	"\x06stdout\x18\x03 \x01(\tR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\x04 \x01(\tR\x06stderr\"\x10\n" +
+	"\x0eAttachResponse\",\n" +
+	"\rDetachRequest\x12\x1b\n" +
+	"\tattach_id\x18\x01 \x01(\tR\battachId\"\x10\n" +
+	"\x0eDetachResponse*X\n" +
 	"\x06Status\x12\x12\n" +
 	"\x0eSTATUS_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_RUNNING\x10\x02\x12\x12\n" +
-	"\x0eSTATUS_STOPPED\x10\x032\xeb\x03\n" +
+	"\x0eSTATUS_STOPPED\x10\x032\xa1\a\n" +
 	"\x04Shim\x12E\n" +
 	"\x06Create\x12\x1c.berth.shim.v1.CreateRequest\x1a\x1d.berth.shim.v1.CreateResponse\x12B\n" +
 	"\x05Start\x12\x1b.berth.shim.v1.StartRequest\x1a\x1c.berth.shim.v1.StartResponse\x12?\n" +
@@ -810,7 +1447,13 @@ const file_shim_proto_rawDesc = "" +
 	"\x05State\x12\x1b.berth.shim.v1.StateRequest\x1a\x1c.berth.shim.v1.StateResponse\x12?\n" +
 	"\x04Wait\x12\x1a.berth.shim.v1.WaitRequest\x1a\x1b.berth.shim.v1.WaitResponse\x12E\n" +
 	"\x06Delete\x12\x1c.berth.shim.v1.DeleteRequest\x1a\x1d.berth.shim.v1.DeleteResponse\x12K\n" +
-	"\bShutdown\x12\x1e.berth.shim.v1.ShutdownRequest\x1a\x1f.berth.shim.v1.ShutdownResponseB-Z+github.com/berth-runtime/berth/shim/api;apib\x06proto3"
+	"\bShutdown\x12\x1e.berth.shim.v1.ShutdownRequest\x1a\x1f.berth.shim.v1.ShutdownResponse\x12E\n" +
+	"\x06Update\x12\x1c.berth.shim.v1.UpdateRequest\x1a\x1d.berth.shim.v1.UpdateResponse\x12N\n" +
+	"\tReopenLog\x12\x1f.berth.shim.v1.ReopenLogRequest\x1a .berth.shim.v1.ReopenLogResponse\x12?\n" +
+	"\x04Exec\x12\x1a.berth.shim.v1.ExecRequest\x1a\x1b.berth.shim.v1.ExecResponse\x12N\n" +
+	"\tResizePty\x12\x1f.berth.shim.v1.ResizePtyRequest\x1a .berth.shim.v1.ResizePtyResponse\x12E\n" +
+	"\x06Attach\x12\x1c.berth.shim.v1.AttachRequest\x1a\x1d.berth.shim.v1.AttachResponse\x12E\n" +
+	"\x06Detach\x12\x1c.berth.shim.v1.DetachRequest\x1a\x1d.berth.shim.v1.DetachResponseB-Z+github.com/berth-runtime/berth/shim/api;apib\x06proto3"
 
 var (
 	file_shim_proto_rawDescOnce sync.Once
@@ -825,23 +1468,35 @@ func file_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_shim_proto_goTypes = []any{
-	(Status)(0),              // 0: berth.shim.v1.Status
-	(*CreateRequest)(nil),    // 1: berth.shim.v1.CreateRequest
-	(*CreateResponse)(nil),   // 2: berth.shim.v1.CreateResponse
-	(*StartRequest)(nil),     // 3: berth.shim.v1.StartRequest
-	(*StartResponse)(nil),    // 4: berth.shim.v1.StartResponse
-	(*KillRequest)(nil),      // 5: berth.shim.v1.KillRequest
-	(*KillResponse)(nil),     // 6: berth.shim.v1.KillResponse
-	(*StateRequest)(nil),     // 7: berth.shim.v1.StateRequest
-	(*StateResponse)(nil),    // 8: berth.shim.v1.StateResponse
-	(*WaitRequest)(nil),      // 9: berth.shim.v1.WaitRequest
-	(*WaitResponse)(nil),     // 10: berth.shim.v1.WaitResponse
-	(*DeleteRequest)(nil),    // 11: berth.shim.v1.DeleteRequest
-	(*DeleteResponse)(nil),   // 12: berth.shim.v1.DeleteResponse
-	(*ShutdownRequest)(nil),  // 13: berth.shim.v1.ShutdownRequest
-	(*ShutdownResponse)(nil), // 14: berth.shim.v1.ShutdownResponse
+	(Status)(0),               // 0: berth.shim.v1.Status
+	(*CreateRequest)(nil),     // 1: berth.shim.v1.CreateRequest
+	(*CreateResponse)(nil),    // 2: berth.shim.v1.CreateResponse
+	(*StartRequest)(nil),      // 3: berth.shim.v1.StartRequest
+	(*StartResponse)(nil),     // 4: berth.shim.v1.StartResponse
+	(*KillRequest)(nil),       // 5: berth.shim.v1.KillRequest
+	(*KillResponse)(nil),      // 6: berth.shim.v1.KillResponse
+	(*StateRequest)(nil),      // 7: berth.shim.v1.StateRequest
+	(*StateResponse)(nil),     // 8: berth.shim.v1.StateResponse
+	(*WaitRequest)(nil),       // 9: berth.shim.v1.WaitRequest
+	(*WaitResponse)(nil),      // 10: berth.shim.v1.WaitResponse
+	(*DeleteRequest)(nil),     // 11: berth.shim.v1.DeleteRequest
+	(*DeleteResponse)(nil),    // 12: berth.shim.v1.DeleteResponse
+	(*ShutdownRequest)(nil),   // 13: berth.shim.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),  // 14: berth.shim.v1.ShutdownResponse
+	(*UpdateRequest)(nil),     // 15: berth.shim.v1.UpdateRequest
+	(*UpdateResponse)(nil),    // 16: berth.shim.v1.UpdateResponse
+	(*ReopenLogRequest)(nil),  // 17: berth.shim.v1.ReopenLogRequest
+	(*ReopenLogResponse)(nil), // 18: berth.shim.v1.ReopenLogResponse
+	(*ExecRequest)(nil),       // 19: berth.shim.v1.ExecRequest
+	(*ExecResponse)(nil),      // 20: berth.shim.v1.ExecResponse
+	(*ResizePtyRequest)(nil),  // 21: berth.shim.v1.ResizePtyRequest
+	(*ResizePtyResponse)(nil), // 22: berth.shim.v1.ResizePtyResponse
+	(*AttachRequest)(nil),     // 23: berth.shim.v1.AttachRequest
+	(*AttachResponse)(nil),    // 24: berth.shim.v1.AttachResponse
+	(*DetachRequest)(nil),     // 25: berth.shim.v1.DetachRequest
+	(*DetachResponse)(nil),    // 26: berth.shim.v1.DetachResponse
 }
 var file_shim_proto_depIdxs = []int32{
 	0,  // 0: berth.shim.v1.StateResponse.status:type_name -> berth.shim.v1.Status
@@ -852,15 +1507,27 @@ var file_shim_proto_depIdxs = []int32{
 	9,  // 5: berth.shim.v1.Shim.Wait:input_type -> berth.shim.v1.WaitRequest
 	11, // 6: berth.shim.v1.Shim.Delete:input_type -> berth.shim.v1.DeleteRequest
 	13, // 7: berth.shim.v1.Shim.Shutdown:input_type -> berth.shim.v1.ShutdownRequest
-	2,  // 8: berth.shim.v1.Shim.Create:output_type -> berth.shim.v1.CreateResponse
-	4,  // 9: berth.shim.v1.Shim.Start:output_type -> berth.shim.v1.StartResponse
-	6,  // 10: berth.shim.v1.Shim.Kill:output_type -> berth.shim.v1.KillResponse
-	8,  // 11: berth.shim.v1.Shim.State:output_type -> berth.shim.v1.StateResponse
-	10, // 12: berth.shim.v1.Shim.Wait:output_type -> berth.shim.v1.WaitResponse
-	12, // 13: berth.shim.v1.Shim.Delete:output_type -> berth.shim.v1.DeleteResponse
-	14, // 14: berth.shim.v1.Shim.Shutdown:output_type -> berth.shim.v1.ShutdownResponse
-	8,  // [8:15] is the sub-list for method output_type
-	1,  // [1:8] is the sub-list for method input_type
+	15, // 8: berth.shim.v1.Shim.Update:input_type -> berth.shim.v1.UpdateRequest
+	17, // 9: berth.shim.v1.Shim.ReopenLog:input_type -> berth.shim.v1.ReopenLogRequest
+	19, // 10: berth.shim.v1.Shim.Exec:input_type -> berth.shim.v1.ExecRequest
+	21, // 11: berth.shim.v1.Shim.ResizePty:input_type -> berth.shim.v1.ResizePtyRequest
+	23, // 12: berth.shim.v1.Shim.Attach:input_type -> berth.shim.v1.AttachRequest
+	25, // 13: berth.shim.v1.Shim.Detach:input_type -> berth.shim.v1.DetachRequest
+	2,  // 14: berth.shim.v1.Shim.Create:output_type -> berth.shim.v1.CreateResponse
+	4,  // 15: berth.shim.v1.Shim.Start:output_type -> berth.shim.v1.StartResponse
+	6,  // 16: berth.shim.v1.Shim.Kill:output_type -> berth.shim.v1.KillResponse
+	8,  // 17: berth.shim.v1.Shim.State:output_type -> berth.shim.v1.StateResponse
+	10, // 18: berth.shim.v1.Shim.Wait:output_type -> berth.shim.v1.WaitResponse
+	12, // 19: berth.shim.v1.Shim.Delete:output_type -> berth.shim.v1.DeleteResponse
+	14, // 20: berth.shim.v1.Shim.Shutdown:output_type -> berth.shim.v1.ShutdownResponse
+	16, // 21: berth.shim.v1.Shim.Update:output_type -> berth.shim.v1.UpdateResponse
+	18, // 22: berth.shim.v1.Shim.ReopenLog:output_type -> berth.shim.v1.ReopenLogResponse
+	20, // 23: berth.shim.v1.Shim.Exec:output_type -> berth.shim.v1.ExecResponse
+	22, // 24: berth.shim.v1.Shim.ResizePty:output_type -> berth.shim.v1.ResizePtyResponse
+	24, // 25: berth.shim.v1.Shim.Attach:output_type -> berth.shim.v1.AttachResponse
+	26, // 26: berth.shim.v1.Shim.Detach:output_type -> berth.shim.v1.DetachResponse
+	14, // [14:27] is the sub-list for method output_type
+	1,  // [1:14] is the sub-list for method input_type
 	1,  // [1:1] is the sub-list for extension type_name
 	1,  // [1:1] is the sub-list for extension extendee
 	0,  // [0:1] is the sub-list for field type_name
@@ -877,7 +1544,7 @@ func file_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_proto_rawDesc), len(file_shim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

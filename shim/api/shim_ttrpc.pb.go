@@ -15,6 +15,12 @@ type ShimService interface {
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
+	Update(context.Context, *UpdateRequest) (*UpdateResponse, error)
+	ReopenLog(context.Context, *ReopenLogRequest) (*ReopenLogResponse, error)
+	Exec(context.Context, *ExecRequest) (*ExecResponse, error)
+	ResizePty(context.Context, *ResizePtyRequest) (*ResizePtyResponse, error)
+	Attach(context.Context, *AttachRequest) (*AttachResponse, error)
+	Detach(context.Context, *DetachRequest) (*DetachResponse, error)
 }
 
 func RegisterShimService(srv *ttrpc.Server, svc ShimService) {
@@ -68,6 +74,48 @@ func RegisterShimService(srv *ttrpc.Server, svc ShimService) {
 					return nil, err
 				}
 				return svc.Shutdown(ctx, &req)
+			},
+			"Update": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Update(ctx, &req)
+			},
+			"ReopenLog": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ReopenLogRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ReopenLog(ctx, &req)
+			},
+			"Exec": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ExecRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Exec(ctx, &req)
+			},
+			"ResizePty": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResizePtyRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResizePty(ctx, &req)
+			},
+			"Attach": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req AttachRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Attach(ctx, &req)
+			},
+			"Detach": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DetachRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Detach(ctx, &req)
 			},
 		},
 	})
@@ -134,6 +182,54 @@ func (c *shimClient) Delete(ctx context.Context, req *DeleteRequest) (*DeleteRes
 func (c *shimClient) Shutdown(ctx context.Context, req *ShutdownRequest) (*ShutdownResponse, error) {
 	var resp ShutdownResponse
 	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "Shutdown", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) Update(ctx context.Context, req *UpdateRequest) (*UpdateResponse, error) {
+	var resp UpdateResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "Update", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) ReopenLog(ctx context.Context, req *ReopenLogRequest) (*ReopenLogResponse, error) {
+	var resp ReopenLogResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "ReopenLog", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) Exec(ctx context.Context, req *ExecRequest) (*ExecResponse, error) {
+	var resp ExecResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "Exec", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) ResizePty(ctx context.Context, req *ResizePtyRequest) (*ResizePtyResponse, error) {
+	var resp ResizePtyResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "ResizePty", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) Attach(ctx context.Context, req *AttachRequest) (*AttachResponse, error) {
+	var resp AttachResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "Attach", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) Detach(ctx context.Context, req *DetachRequest) (*DetachResponse, error) {
+	var resp DetachResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "Detach", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

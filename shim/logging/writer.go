@@ -45,6 +45,9 @@ type Writer struct {
 
 	mu sync.Mutex
 	f  *os.File // guarded by mu; nil when path is empty (discard) or closed
+	// closed is set by Close so a later Reopen does not resurrect the file
+	// of a container whose output has ended; guarded by mu.
+	closed bool
 }
 
 // Open opens (appending, creating 0640) the CRI log at path. An empty path
@@ -71,9 +74,13 @@ func openLog(path string) (*os.File, error) {
 }
 
 // Reopen closes and reopens the log file, so a file rotated away by kubelet
-// (ReopenContainerLog) is replaced by a fresh one at the same path.
+// (ReopenContainerLog) is replaced by a fresh one at the same path. After
+// Close it does nothing.
 func (w *Writer) Reopen() error {
-	if w.path == "" {
+	w.mu.Lock()
+	closed := w.closed
+	w.mu.Unlock()
+	if w.path == "" || closed {
 		return nil
 	}
 	f, err := openLog(w.path)
@@ -81,6 +88,11 @@ func (w *Writer) Reopen() error {
 		return err
 	}
 	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		_ = f.Close()
+		return nil
+	}
 	old := w.f
 	w.f = f
 	w.mu.Unlock()
@@ -94,6 +106,7 @@ func (w *Writer) Reopen() error {
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.closed = true
 	if w.f == nil {
 		return nil
 	}

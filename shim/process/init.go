@@ -76,6 +76,7 @@ func (c Config) validate() error {
 type Init struct {
 	id       string
 	stateDir string
+	bundle   string
 	rt       *runtime.Runtime
 	log      *slog.Logger
 	// pid is set in New and read-only afterwards.
@@ -87,10 +88,21 @@ type Init struct {
 	// exit is written once, before exited is closed; read it only after.
 	exit Exit
 
+	// reaper is set in New and read-only afterwards.
+	reaper *Reaper
+
 	mu sync.Mutex
 	// state is the current state; guarded by mu, which is held for a whole
 	// transition, runtime command included.
 	state state
+
+	execMu sync.Mutex
+	// execs are the exec'd processes not yet deleted, by exec id; guarded
+	// by execMu.
+	execs map[string]*Exec
+	// execsClosed is set once init exited: no exec starts after; guarded
+	// by execMu.
+	execsClosed bool
 }
 
 // New runs the runtime's create and returns the created init process. On
@@ -114,7 +126,8 @@ func New(ctx context.Context, c Config) (_ *Init, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Init{id: c.ID, stateDir: c.StateDir, rt: rt, log: log, exited: make(chan struct{})}
+	p := &Init{id: c.ID, stateDir: c.StateDir, bundle: c.Bundle, rt: rt, log: log,
+		reaper: c.Reaper, exited: make(chan struct{}), execs: map[string]*Exec{}}
 	p.state = &createdState{p: p}
 	defer func() {
 		if retErr != nil {
@@ -138,6 +151,7 @@ func New(ctx context.Context, c Config) (_ *Init, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	p.io.stdinOnce = c.StdinOnce
 	pid, err := readPidFile(p.pidFile())
 	if err != nil {
 		p.forceDelete()
@@ -249,6 +263,9 @@ func readPidFile(path string) (int, error) {
 // of the exit can also find it after a shim crash.
 func (p *Init) waitExit(ch <-chan Exit) {
 	e := <-ch
+	// An exec'd process outside the container's own pid namespace (a pod
+	// sharing one) would outlive init; the container stopping ends it.
+	p.killExecs()
 	p.io.drain(drainTimeout)
 	// Nothing writes to the init's log or reads its stdin after this.
 	p.io.closeAll()
@@ -269,6 +286,25 @@ func (p *Init) waitExit(ch <-chan Exit) {
 
 // Pid returns the init process's pid.
 func (p *Init) Pid() int { return p.pid }
+
+// Update changes the resources of a created or running container;
+// resources is the JSON of an OCI LinuxResources.
+func (p *Init) Update(ctx context.Context, resources []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch st := p.state.status(); st {
+	case StatusCreated, StatusRunning:
+	default:
+		return &TransitionError{From: st, Op: "update"}
+	}
+	return p.rt.Update(ctx, p.id, resources)
+}
+
+// ReopenLog reopens the CRI log file after kubelet rotated it; after the
+// exit, when nothing writes anymore, it does nothing.
+func (p *Init) ReopenLog() error {
+	return p.io.log.Reopen()
+}
 
 // Start starts the created container.
 func (p *Init) Start(ctx context.Context) error {

@@ -26,10 +26,23 @@ type stdio struct {
 	// readers are the ends the copiers read; closed to stop a copy that a
 	// leftover grandchild would otherwise keep open forever.
 	readers []*os.File
-	wg      sync.WaitGroup
-	done    chan struct{}
-	closeMu sync.Mutex
-	closed  bool // guarded by closeMu
+	// console is the PTY master with a terminal (also readers[0]), kept
+	// for resize; nil with pipes.
+	console *os.File
+	// stdinOnce closes the container's stdin when the first attached stdin
+	// ends.
+	stdinOnce bool
+	wg        sync.WaitGroup
+	done      chan struct{}
+	closeMu   sync.Mutex
+	closed    bool // guarded by closeMu
+
+	attachMu sync.Mutex
+	// attachers receive the output as it is read; guarded by attachMu.
+	attachers map[string]*attacher
+	// outputDone is set once output ended: no attach starts after;
+	// guarded by attachMu.
+	outputDone bool
 }
 
 // childStdio are the files the runtime (and so the container) inherits; the
@@ -84,7 +97,7 @@ func (s *stdio) startCopy() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			_ = s.log.Copy(streams[i], r)
+			_ = s.log.Copy(streams[i], fanReader{r: r, s: s, idx: i})
 		}()
 	}
 	go func() {
@@ -118,6 +131,7 @@ func (s *stdio) closeReaders() {
 // closeAll releases every file; idempotent.
 func (s *stdio) closeAll() {
 	s.closeReaders()
+	s.detachAll()
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.closed {
@@ -198,7 +212,7 @@ func (c *consoleSocket) close() {
 // newConsoleStdio wraps a received master: output is the stdout stream and,
 // with stdin, input is written to the same master.
 func newConsoleStdio(lw *logging.Writer, master *os.File, withStdin bool) *stdio {
-	s := &stdio{log: lw, done: make(chan struct{}), readers: []*os.File{master}}
+	s := &stdio{log: lw, done: make(chan struct{}), readers: []*os.File{master}, console: master}
 	if withStdin {
 		s.stdin = nopCloser{master}
 	}

@@ -306,3 +306,78 @@ func (ExecMonitor) Start(cmd *exec.Cmd) (<-chan int, error) {
 	}()
 	return ch, nil
 }
+
+// Update runs `RUNTIME update --resources - ID` with resources (the JSON of
+// an OCI LinuxResources) on its stdin.
+func (r *Runtime) Update(ctx context.Context, id string, resources []byte) error {
+	cmd := r.command("update", "--resources", "-", id)
+	cmd.Stdin = bytes.NewReader(resources)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := r.run(ctx, cmd, &stderr); err != nil {
+		return fmt.Errorf("update container %q: %w", id, err)
+	}
+	return nil
+}
+
+// ExecOpts are the arguments of Exec.
+type ExecOpts struct {
+	// ProcessFile is the JSON of the OCI process to run.
+	ProcessFile string
+	PidFile     string
+	// LogPath receives the runtime's JSON log for this exec: its stderr is
+	// the process's, so errors are read back from there.
+	LogPath string
+	// ConsoleSocket, when set, makes the runtime send the PTY master there.
+	ConsoleSocket string
+	// Stdio the process inherits; nil means /dev/null.
+	Stdin, Stdout, Stderr *os.File
+}
+
+// Exec runs `RUNTIME exec --detach --process FILE ID`: it returns once the
+// process runs, leaving it a child of the subreaper.
+func (r *Runtime) Exec(ctx context.Context, id string, o ExecOpts) error {
+	var args []string
+	if o.LogPath != "" {
+		args = append(args, "--log", o.LogPath, "--log-format", "json")
+	}
+	args = append(args, "exec", "--detach", "--process", o.ProcessFile, "--pid-file", o.PidFile)
+	if o.ConsoleSocket != "" {
+		args = append(args, "--console-socket", o.ConsoleSocket)
+	}
+	args = append(args, id)
+	cmd := r.command(args...)
+	// Never a buffer: the process inherits the runtime's stdio, and a pipe
+	// it holds would keep the copy (and so run) waiting for its exit. The
+	// runtime's errors come from its log instead.
+	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("exec in container %q: %w", id, err)
+	}
+	defer devNull.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, devNull, devNull
+	if o.Stdin != nil {
+		cmd.Stdin = o.Stdin
+	}
+	if o.Stdout != nil {
+		cmd.Stdout = o.Stdout
+	}
+	if o.Stderr != nil {
+		cmd.Stderr = o.Stderr
+	}
+	err = r.run(ctx, cmd, nil)
+	if err != nil && o.LogPath != "" {
+		if msg := lastLogError(o.LogPath); msg != "" {
+			var status int
+			var re *Error
+			if errors.As(err, &re) {
+				status = re.Status
+			}
+			err = runtimeError(r.Binary, cmd.Args, status, msg)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("exec in container %q: %w", id, err)
+	}
+	return nil
+}

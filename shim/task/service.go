@@ -45,6 +45,9 @@ type Service struct {
 	// creating is true while a Create runs, so a second one is refused
 	// without holding mu across the runtime call; guarded by mu.
 	creating bool
+	// created is closed when the Create that set creating ends; guarded
+	// by mu (the channel itself is safe to wait on).
+	created chan struct{}
 	// shutdown is set once Shutdown was accepted; guarded by mu.
 	shutdown bool
 }
@@ -72,9 +75,21 @@ func (s *Service) Create(ctx context.Context, r *api.CreateRequest) (*api.Create
 		return nil, fmt.Errorf("shim of container %q is shutting down: %w", s.opts.ID, errdefs.ErrUnavailable)
 	}
 	s.creating = true
+	created := make(chan struct{})
+	s.created = created
 	s.mu.Unlock()
+	defer close(created)
 
-	p, err := process.New(ctx, process.Config{
+	// berthd dying closes the connection and cancels ctx, but runc create
+	// would go on without us and leave a container no one knows; so the
+	// create ends on its own terms, within the caller's deadline only.
+	cctx := context.WithoutCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithDeadline(cctx, dl)
+		defer cancel()
+	}
+	p, err := process.New(cctx, process.Config{
 		ID:            s.opts.ID,
 		StateDir:      s.opts.StateDir,
 		Bundle:        r.Bundle,
@@ -95,6 +110,24 @@ func (s *Service) Create(ctx context.Context, r *api.CreateRequest) (*api.Create
 	}
 	s.init = p
 	return &api.CreateResponse{Pid: uint32(p.Pid())}, nil
+}
+
+// awaitCreate waits for a Create in flight: a berthd restarted while it
+// ran reattaches and waits, and must learn how that create ended rather
+// than find no container yet and clean up under it.
+func (s *Service) awaitCreate(ctx context.Context) error {
+	s.mu.Lock()
+	creating, created := s.creating, s.created
+	s.mu.Unlock()
+	if !creating {
+		return nil
+	}
+	select {
+	case <-created:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (s *Service) process() (*process.Init, error) {
@@ -123,6 +156,16 @@ func (s *Service) Kill(ctx context.Context, r *api.KillRequest) (*api.KillRespon
 	p, err := s.process()
 	if err != nil {
 		return nil, err
+	}
+	if r.ExecId != "" {
+		e, err := p.LookupExec(r.ExecId)
+		if err != nil {
+			return nil, err
+		}
+		if err := e.Kill(syscall.Signal(r.Signal)); err != nil {
+			return nil, err
+		}
+		return &api.KillResponse{}, nil
 	}
 	if err := p.Kill(ctx, syscall.Signal(r.Signal), r.All); err != nil {
 		return nil, err
@@ -159,12 +202,23 @@ func apiStatus(st process.Status) api.Status {
 }
 
 // Wait blocks until the init's exit is recorded.
-func (s *Service) Wait(ctx context.Context, _ *api.WaitRequest) (*api.WaitResponse, error) {
+func (s *Service) Wait(ctx context.Context, r *api.WaitRequest) (*api.WaitResponse, error) {
+	if err := s.awaitCreate(ctx); err != nil {
+		return nil, err
+	}
 	p, err := s.process()
 	if err != nil {
 		return nil, err
 	}
-	e, err := p.Wait(ctx)
+	wait := p.Wait
+	if r.ExecId != "" {
+		x, err := p.LookupExec(r.ExecId)
+		if err != nil {
+			return nil, err
+		}
+		wait = x.Wait
+	}
+	e, err := wait(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -172,10 +226,17 @@ func (s *Service) Wait(ctx context.Context, _ *api.WaitRequest) (*api.WaitRespon
 }
 
 // Delete removes the container from the runtime.
-func (s *Service) Delete(ctx context.Context, _ *api.DeleteRequest) (*api.DeleteResponse, error) {
+func (s *Service) Delete(ctx context.Context, r *api.DeleteRequest) (*api.DeleteResponse, error) {
 	p, err := s.process()
 	if err != nil {
 		return nil, err
+	}
+	if r.ExecId != "" {
+		e, err := p.DeleteExec(ctx, r.ExecId)
+		if err != nil {
+			return nil, err
+		}
+		return &api.DeleteResponse{Pid: uint32(e.Pid), ExitStatus: int32(e.Status), ExitedAt: e.At.UnixNano()}, nil
 	}
 	e, err := p.Delete(ctx)
 	if err != nil {
