@@ -25,6 +25,9 @@ func (c *Controller) startInfra(p Pod) (int, uint64, error) {
 		return 0, 0, fmt.Errorf("pause binary %q: %w", c.pausePath, errdefs.ErrFailedPrecondition)
 	}
 	cmd := exec.Command(c.pausePath)
+	// The pod dir as working directory names the pod's infra process even
+	// when a crash kept its pid from being recorded (killUnrecordedInfra).
+	cmd.Dir = p.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWPID,
 		Setsid:     true,

@@ -242,7 +242,11 @@ func (c *Controller) Remove(ctx context.Context, p Pod) error {
 	if err := c.Stop(ctx, p); err != nil {
 		return err
 	}
+	p = c.withLeftovers(p)
 	var errs []error
+	if err := c.killUnrecordedInfra(p); err != nil {
+		errs = append(errs, err)
+	}
 	shmErr := podfiles.UnmountShm(p.ShmPath)
 	if shmErr != nil {
 		errs = append(errs, shmErr)

@@ -92,6 +92,13 @@ func (s *Server) recoverContainer(ctx context.Context, c store.Container) error 
 
 func (s *Server) recoverSandbox(ctx context.Context, sb store.Sandbox) error {
 	if sb.Status.State != store.SandboxReady {
+		if sb.Pod.HostnamePath == "" {
+			// Killed inside sandboxes.Create: what it made (pins, shm,
+			// infra) was never recorded, so a NOTREADY pod would hold it
+			// unseen. Remove finds it by ID and is idempotent.
+			s.log.Warn("releasing a sandbox whose creation was interrupted", "sandbox_id", sb.ID)
+			return s.sandboxes.Remove(ctx, sb.Pod)
+		}
 		return nil
 	}
 	for _, pin := range []string{sb.Pod.NetNS, sb.Pod.IPCNS, sb.Pod.UTSNS} {
