@@ -25,10 +25,11 @@ import (
 
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/cri/interceptor"
+	"github.com/berth-runtime/berth/cri/metrics"
 	"github.com/berth-runtime/berth/cri/server"
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/streaming"
 	"github.com/berth-runtime/berth/imagesvc"
-	"github.com/berth-runtime/berth/netplugin"
 	"github.com/berth-runtime/berth/sandbox"
 )
 
@@ -43,6 +44,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "config" {
 		return configCmd(args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "image" {
+		return imageCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", config.DefaultPath, "config file (TOML)")
@@ -55,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serve(cfg, stderr)
+	return serve(cfg, configSource{path: *cfgPath, explicit: explicit}, stderr)
 }
 
 func configCmd(args []string, stdout io.Writer) error {
@@ -77,14 +81,17 @@ func configCmd(args []string, stdout io.Writer) error {
 	return errors.New("usage: berthd config default | berthd config check FILE")
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
+// newLogger returns the daemon's logger and the level SIGHUP can change.
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
+	level := new(slog.LevelVar)
+	level.Set(lvl)
+	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(slog.NewJSONHandler(w, opts)), level
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(slog.NewTextHandler(w, opts)), level
 }
 
 // helperBinary finds berth-shim or berth-pause: the configured path, else
@@ -106,11 +113,12 @@ func helperBinary(configured, name string) (string, error) {
 	return p, nil
 }
 
-func serve(cfg config.Config, stderr io.Writer) error {
-	log := newLogger(cfg.Log, stderr)
+func serve(cfg config.Config, src configSource, stderr io.Writer) error {
+	log, level := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
+	operator := newOps(src, cfg, level, log)
 
 	shimPath, err := helperBinary(cfg.Runtime.ShimPath, "berth-shim")
 	if err != nil {
@@ -135,30 +143,38 @@ func serve(cfg config.Config, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	images, err := imagesvc.New(ctx, imagesvc.Options{
+	mx := metrics.New(metrics.Options{States: st.Counts, Shims: shimCounter(filepath.Join(cfg.State, "s"))})
+	imageSvc, err := imagesvc.New(ctx, imagesvc.Options{
 		Root: cfg.Root, DB: db, InsecureHosts: cfg.Registry.InsecureHosts, Logger: log,
+		HostsDir: cfg.Registry.ConfigPath,
 	})
 	if err != nil {
 		return fmt.Errorf("start image service: %w", err)
 	}
+	images := meteredImages{Service: imageSvc, obs: mx}
 	sandboxes, err := sandbox.New(sandbox.Options{
 		NetNSDir: filepath.Join(cfg.State, "netns"), PausePath: pausePath, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("start sandbox controller: %w", err)
 	}
-	network, err := netplugin.New(ctx, netplugin.Options{
-		ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs,
-		CacheDir: filepath.Join(cfg.State, "cni-cache"), Logger: log,
-	})
+	network, err := newSwappableNetwork(ctx, netOptions(cfg, log))
 	if err != nil {
 		return fmt.Errorf("start network manager: %w", err)
 	}
 	defer network.Close()
+	operator.network = network
 
+	streams, err := streaming.New(streaming.Options{
+		Address: cfg.Streaming.Address, TLSCert: cfg.Streaming.TLSCert, TLSKey: cfg.Streaming.TLSKey, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer streams.Close()
 	srv, err := server.New(server.Options{
 		Config: cfg, Store: st, Sandboxes: sandboxes, Images: images, Network: network,
-		ShimPath: shimPath, Logger: log,
+		ShimPath: shimPath, Logger: log, Streaming: streams,
 	})
 	if err != nil {
 		return err
@@ -166,19 +182,42 @@ func serve(cfg config.Config, stderr io.Writer) error {
 	if err := srv.Recover(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	go func() {
+		if err := streams.Serve(srv.StreamRuntime()); err != nil {
+			log.Error("streaming server stopped", "error", err)
+		}
+	}()
+	log.Info("streaming server listening", "address", streams.Addr().String())
 
 	lis, err := listen(cfg.GRPC.Address)
 	if err != nil {
 		return err
 	}
 	g := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(interceptor.Unary(log)),
-		grpc.ChainStreamInterceptor(interceptor.Stream(log)),
+		grpc.ChainUnaryInterceptor(interceptor.Unary(log, mx.ObserveRequest)),
+		grpc.ChainStreamInterceptor(interceptor.Stream(log, mx.ObserveRequest)),
 		grpc.MaxRecvMsgSize(16<<20),
 		grpc.MaxSendMsgSize(16<<20),
 	)
 	runtime.RegisterRuntimeServiceServer(g, srv)
 	runtime.RegisterImageServiceServer(g, srv)
+
+	if cfg.Metrics.Address != "" {
+		ms, err := mx.Serve(cfg.Metrics.Address, log)
+		if err != nil {
+			return err
+		}
+		log.Info("metrics endpoint serving", "address", ms.Addr().String())
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = ms.Shutdown(sctx)
+		}()
+	}
+	// Signals stay handled through shutdown: a SIGHUP then must not kill us.
+	opsCtx, stopOps := context.WithCancel(context.Background())
+	defer stopOps()
+	go operator.run(opsCtx)
 
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
@@ -189,14 +228,9 @@ func serve(cfg config.Config, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	// Containers are never stopped on shutdown: their shims outlive us.
-	log.Info("shutting down; containers keep running")
-	done := make(chan struct{})
-	go func() { g.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		g.Stop()
-	}
+	log.Info("shutting down; containers keep running", "grace", shutdownGrace)
+	gracefulStop(g, shutdownGrace, log)
+	log.Info("berthd stopped")
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/pelletier/go-toml/v2"
@@ -36,6 +37,12 @@ type Config struct {
 	Registry  Registry  `toml:"registry"`
 	CNI       CNI       `toml:"cni"`
 	Streaming Streaming `toml:"streaming"`
+	Metrics   Metrics   `toml:"metrics"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Address string `toml:"address" comment:"host:port of the Prometheus /metrics endpoint; empty: off (keep it on loopback or a node-internal address)"`
 }
 
 // Streaming configures the exec/attach/port-forward server whose URLs the
@@ -55,6 +62,9 @@ type GRPC struct {
 type Log struct {
 	Level  string `toml:"level" comment:"debug, info, warn or error"`
 	Format string `toml:"format" comment:"text or json"`
+	// Dir receives what berthd writes on request, like SIGUSR1 goroutine
+	// dumps; berthd's own log goes to stderr (journald under systemd).
+	Dir string `toml:"dir" comment:"directory for SIGUSR1 goroutine dumps; empty: <state>/logs"`
 }
 
 // Runtime configures the shims and OCI runtimes.
@@ -85,6 +95,14 @@ type Registry struct {
 type CNI struct {
 	ConfDir string   `toml:"conf_dir" comment:"directory of CNI network configs; the first in lexical order is used"`
 	BinDirs []string `toml:"bin_dirs" comment:"directories searched for CNI plugin binaries"`
+	// PluginTimeout is a Go duration string: TOML has no duration type.
+	PluginTimeout string `toml:"plugin_timeout" comment:"bound on each CNI ADD, DEL, CHECK or GC of the whole plugin chain (Go duration, e.g. \"2m\"); a plugin still running then is killed"`
+}
+
+// Timeout is PluginTimeout parsed; Validate guarantees it parses.
+func (c CNI) Timeout() time.Duration {
+	d, _ := time.ParseDuration(c.PluginTimeout)
+	return d
 }
 
 // Default returns the embedded defaults.
@@ -106,8 +124,9 @@ func Default() Config {
 		Registry:  Registry{ConfigPath: "/etc/berth/certs.d", InsecureHosts: []string{}},
 		Streaming: Streaming{Address: "127.0.0.1:0"},
 		CNI: CNI{
-			ConfDir: "/etc/cni/net.d",
-			BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"},
+			ConfDir:       "/etc/cni/net.d",
+			BinDirs:       []string{"/opt/cni/bin", "/usr/lib/cni"},
+			PluginTimeout: "2m",
 		},
 	}
 }
@@ -193,6 +212,14 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Streaming.Address); err != nil {
 		return bad("streaming.address", fmt.Sprintf("%q is not host:port", c.Streaming.Address))
 	}
+	if c.Metrics.Address != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
+			return bad("metrics.address", fmt.Sprintf("%q is not host:port", c.Metrics.Address))
+		}
+	}
+	if c.Log.Dir != "" && !filepath.IsAbs(c.Log.Dir) {
+		return bad("log.dir", fmt.Sprintf("%q is not an absolute path", c.Log.Dir))
+	}
 	if (c.Streaming.TLSCert == "") != (c.Streaming.TLSKey == "") {
 		return bad("streaming.tls_cert", "tls_cert and tls_key go together")
 	}
@@ -223,6 +250,9 @@ func (c *Config) Validate() error {
 			return bad("cni.bin_dirs", fmt.Sprintf("%q is not an absolute path", d))
 		}
 	}
+	if d, err := time.ParseDuration(c.CNI.PluginTimeout); err != nil || d <= 0 {
+		return bad("cni.plugin_timeout", fmt.Sprintf("%q is not a positive duration", c.CNI.PluginTimeout))
+	}
 	return nil
 }
 
@@ -232,6 +262,14 @@ func (c *Config) HandlerRoot(name string) string {
 		return h.Root
 	}
 	return filepath.Join(c.State, name)
+}
+
+// LogDir is where berthd writes goroutine dumps.
+func (c *Config) LogDir() string {
+	if c.Log.Dir != "" {
+		return c.Log.Dir
+	}
+	return filepath.Join(c.State, "logs")
 }
 
 // Marshal renders cfg as TOML with comments (what `berthd config default` prints).

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -140,8 +141,12 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 		return nil, fmt.Errorf("prepare rootfs of container %q: %w", id, err)
 	}
 	cl.add("remove rootfs", func(ctx context.Context) error { return s.images.RemoveRootfs(ctx, id, rec.Rootfs) })
+	volumes, err := s.prepareVolumes(ctx, rec, cfg, img.Config.Config.Volumes, cl)
+	if err != nil {
+		return nil, fmt.Errorf("prepare volumes of container %q: %w", id, err)
+	}
 
-	if err := s.writeSpec(rec, cfg, &podCfg, sb, img.Config.Config); err != nil {
+	if err := s.writeSpec(rec, cfg, &podCfg, sb, img.Config.Config, volumes); err != nil {
 		return nil, err
 	}
 	if logFile != "" {
@@ -158,11 +163,12 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 		return nil, err
 	}
 	s.watch(rec, t)
+	s.containerEvent(id, sb.ID, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
 	log.Info("container created", "name", cfg.GetMetadata().GetName(), "image", rec.Image)
 	return &runtime.CreateContainerResponse{ContainerId: id}, nil
 }
 
-func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, podCfg *runtime.PodSandboxConfig, sb store.Sandbox, imgCfg imageConfig) error {
+func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, podCfg *runtime.PodSandboxConfig, sb store.Sandbox, imgCfg imageConfig, volumes []specs.Mount) error {
 	ns := specgen.SandboxNamespaces{Net: sb.Pod.NetNS, IPC: sb.Pod.IPCNS, UTS: sb.Pod.UTSNS}
 	files := specgen.PodFiles{Hostname: sb.Pod.HostnamePath, Hosts: sb.Pod.HostsPath, Resolv: sb.Pod.ResolvPath, Shm: sb.Pod.ShmPath}
 	if files.Shm == "" {
@@ -191,12 +197,16 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 		Users:          specgen.NewRootfsUsers(rec.Rootfs),
 		Namespaces:     ns,
 		PodFiles:       files,
+		ExtraMounts:    volumes,
 		CgroupParent:   sb.CgroupParent,
 		OOMScoreAdjMin: s.oomScoreAdjMin,
 		AllCaps:        s.allCaps,
 	})
 	if err != nil {
 		return fmt.Errorf("generate spec of container %q: %w", rec.ID, err)
+	}
+	if spec.Linux != nil {
+		s.dropUnsupported(spec.Linux.Resources)
 	}
 	data, err := json.Marshal(spec)
 	if err != nil {

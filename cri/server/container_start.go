@@ -64,6 +64,7 @@ func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRe
 	if err != nil {
 		return nil, err
 	}
+	s.containerEvent(c.ID, c.SandboxID, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
 	interceptor.Logger(ctx).Info("container started", "pid", pid)
 	return &runtime.StartContainerResponse{}, nil
 }

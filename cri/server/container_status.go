@@ -48,6 +48,7 @@ func (s *Server) containerStatus(c store.Container) *runtime.ContainerStatus {
 		Annotations: c.Annotations,
 		Mounts:      cfg.GetMounts(),
 		LogPath:     c.LogPath,
+		User:        s.containerUser(c),
 	}
 	if res := cfg.GetLinux().GetResources(); res != nil {
 		st.Resources = &runtime.ContainerResources{Linux: res}

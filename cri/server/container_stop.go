@@ -16,7 +16,6 @@ import (
 
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/store"
-	"github.com/berth-runtime/berth/shim/client"
 )
 
 // killWait bounds the wait for a container to go after SIGKILL; a process
@@ -145,8 +144,11 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	}
 	// A shim can outlive its task only across a daemon crash; make sure
 	// nothing of the container still runs before its files go.
-	if client.ShimAlive(c.Bundle) {
-		s.cleanupShim(ctx, c)
+	if err := s.releaseRuntime(ctx, c); err != nil {
+		return err
+	}
+	if err := s.removeVolumes(ctx, c); err != nil {
+		return err
 	}
 	if err := s.images.RemoveRootfs(ctx, c.ID, c.Rootfs); err != nil {
 		return fmt.Errorf("remove rootfs of container %q: %w", c.ID, err)
@@ -157,6 +159,7 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.store.DeleteContainer(c.ID); err != nil {
 		return err
 	}
+	s.containerEvent(c.ID, c.SandboxID, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)
 	interceptor.Logger(ctx).Info("container removed")
 	return nil
 }

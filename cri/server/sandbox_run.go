@@ -158,6 +158,8 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	}); err != nil {
 		return nil, err
 	}
+	s.sandboxEvent(rec, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
+	s.sandboxEvent(rec, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
 	log.Info("pod sandbox running", "pod", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName(), "ips", ips)
 	return &runtime.RunPodSandboxResponse{PodSandboxId: id}, nil
 }

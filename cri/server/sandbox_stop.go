@@ -58,6 +58,9 @@ func (s *Server) stopSandbox(ctx context.Context, sb store.Sandbox) error {
 		rec.Status.NetworkDown = true
 		return nil
 	})
+	if err == nil && sb.Status.State == store.SandboxReady {
+		s.sandboxEvent(sb, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	}
 	return err
 }
 
@@ -100,6 +103,8 @@ func (s *Server) removeSandbox(ctx context.Context, sb store.Sandbox) error {
 	if err := s.store.DeleteSandbox(sb.ID); err != nil {
 		return err
 	}
+	sb.Status.State = store.SandboxNotReady
+	s.sandboxEvent(sb, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)
 	interceptor.Logger(ctx).Info("pod sandbox removed")
 	return nil
 }

@@ -17,7 +17,9 @@ import (
 	"github.com/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-runtime/berth/cri/cgroups"
 	"github.com/berth-runtime/berth/cri/config"
+	"github.com/berth-runtime/berth/cri/events"
 	"github.com/berth-runtime/berth/cri/specgen"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/imagesvc"
@@ -68,6 +70,9 @@ type Options struct {
 	Network   Network
 	ShimPath  string // resolved berth-shim binary
 	Logger    *slog.Logger
+	// Streaming hands out exec/attach/port-forward URLs; nil makes those
+	// RPCs Unavailable (ExecSync works without it).
+	Streaming StreamServer
 }
 
 // Server serves the CRI.
@@ -82,9 +87,13 @@ type Server struct {
 	network   Network
 	shimPath  string
 	log       *slog.Logger
+	// streams is the streaming server; nil when there is none.
+	streams StreamServer
 
 	// oomScoreAdjMin is berthd's own oom_score_adj when the restriction is on.
 	oomScoreAdjMin *int
+	// hugetlb is whether hugepage limits can be applied on this host.
+	hugetlb bool
 	// allCaps is what "all capabilities" means for a privileged container:
 	// berthd's bounding set, since runc cannot grant more than it holds.
 	allCaps []string
@@ -93,6 +102,11 @@ type Server struct {
 	tasks   map[string]*task // live shim connections by container ID
 
 	locks keyedMutex // serialises lifecycle calls per sandbox and per container
+
+	// stats reads container and pod cgroups for the stats RPCs and OOM
+	// reporting; events fans lifecycle events out to GetContainerEvents.
+	stats  *statsCollector
+	events *events.Broadcaster[*runtime.ContainerEventResponse]
 }
 
 // New validates o and returns a server; call Recover before serving.
@@ -111,7 +125,10 @@ func New(o Options) (*Server, error) {
 		network:   o.Network,
 		shimPath:  o.ShimPath,
 		log:       o.Logger,
+		streams:   o.Streaming,
 		tasks:     map[string]*task{},
+		stats:     newStatsCollector(cgroups.New("")),
+		events:    events.New[*runtime.ContainerEventResponse](0),
 	}
 	if o.Config.Runtime.RestrictOOMScoreAdj {
 		v, err := ownOOMScoreAdj()
@@ -120,6 +137,7 @@ func New(o Options) (*Server, error) {
 		}
 		s.oomScoreAdjMin = &v
 	}
+	s.hugetlb = hugetlbUsable("/sys/fs/cgroup")
 	caps, err := specgen.CurrentCapabilities()
 	if err != nil {
 		return nil, fmt.Errorf("read own capabilities: %w", err)
@@ -184,7 +202,9 @@ func (s *Server) Status(ctx context.Context, r *runtime.StatusRequest) (*runtime
 			Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: false, UserNamespaces: false},
 		})
 	}
-	resp.Features = &runtime.RuntimeFeatures{SupplementalGroupsPolicy: false}
+	// Strict and Merge are both applied from the image's /etc/group
+	// (specgen.ResolveUser).
+	resp.Features = &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true}
 	if r.GetVerbose() {
 		cfg, err := json.Marshal(s.cfg)
 		if err != nil {

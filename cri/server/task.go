@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/imagesvc"
@@ -48,9 +49,12 @@ func (s *Server) watch(rec store.Container, t *task) {
 	s.tasksMu.Lock()
 	s.tasks[rec.ID] = t
 	s.tasksMu.Unlock()
+	oomBase := s.oomBaseline(rec)
 	go func() {
 		log := s.log.With("container_id", rec.ID, "sandbox_id", rec.SandboxID)
 		exit, err := t.client.Wait(context.Background())
+		// Before the runtime deletes the cgroup and its counter with it.
+		s.recordOOM(rec, oomBase)
 		if err != nil {
 			log.Warn("lost the shim, reading the exit it left", "error", err)
 			exit = s.shimLost(rec)
@@ -64,6 +68,7 @@ func (s *Server) watch(rec store.Container, t *task) {
 		if err := s.recordExit(rec.ID, exit); err != nil {
 			log.Error("record exit", "error", err)
 		}
+		s.containerEvent(rec.ID, rec.SandboxID, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
 		log.Info("container exited", "exit_code", exit.Status)
 		close(t.done)
 		s.tasksMu.Lock()
