@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup build run test test-unit test-e2e generate vet clean install uninstall bench
+.PHONY: all setup build run test test-go test-unit test-e2e conformance kubelet-e2e generate vet clean install uninstall bench
 
 all: build
 
@@ -38,8 +38,20 @@ build:
 run: setup build
 	$(BIN)/berthd
 
-test: setup build vet
+# test runs every suite: Go unit and e2e tests, the CRI conformance suite
+# (critest) and a real kubelet, each against the real daemon.
+test: setup build vet test-go conformance kubelet-e2e
+
+test-go:
 	BERTH_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 30m -p 1 ./...
+
+# conformance runs critest from ../shared/conformance against bin/berthd.
+conformance: build
+	BERTH_BIN=$(BIN) test/conformance/run.sh
+
+# kubelet-e2e runs ../shared/kubelet's checks with a real kubelet.
+kubelet-e2e: build
+	BERTH_BIN=$(BIN) test/kubelet/run.sh
 
 test-unit:
 	$(GO) test -count=1 -race $$($(GO) list ./... | grep -v /test/)
