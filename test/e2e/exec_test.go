@@ -17,13 +17,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	remote "k8s.io/cri-client/pkg"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/client-go/transport/spdy"
 	utilexec "k8s.io/client-go/util/exec"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remote "k8s.io/cri-client/pkg"
 	uexec "k8s.io/utils/exec"
 
 	"github.com/berth-runtime/berth/test/testutil"
@@ -160,7 +160,9 @@ func testExecStreams(t *testing.T, d *testutil.Daemon) {
 	req := &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sleep", marker}, Stdout: true}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- executor(t, execURL(t, d, req), false).StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: io.Discard}) }()
+	go func() {
+		done <- executor(t, execURL(t, d, req), false).StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: io.Discard})
+	}()
 	xWaitFor(t, "exec'd sleep to run", func() bool { return len(xPidsWithArg(marker)) > 0 })
 	cancel()
 	<-done
