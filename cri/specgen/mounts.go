@@ -20,7 +20,7 @@ var userMountOptions = map[string]bool{
 }
 
 func applyMounts(s *specs.Spec, in Input, _ nsModes) error {
-	user, err := criMounts(in.Config.GetMounts(), in.ExtraMounts)
+	user, err := criMounts(in.Config.GetMounts(), in.ExtraMounts, in.RecursiveReadOnly)
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ func applyMounts(s *specs.Spec, in Input, _ nsModes) error {
 	return nil
 }
 
-func criMounts(in []*runtime.Mount, prepared []specs.Mount) ([]specs.Mount, error) {
+func criMounts(in []*runtime.Mount, prepared []specs.Mount, rro bool) ([]specs.Mount, error) {
 	out := make([]specs.Mount, 0, len(in))
 	for _, m := range in {
 		dst, src := m.GetContainerPath(), m.GetHostPath()
@@ -69,10 +69,6 @@ func criMounts(in []*runtime.Mount, prepared []specs.Mount) ([]specs.Mount, erro
 			return nil, fmt.Errorf("image volume mount at %q: %w", dst, errdefs.ErrNotImplemented)
 		case len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0:
 			return nil, fmt.Errorf("id-mapped mount at %q: %w", dst, errdefs.ErrNotImplemented)
-		case m.GetRecursiveReadOnly():
-			// runc 1.1 lacks "rro"; Status does not advertise it, so kubelet
-			// should never ask.
-			return nil, fmt.Errorf("recursive read-only mount at %q: %w", dst, errdefs.ErrNotImplemented)
 		case !path.IsAbs(dst) || path.Clean(dst) == "/":
 			return nil, fmt.Errorf("mount container_path %q must be absolute and not /: %w", dst, errdefs.ErrInvalidArgument)
 		case !path.IsAbs(src):
@@ -83,6 +79,12 @@ func criMounts(in []*runtime.Mount, prepared []specs.Mount) ([]specs.Mount, erro
 			return nil, fmt.Errorf("mount at %q: %w", dst, err)
 		}
 		opts := []string{"rbind", prop, rwOption(m.GetReadonly())}
+		if m.GetRecursiveReadOnly() {
+			if err := checkRRO(m, rro); err != nil {
+				return nil, err
+			}
+			opts[2] = "rro"
+		}
 		for _, o := range m.GetMountOptions() {
 			if !userMountOptions[o] {
 				return nil, fmt.Errorf("mount option %q at %q: %w", o, dst, errdefs.ErrInvalidArgument)

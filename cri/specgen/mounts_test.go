@@ -60,7 +60,7 @@ func TestMounts(t *testing.T) {
 		{name: "root container path", mounts: []*runtime.Mount{{ContainerPath: "/..", HostPath: "/x"}}, wantErr: errdefs.ErrInvalidArgument},
 		{name: "relative host path", mounts: []*runtime.Mount{{ContainerPath: "/d", HostPath: "x"}}, wantErr: errdefs.ErrInvalidArgument},
 		{name: "image volume", mounts: []*runtime.Mount{{ContainerPath: "/d", Image: &runtime.ImageSpec{Image: "i"}}}, wantErr: errdefs.ErrNotImplemented},
-		{name: "rro", mounts: []*runtime.Mount{{ContainerPath: "/d", HostPath: "/d", Readonly: true, RecursiveReadOnly: true}}, wantErr: errdefs.ErrNotImplemented},
+		{name: "rro unsupported by runtime", mounts: []*runtime.Mount{{ContainerPath: "/d", HostPath: "/d", Readonly: true, RecursiveReadOnly: true}}, wantErr: errdefs.ErrInvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

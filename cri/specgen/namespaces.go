@@ -69,22 +69,3 @@ func applyNamespaces(s *specs.Spec, in Input, m nsModes) error {
 	s.Linux.Namespaces = ns
 	return nil
 }
-
-// checkUserns refuses pods that ask for a user namespace: berth does not
-// map ids yet, and running such a pod as host root would be a silent
-// privilege escalation compared to what was asked.
-func checkUserns(in Input) error {
-	for _, o := range []*runtime.NamespaceOption{
-		in.Sandbox.GetLinux().GetSecurityContext().GetNamespaceOptions(),
-		in.Config.GetLinux().GetSecurityContext().GetNamespaceOptions(),
-	} {
-		u := o.GetUsernsOptions()
-		if u == nil || u.GetMode() == runtime.NamespaceMode_NODE {
-			continue
-		}
-		if len(u.GetUids()) > 0 || len(u.GetGids()) > 0 || u.GetMode() != runtime.NamespaceMode_POD {
-			return fmt.Errorf("user namespaces: %w", errdefs.ErrNotImplemented)
-		}
-	}
-	return nil
-}

@@ -41,6 +41,9 @@ type Input struct {
 	// runc cannot grant a capability the daemon lacks, so cri passes
 	// CurrentCapabilities(), as containerd does. nil => every known one.
 	AllCaps []string
+	// RecursiveReadOnly is whether the OCI runtime knows the "rro" mount
+	// option; without it a recursive read-only mount is refused.
+	RecursiveReadOnly bool
 	// DevRoot is where host devices are listed for privileged containers;
 	// "" => /dev.
 	DevRoot string
@@ -54,6 +57,10 @@ type SandboxNamespaces struct {
 	// PID is the pod's shared PID namespace (PID mode POD) or, for mode
 	// TARGET, the target container's (cri computes /proc/<pid>/ns/pid).
 	PID string
+	// User is the pod's user namespace to join (its infra process's, which
+	// owns the shared PID namespace); "" with a user namespace pod => a new
+	// one with the pod's mappings.
+	User string
 }
 
 // PodFiles are host paths of per-pod files; "" => not mounted.
@@ -123,6 +130,7 @@ func Generate(in Input) (*specs.Spec, error) {
 			return nil, fmt.Errorf("generate spec for container %q: %w", in.ID, err)
 		}
 	}
+	applyUserns(s, in)
 	return s, nil
 }
 

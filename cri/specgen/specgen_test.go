@@ -51,7 +51,7 @@ func TestValidation(t *testing.T) {
 			in.Sandbox.Linux.SecurityContext.NamespaceOptions = &runtime.NamespaceOption{
 				UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_POD, Uids: []*runtime.IDMapping{{Length: 65536}}},
 			}
-		}, errdefs.ErrNotImplemented, "user namespaces"},
+		}, errdefs.ErrInvalidArgument, "exactly one gid mapping"},
 		{"negative memory", func(in *Input) {
 			in.Config.Linux.Resources = &runtime.LinuxContainerResources{MemoryLimitInBytes: -1}
 		}, errdefs.ErrInvalidArgument, "memory"},
