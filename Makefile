@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup build run test test-go test-unit test-e2e conformance kubelet-e2e generate vet clean install uninstall bench
+.PHONY: all setup setup-runc build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench
 
 all: build
 
@@ -24,11 +24,32 @@ setup:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@command -v $(GO) >/dev/null || { echo "setup: Go >= 1.26 is required in PATH"; exit 1; }
+	@$(MAKE) --no-print-directory setup-runc
 	@# Like a runtime package, ship a default pod network when the node has none.
 	@mkdir -p /etc/cni/net.d
 	@ls /etc/cni/net.d/*.conf /etc/cni/net.d/*.conflist /etc/cni/net.d/*.json >/dev/null 2>&1 || \
 	  { install -m 0644 netplugin/10-berth.conflist /etc/cni/net.d/10-berth.conflist; \
 	    echo "setup: installed /etc/cni/net.d/10-berth.conflist (bridge berth0, 10.89.0.0/16)"; }
+
+# setup-runc builds the runc the default handler uses (cri/config's
+# BundledRunc): Debian 12's runc 1.1.5 lacks recursive read-only mounts and
+# idmapped mounts, which user namespaces need. Skipped when already there.
+RUNC_VERSION := 1.5.2
+RUNC_DIR := /usr/local/lib/berth
+setup-runc:
+	@if $(RUNC_DIR)/runc --version 2>/dev/null | grep -qx 'runc version $(RUNC_VERSION)'; then exit 0; fi; \
+	for p in libseccomp-dev pkg-config gcc; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || exit 1; \
+	fi; \
+	echo "setup: building runc $(RUNC_VERSION) into $(RUNC_DIR)"; \
+	tmp=$$(mktemp -d) && \
+	GOBIN=$$tmp CGO_ENABLED=1 GOFLAGS= $(GO) install -tags seccomp github.com/opencontainers/runc@v$(RUNC_VERSION) && \
+	install -d $(RUNC_DIR) && install -m 0755 $$tmp/runc $(RUNC_DIR)/runc.tmp && \
+	mv $(RUNC_DIR)/runc.tmp $(RUNC_DIR)/runc; rc=$$?; rm -rf $$tmp; exit $$rc
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/berthd ./cmd/berth-shim ./cmd/berth-pause
@@ -58,6 +79,20 @@ test-unit:
 
 test-e2e: build
 	BERTH_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 30m -v ./test/e2e/
+
+# stress runs the long forms of the reliability tests (issue 8): 500 berthd
+# kills in the crash loop, 250 pods under load, and each fuzz target for
+# FUZZTIME.
+FUZZTIME ?= 60s
+stress: build
+	BERTH_BIN_DIR=$(BIN) BERTH_STRESS=1 BERTH_STRESS_KILLS=500 BERTH_STRESS_PODS=250 \
+	  $(GO) test -count=1 -timeout 60m -v -run 'TestReliability' ./test/e2e/
+	$(GO) test -run '^$$' -fuzz FuzzValidateRequests -fuzztime $(FUZZTIME) ./cri/server
+	$(GO) test -run '^$$' -fuzz FuzzGenerate -fuzztime $(FUZZTIME) ./cri/specgen
+	$(GO) test -run '^$$' -fuzz FuzzWriter -fuzztime $(FUZZTIME) ./shim/logging
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./imagesvc/reference
+	$(GO) test -run '^$$' -fuzz FuzzLookup -fuzztime $(FUZZTIME) ./imagesvc/hosts
+	$(GO) test -run '^$$' -fuzz FuzzApply -fuzztime $(FUZZTIME) ./imagesvc/unpack
 
 # bench measures berthd against Debian's containerd side by side (see
 # test/bench/README.md); BENCH_FLAGS=-quick runs the smoke version.

@@ -20,7 +20,7 @@ import (
 // from a locked OS thread that has joined the pod's net, IPC and UTS pins,
 // so the whole infra process (every thread) starts inside them without any
 // namespace code in berth-pause; the thread is discarded afterwards.
-func (c *Controller) startInfra(p Pod) (int, uint64, error) {
+func (c *Controller) startInfra(p Pod, uids, gids []syscall.SysProcIDMap) (int, uint64, error) {
 	if _, err := os.Stat(c.pausePath); err != nil {
 		return 0, 0, fmt.Errorf("pause binary %q: %w", c.pausePath, errdefs.ErrFailedPrecondition)
 	}
@@ -31,6 +31,11 @@ func (c *Controller) startInfra(p Pod) (int, uint64, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWPID,
 		Setsid:     true,
+	}
+	if len(uids) > 0 {
+		// A user namespace made in the same clone owns the PID namespace.
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings, cmd.SysProcAttr.GidMappings = uids, gids
 	}
 	err := netns.OnDisposableThread(func() error {
 		if err := joinNamespaces(p); err != nil {

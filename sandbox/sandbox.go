@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 
@@ -36,6 +37,10 @@ type Spec struct {
 	// HostNetwork implies the host UTS namespace, as kubelet does.
 	HostNetwork, HostIPC, SharePID bool
 	ShmSize                        int64 // bytes; 0 => 64 MiB
+	// UIDMappings and GIDMappings, when set, put the infra process of a
+	// SharePID pod in a new user namespace that owns its PID namespace, so
+	// the pod's containers can join both and mount their /proc.
+	UIDMappings, GIDMappings []syscall.SysProcIDMap
 }
 
 // Pod is what Create built. It is JSON-serialisable; the caller persists it
@@ -191,7 +196,7 @@ func (c *Controller) build(ctx context.Context, s Spec, hostname string, pod *Po
 	}
 
 	if s.SharePID {
-		pid, start, err := c.startInfra(*pod)
+		pid, start, err := c.startInfra(*pod, s.UIDMappings, s.GIDMappings)
 		if err != nil {
 			return fmt.Errorf("start infra process of sandbox %q: %w", s.ID, err)
 		}

@@ -117,7 +117,7 @@ func Default() Config {
 			DefaultHandler:      "runc",
 			RestrictOOMScoreAdj: !hasCapSysResource(),
 			Handlers: map[string]Handler{
-				"runc": {Binary: "runc"},
+				"runc": {Binary: defaultRunc()},
 				"crun": {Binary: "crun"},
 			},
 		},
@@ -129,6 +129,22 @@ func Default() Config {
 			PluginTimeout: "2m",
 		},
 	}
+}
+
+// BundledRunc is where `make setup` installs the runc berth is tested
+// with (1.5.2): Debian 12's runc 1.1.5 has neither the "rro" mount option
+// nor idmapped mounts, which recursive read-only volumes and user
+// namespaces need.
+const BundledRunc = "/usr/local/lib/berth/runc"
+
+// defaultRunc is BundledRunc when it is installed, else runc from PATH.
+// Status asks the binary what it supports, so either choice is reported
+// truthfully.
+func defaultRunc() string {
+	if unix.Access(BundledRunc, unix.X_OK) == nil {
+		return BundledRunc
+	}
+	return "runc"
 }
 
 // Load reads path over the defaults. A missing file at the default path is

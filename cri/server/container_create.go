@@ -36,7 +36,7 @@ func validateContainerConfig(c *runtime.ContainerConfig) error {
 	case c.GetImage() == nil || c.GetImage().GetImage() == "":
 		return fmt.Errorf("container config image.image is required: %w", errdefs.ErrInvalidArgument)
 	}
-	return nil
+	return noNUL(containerNames(c))
 }
 
 // logPath joins the pod's log directory and the container's relative log
@@ -141,6 +141,9 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 		return nil, fmt.Errorf("prepare rootfs of container %q: %w", id, err)
 	}
 	cl.add("remove rootfs", func(ctx context.Context) error { return s.images.RemoveRootfs(ctx, id, rec.Rootfs) })
+	if err := prepareUsernsRootfs(&podCfg, bundle, rec.Rootfs); err != nil {
+		return nil, fmt.Errorf("prepare rootfs of container %q for its user namespace: %w", id, err)
+	}
 	volumes, err := s.prepareVolumes(ctx, rec, cfg, img.Config.Config.Volumes, cl)
 	if err != nil {
 		return nil, fmt.Errorf("prepare volumes of container %q: %w", id, err)
@@ -188,6 +191,9 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 		}
 		ns.PID = fmt.Sprintf("/proc/%d/ns/pid", target.Status.Pid)
 	}
+	if _, ok := specgen.PodUserns(podCfg); ok && sb.Pod.InfraPID > 0 {
+		ns.User = fmt.Sprintf("/proc/%d/ns/user", sb.Pod.InfraPID)
+	}
 	spec, err := specgen.Generate(specgen.Input{
 		ID:             rec.ID,
 		Config:         cfg,
@@ -201,6 +207,8 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 		CgroupParent:   sb.CgroupParent,
 		OOMScoreAdjMin: s.oomScoreAdjMin,
 		AllCaps:        s.allCaps,
+
+		RecursiveReadOnly: s.features[rec.RuntimeHandler].RecursiveReadOnly,
 	})
 	if err != nil {
 		return fmt.Errorf("generate spec of container %q: %w", rec.ID, err)

@@ -44,6 +44,9 @@ func validatePodConfig(c *runtime.PodSandboxConfig) error {
 	case c.GetMetadata().GetNamespace() == "":
 		return fmt.Errorf("pod sandbox config metadata.namespace is required: %w", errdefs.ErrInvalidArgument)
 	}
+	if err := noNUL(podNames(c)); err != nil {
+		return err
+	}
 	for _, key := range []string{"kubernetes.io/ingress-bandwidth", "kubernetes.io/egress-bandwidth"} {
 		if _, err := parseBandwidth(c.GetAnnotations()[key]); err != nil {
 			return fmt.Errorf("annotation %s: %w", key, err)
@@ -71,6 +74,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	}
 	if _, ok := s.cfg.Runtime.Handlers[handler]; !ok {
 		return nil, fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrInvalidArgument)
+	}
+	if err := s.checkPodUserns(cfg, handler); err != nil {
+		return nil, err
 	}
 	id := newID()
 	ctx = interceptor.With(ctx, "sandbox_id", id)
@@ -100,6 +106,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 		HostIPC:     nsOpts.GetIpc() == runtime.NamespaceMode_NODE,
 		SharePID:    nsOpts.GetPid() == runtime.NamespaceMode_POD,
 	}
+	spec.UIDMappings, spec.GIDMappings = infraIDMaps(cfg)
 	if dns := cfg.GetDnsConfig(); dns != nil {
 		spec.DNS = &sandbox.DNS{Servers: dns.GetServers(), Searches: dns.GetSearches(), Options: dns.GetOptions()}
 	}

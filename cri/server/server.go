@@ -97,6 +97,8 @@ type Server struct {
 	// allCaps is what "all capabilities" means for a privileged container:
 	// berthd's bounding set, since runc cannot grant more than it holds.
 	allCaps []string
+	// features is what each runtime handler supports, probed in New.
+	features map[string]handlerFeatures
 
 	tasksMu sync.Mutex       // guards tasks
 	tasks   map[string]*task // live shim connections by container ID
@@ -143,6 +145,14 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("read own capabilities: %w", err)
 	}
 	s.allCaps = caps
+	idmapErr := idmapSupported(o.Config.Root)
+	if idmapErr == nil {
+		idmapErr = traversable(s.containersDir())
+	}
+	if idmapErr != nil {
+		s.log.Info("idmapped mounts unavailable: user namespaces off", "error", idmapErr)
+	}
+	s.features = probeHandlers(context.Background(), o.Config.Runtime.Handlers, idmapErr == nil, s.log)
 	for _, d := range []string{s.sandboxesDir(), s.containersDir(), s.socketsDir()} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("create state dir: %w", err)
@@ -196,12 +206,7 @@ func (s *Server) Status(ctx context.Context, r *runtime.StatusRequest) (*runtime
 	resp := &runtime.StatusResponse{
 		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{runtimeCond, netCond}},
 	}
-	for name := range s.cfg.Runtime.Handlers {
-		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{
-			Name:     name,
-			Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: false, UserNamespaces: false},
-		})
-	}
+	resp.RuntimeHandlers = s.runtimeHandlers()
 	// Strict and Merge are both applied from the image's /etc/group
 	// (specgen.ResolveUser).
 	resp.Features = &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true}

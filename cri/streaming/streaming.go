@@ -53,7 +53,8 @@ type Server struct {
 	http *http.Server
 	log  *slog.Logger
 	// rt is set by Serve; requests before it fail.
-	rt atomic.Pointer[Runtime]
+	rt    atomic.Pointer[Runtime]
+	flags flagStore
 }
 
 // New listens on o.Address and prepares the server.
@@ -93,12 +94,57 @@ func New(o Options) (*Server, error) {
 	}
 	s.lib = ls
 	s.http = &http.Server{
-		Handler:           ls,
+		Handler:           s.flags.withFlags(ls),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnContext:       connContext,
 	}
+	s.lis = closeNotifyingListener{lis}
 	return s, nil
+}
+
+// A streaming session hijacks its connection, after which net/http no
+// longer cancels the request's context when the client goes away. Each
+// connection therefore carries a context of its own, the base of its
+// requests' contexts, cancelled when the connection is closed: the SPDY and
+// WebSocket layers close it once the client is gone, so an exec whose client
+// left is killed even if it never writes.
+type closeNotifyingListener struct{ net.Listener }
+
+func (l closeNotifyingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &notifyingConn{Conn: c, ctx: ctx, cancel: cancel}, nil
+}
+
+type notifyingConn struct {
+	net.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (c *notifyingConn) Close() error {
+	c.cancel()
+	return c.Conn.Close()
+}
+
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	nc, ok := c.(*notifyingConn)
+	if !ok {
+		if tc, isTLS := c.(*tls.Conn); isTLS {
+			nc, ok = tc.NetConn().(*notifyingConn)
+		}
+	}
+	if !ok {
+		return ctx
+	}
+	merged, cancel := context.WithCancel(ctx)
+	context.AfterFunc(nc.ctx, cancel)
+	return merged
 }
 
 // Addr is the address the server listens on.
@@ -126,12 +172,20 @@ func (s *Server) Close() error {
 
 // GetExec returns the URL of an exec session.
 func (s *Server) GetExec(r *runtime.ExecRequest) (*runtime.ExecResponse, error) {
-	return s.lib.GetExec(r)
+	resp, err := s.lib.GetExec(r)
+	if err == nil {
+		s.flags.remember(resp.Url, streamFlags{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr})
+	}
+	return resp, err
 }
 
 // GetAttach returns the URL of an attach session.
 func (s *Server) GetAttach(r *runtime.AttachRequest) (*runtime.AttachResponse, error) {
-	return s.lib.GetAttach(r)
+	resp, err := s.lib.GetAttach(r)
+	if err == nil {
+		s.flags.remember(resp.Url, streamFlags{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr})
+	}
+	return resp, err
 }
 
 // GetPortForward returns the URL of a port-forward session.
@@ -157,6 +211,7 @@ func (d dispatcher) Exec(ctx context.Context, id string, cmd []string, in io.Rea
 	if err != nil {
 		return err
 	}
+	in, out, errw = requested(ctx, in, out, errw)
 	return rt.Exec(ctx, id, cmd, in, out, errw, tty, resize)
 }
 
@@ -165,6 +220,7 @@ func (d dispatcher) Attach(ctx context.Context, id string, in io.Reader, out, er
 	if err != nil {
 		return err
 	}
+	in, out, errw = requested(ctx, in, out, errw)
 	return rt.Attach(ctx, id, in, out, errw, tty, resize)
 }
 
@@ -174,4 +230,22 @@ func (d dispatcher) PortForward(ctx context.Context, id string, port int32, stre
 		return err
 	}
 	return rt.PortForward(ctx, id, port, stream)
+}
+
+// requested drops the streams the session did not ask for.
+func requested(ctx context.Context, in io.Reader, out, errw io.WriteCloser) (io.Reader, io.WriteCloser, io.WriteCloser) {
+	f, ok := flagsFrom(ctx)
+	if !ok {
+		return in, out, errw
+	}
+	if !f.stdin {
+		in = nil
+	}
+	if !f.stdout {
+		out = nil
+	}
+	if !f.stderr {
+		errw = nil
+	}
+	return in, out, errw
 }

@@ -8,6 +8,9 @@
 berth_start() {
   local name=$1 subnet=$2 certs=$3
   BERTH_DIR=$(mktemp -d "/tmp/berth-$name.XXXXXX")
+  # 0711 as /run is: user namespace containers reach their rootfs as the
+  # mapped root (berthd reports user namespaces unsupported otherwise).
+  chmod 711 "$BERTH_DIR"
   BERTH_SOCK=$BERTH_DIR/berth.sock
   BERTH_BRIDGE=b$name$RANDOM
   BERTH_BRIDGE=${BERTH_BRIDGE:0:15}
@@ -71,8 +74,8 @@ berth_leaks() {
   x=$(ls "$BERTH_DIR/run/netns" "$BERTH_DIR/run/ipcns" "$BERTH_DIR/run/utsns" 2>/dev/null | grep -v ':$' | grep -v '^$')
   [ -n "$x" ] && left+=$'\nnamespace pins:\n'"$x"
   x=$(for p in /proc/[0-9]*; do
-        if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q -- "$BERTH_DIR/run"; then
-          echo "${p#/proc/}: $(tr '\0' ' ' < "$p/cmdline")"; fi
+        if tr '\0' ' ' 2>/dev/null < "$p/cmdline" | grep -q -- "$BERTH_DIR/run"; then
+          echo "${p#/proc/}: $(tr '\0' ' ' 2>/dev/null < "$p/cmdline")"; fi
       done)
   [ -n "$x" ] && left+=$'\nprocesses:\n'"$x"
   x=$(ip -o link show master "$BERTH_BRIDGE" 2>/dev/null | awk -F': ' '{print $2}')
