@@ -154,6 +154,11 @@ func (p *Init) startExec(ctx context.Context, c ExecConfig) (_ *Exec, retErr err
 		}
 		e.files = fifos.list()
 	} else {
+		// The process reads and writes these directly: they must block.
+		if err := fifos.setBlocking(); err != nil {
+			fifos.close()
+			return nil, fmt.Errorf("exec %q in container %q: %w", c.ID, p.id, err)
+		}
 		opts.Stdin, opts.Stdout, opts.Stderr = fifos.stdin, fifos.stdout, fifos.stderr
 		err = p.rt.Exec(ctx, p.id, opts)
 		// The process holds its own copies; the caller sees EOF when it
@@ -279,6 +284,26 @@ func (f execFifos) list() []*os.File {
 		}
 	}
 	return out
+}
+
+// setBlocking clears O_NONBLOCK, which was only needed to open them
+// without waiting and which File.Fd does not undo for a flag the caller
+// passed.
+func (f execFifos) setBlocking() error {
+	for _, x := range f.list() {
+		rc, err := x.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), false) }); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("set fifo blocking: %w", serr)
+		}
+	}
+	return nil
 }
 
 func (f execFifos) close() {
