@@ -33,7 +33,7 @@ var Applets = []string{
 	"id", "ip", "kill", "ln", "ls", "mkdir", "mount", "mv", "nc", "nproc", "printf",
 	"ps", "pwd", "readlink", "rm", "rmdir", "sed", "seq", "sh", "sleep", "sort", "stat",
 	"sync", "tail", "tee", "test", "timeout", "touch", "tr", "true", "uname", "wc",
-	"whoami", "xargs", "yes",
+	"whoami", "xargs", "yes", "httpd", "wget",
 }
 
 // fixedTime keeps layer tarballs byte-identical between builds, so every image
