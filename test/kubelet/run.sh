@@ -11,6 +11,10 @@ BERTH_BIN=${BERTH_BIN:-$top/bin}
 
 certs=$("$shared/conformance/setup" | tail -n 1) || { echo "conformance kit setup failed"; exit 1; }
 "$shared/kubelet/setup" >/dev/null || { echo "kubelet kit setup failed"; exit 1; }
+# One kubelet per host: it owns fixed paths (device-plugin socket,
+# /var/log/containers) and ports, so concurrent runs wait for each other.
+exec 9>/tmp/berth-kubelet.lock
+flock 9
 berth_start kube 10.237.0.0/24 "$certs" || exit 1
 trap 'berth_cleanup' EXIT
 "$shared/kubelet/e2e" "unix://$BERTH_SOCK"
