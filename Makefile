@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup setup-runc build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench
+.PHONY: all setup setup-runc criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench
 
 all: build
 
@@ -25,6 +25,7 @@ setup:
 	fi
 	@command -v $(GO) >/dev/null || { echo "setup: Go >= 1.26 is required in PATH"; exit 1; }
 	@$(MAKE) --no-print-directory setup-runc
+	@$(MAKE) --no-print-directory criu
 	@# Like a runtime package, ship a default pod network when the node has none.
 	@mkdir -p /etc/cni/net.d
 	@ls /etc/cni/net.d/*.conf /etc/cni/net.d/*.conflist /etc/cni/net.d/*.json >/dev/null 2>&1 || \
@@ -50,6 +51,12 @@ setup-runc:
 	GOBIN=$$tmp CGO_ENABLED=1 GOFLAGS= $(GO) install -tags seccomp github.com/opencontainers/runc@v$(RUNC_VERSION) && \
 	install -d $(RUNC_DIR) && install -m 0755 $$tmp/runc $(RUNC_DIR)/runc.tmp && \
 	mv $(RUNC_DIR)/runc.tmp $(RUNC_DIR)/runc; rc=$$?; rm -rf $$tmp; exit $$rc
+
+# criu builds CRIU 4.1.1 (Debian 13's source) into /usr/local/sbin for
+# checkpoint/restore: Debian 12's CRIU 3.17 fails on current kernels and
+# Debian 13's binary needs a newer libc. Skipped when 4.1.x is there.
+criu:
+	@shim/runtime/criu-build.sh /usr/local
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/berthd ./cmd/berth-shim ./cmd/berth-pause

@@ -62,6 +62,15 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	if err := validateContainerConfig(cfg); err != nil {
 		return nil, err
 	}
+	// An image that is a checkpoint archive restores the container from it.
+	restore, err := s.openRestore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer restore.discard()
+	if restore != nil {
+		cfg = restore.config
+	}
 	sb, err := s.store.Sandbox(r.GetPodSandboxId())
 	if err != nil {
 		return nil, err
@@ -141,6 +150,9 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 		return nil, fmt.Errorf("prepare rootfs of container %q: %w", id, err)
 	}
 	cl.add("remove rootfs", func(ctx context.Context) error { return s.images.RemoveRootfs(ctx, id, rec.Rootfs) })
+	if err := restore.prepare(rec.Bundle, rec.Rootfs); err != nil {
+		return nil, fmt.Errorf("restore rootfs of container %q: %w", id, err)
+	}
 	if err := prepareUsernsRootfs(&podCfg, bundle, rec.Rootfs); err != nil {
 		return nil, fmt.Errorf("prepare rootfs of container %q for its user namespace: %w", id, err)
 	}
@@ -157,7 +169,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 			return nil, fmt.Errorf("create log dir of container %q: %w", id, err)
 		}
 	}
-	t, pid, err := s.startShim(ctx, rec, cfg)
+	t, pid, err := s.startShim(ctx, rec, cfg, restore.imagesDir())
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +252,7 @@ func (s *Server) runtimeBinary(handler string) (string, error) {
 	return p, nil
 }
 
-func (s *Server) startShim(ctx context.Context, rec store.Container, cfg *runtime.ContainerConfig) (*task, int, error) {
+func (s *Server) startShim(ctx context.Context, rec store.Container, cfg *runtime.ContainerConfig, restoreFrom string) (*task, int, error) {
 	bin, err := s.runtimeBinary(rec.RuntimeHandler)
 	if err != nil {
 		return nil, 0, err
@@ -261,6 +273,8 @@ func (s *Server) startShim(ctx context.Context, rec store.Container, cfg *runtim
 		Stdin:         cfg.GetStdin(),
 		StdinOnce:     cfg.GetStdinOnce(),
 		Terminal:      cfg.GetTty(),
+		RestoreFrom:   restoreFrom,
+		CriuPath:      s.criuPathFor(restoreFrom),
 	})
 	if err != nil {
 		_ = cli.Shutdown(ctx)

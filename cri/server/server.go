@@ -97,6 +97,8 @@ type Server struct {
 	// allCaps is what "all capabilities" means for a privileged container:
 	// berthd's bounding set, since runc cannot grant more than it holds.
 	allCaps []string
+	// criu is the CRIU checkpoint and restore use, found on first need.
+	criu criuProbe
 	// features is what each runtime handler supports, probed in New.
 	features map[string]handlerFeatures
 
@@ -204,7 +206,7 @@ func (s *Server) Status(ctx context.Context, r *runtime.StatusRequest) (*runtime
 		netCond.Message = err.Error()
 	}
 	resp := &runtime.StatusResponse{
-		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{runtimeCond, netCond}},
+		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{runtimeCond, netCond, s.checkpointCondition()}},
 	}
 	resp.RuntimeHandlers = s.runtimeHandlers()
 	// Strict and Merge are both applied from the image's /etc/group

@@ -84,10 +84,17 @@ type CreateRequest struct {
 	RuntimeBinary string                 `protobuf:"bytes,2,opt,name=runtime_binary,json=runtimeBinary,proto3" json:"runtime_binary,omitempty"`
 	RuntimeRoot   string                 `protobuf:"bytes,3,opt,name=runtime_root,json=runtimeRoot,proto3" json:"runtime_root,omitempty"`
 	// log_path is the CRI log file; empty discards output.
-	LogPath       string `protobuf:"bytes,4,opt,name=log_path,json=logPath,proto3" json:"log_path,omitempty"`
-	Stdin         bool   `protobuf:"varint,5,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	StdinOnce     bool   `protobuf:"varint,6,opt,name=stdin_once,json=stdinOnce,proto3" json:"stdin_once,omitempty"`
-	Terminal      bool   `protobuf:"varint,7,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	LogPath   string `protobuf:"bytes,4,opt,name=log_path,json=logPath,proto3" json:"log_path,omitempty"`
+	Stdin     bool   `protobuf:"varint,5,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	StdinOnce bool   `protobuf:"varint,6,opt,name=stdin_once,json=stdinOnce,proto3" json:"stdin_once,omitempty"`
+	Terminal  bool   `protobuf:"varint,7,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	// restore_from, when set, is a directory of CRIU images: Create then
+	// only prepares stdio, and Start restores the container from there
+	// (`runtime restore`) instead of starting it afresh.
+	RestoreFrom string `protobuf:"bytes,8,opt,name=restore_from,json=restoreFrom,proto3" json:"restore_from,omitempty"`
+	// criu_path is the CRIU binary the runtime must use for checkpoint and
+	// restore; empty leaves it to the runtime's PATH.
+	CriuPath      string `protobuf:"bytes,9,opt,name=criu_path,json=criuPath,proto3" json:"criu_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +176,20 @@ func (x *CreateRequest) GetTerminal() bool {
 		return x.Terminal
 	}
 	return false
+}
+
+func (x *CreateRequest) GetRestoreFrom() string {
+	if x != nil {
+		return x.RestoreFrom
+	}
+	return ""
+}
+
+func (x *CreateRequest) GetCriuPath() string {
+	if x != nil {
+		return x.CriuPath
+	}
+	return ""
 }
 
 type CreateResponse struct {
@@ -1357,12 +1378,290 @@ func (*DetachResponse) Descriptor() ([]byte, []int) {
 	return file_shim_proto_rawDescGZIP(), []int{25}
 }
 
+type CheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// image_path receives the CRIU images; work_path its logs (dump.log).
+	ImagePath string `protobuf:"bytes,1,opt,name=image_path,json=imagePath,proto3" json:"image_path,omitempty"`
+	WorkPath  string `protobuf:"bytes,2,opt,name=work_path,json=workPath,proto3" json:"work_path,omitempty"`
+	// leave_running keeps the container running after the dump; otherwise
+	// it is gone once the dump succeeded.
+	LeaveRunning bool `protobuf:"varint,3,opt,name=leave_running,json=leaveRunning,proto3" json:"leave_running,omitempty"`
+	// tcp_established dumps established TCP connections (CRIU
+	// --tcp-established); without it such a connection fails the dump.
+	TcpEstablished bool `protobuf:"varint,4,opt,name=tcp_established,json=tcpEstablished,proto3" json:"tcp_established,omitempty"`
+	FileLocks      bool `protobuf:"varint,5,opt,name=file_locks,json=fileLocks,proto3" json:"file_locks,omitempty"`
+	ExtUnixSk      bool `protobuf:"varint,6,opt,name=ext_unix_sk,json=extUnixSk,proto3" json:"ext_unix_sk,omitempty"`
+	// criu_path overrides the one given at Create.
+	CriuPath      string `protobuf:"bytes,7,opt,name=criu_path,json=criuPath,proto3" json:"criu_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointRequest) Reset() {
+	*x = CheckpointRequest{}
+	mi := &file_shim_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointRequest) ProtoMessage() {}
+
+func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CheckpointRequest) GetImagePath() string {
+	if x != nil {
+		return x.ImagePath
+	}
+	return ""
+}
+
+func (x *CheckpointRequest) GetWorkPath() string {
+	if x != nil {
+		return x.WorkPath
+	}
+	return ""
+}
+
+func (x *CheckpointRequest) GetLeaveRunning() bool {
+	if x != nil {
+		return x.LeaveRunning
+	}
+	return false
+}
+
+func (x *CheckpointRequest) GetTcpEstablished() bool {
+	if x != nil {
+		return x.TcpEstablished
+	}
+	return false
+}
+
+func (x *CheckpointRequest) GetFileLocks() bool {
+	if x != nil {
+		return x.FileLocks
+	}
+	return false
+}
+
+func (x *CheckpointRequest) GetExtUnixSk() bool {
+	if x != nil {
+		return x.ExtUnixSk
+	}
+	return false
+}
+
+func (x *CheckpointRequest) GetCriuPath() string {
+	if x != nil {
+		return x.CriuPath
+	}
+	return ""
+}
+
+type CheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointResponse) Reset() {
+	*x = CheckpointResponse{}
+	mi := &file_shim_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointResponse) ProtoMessage() {}
+
+func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
+func (*CheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{27}
+}
+
+type PauseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseRequest) Reset() {
+	*x = PauseRequest{}
+	mi := &file_shim_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseRequest) ProtoMessage() {}
+
+func (x *PauseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
+func (*PauseRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{28}
+}
+
+type PauseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseResponse) Reset() {
+	*x = PauseResponse{}
+	mi := &file_shim_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseResponse) ProtoMessage() {}
+
+func (x *PauseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
+func (*PauseResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{29}
+}
+
+type ResumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRequest) Reset() {
+	*x = ResumeRequest{}
+	mi := &file_shim_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRequest) ProtoMessage() {}
+
+func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{30}
+}
+
+type ResumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeResponse) Reset() {
+	*x = ResumeResponse{}
+	mi := &file_shim_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeResponse) ProtoMessage() {}
+
+func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
+func (*ResumeResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{31}
+}
+
 var File_shim_proto protoreflect.FileDescriptor
 
 const file_shim_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"shim.proto\x12\rberth.shim.v1\"\xdd\x01\n" +
+	"shim.proto\x12\rberth.shim.v1\"\x9d\x02\n" +
 	"\rCreateRequest\x12\x16\n" +
 	"\x06bundle\x18\x01 \x01(\tR\x06bundle\x12%\n" +
 	"\x0eruntime_binary\x18\x02 \x01(\tR\rruntimeBinary\x12!\n" +
@@ -1371,7 +1670,9 @@ const file_shim_proto_rawDesc = "" +
 	"\x05stdin\x18\x05 \x01(\bR\x05stdin\x12\x1d\n" +
 	"\n" +
 	"stdin_once\x18\x06 \x01(\bR\tstdinOnce\x12\x1a\n" +
-	"\bterminal\x18\a \x01(\bR\bterminal\"\"\n" +
+	"\bterminal\x18\a \x01(\bR\bterminal\x12!\n" +
+	"\frestore_from\x18\b \x01(\tR\vrestoreFrom\x12\x1b\n" +
+	"\tcriu_path\x18\t \x01(\tR\bcriuPath\"\"\n" +
 	"\x0eCreateResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"\x0e\n" +
 	"\fStartRequest\"!\n" +
@@ -1434,12 +1735,27 @@ const file_shim_proto_rawDesc = "" +
 	"\x0eAttachResponse\",\n" +
 	"\rDetachRequest\x12\x1b\n" +
 	"\tattach_id\x18\x01 \x01(\tR\battachId\"\x10\n" +
-	"\x0eDetachResponse*X\n" +
+	"\x0eDetachResponse\"\xf9\x01\n" +
+	"\x11CheckpointRequest\x12\x1d\n" +
+	"\n" +
+	"image_path\x18\x01 \x01(\tR\timagePath\x12\x1b\n" +
+	"\twork_path\x18\x02 \x01(\tR\bworkPath\x12#\n" +
+	"\rleave_running\x18\x03 \x01(\bR\fleaveRunning\x12'\n" +
+	"\x0ftcp_established\x18\x04 \x01(\bR\x0etcpEstablished\x12\x1d\n" +
+	"\n" +
+	"file_locks\x18\x05 \x01(\bR\tfileLocks\x12\x1e\n" +
+	"\vext_unix_sk\x18\x06 \x01(\bR\textUnixSk\x12\x1b\n" +
+	"\tcriu_path\x18\a \x01(\tR\bcriuPath\"\x14\n" +
+	"\x12CheckpointResponse\"\x0e\n" +
+	"\fPauseRequest\"\x0f\n" +
+	"\rPauseResponse\"\x0f\n" +
+	"\rResumeRequest\"\x10\n" +
+	"\x0eResumeResponse*X\n" +
 	"\x06Status\x12\x12\n" +
 	"\x0eSTATUS_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_RUNNING\x10\x02\x12\x12\n" +
-	"\x0eSTATUS_STOPPED\x10\x032\xa1\a\n" +
+	"\x0eSTATUS_STOPPED\x10\x032\xff\b\n" +
 	"\x04Shim\x12E\n" +
 	"\x06Create\x12\x1c.berth.shim.v1.CreateRequest\x1a\x1d.berth.shim.v1.CreateResponse\x12B\n" +
 	"\x05Start\x12\x1b.berth.shim.v1.StartRequest\x1a\x1c.berth.shim.v1.StartResponse\x12?\n" +
@@ -1453,7 +1769,11 @@ const file_shim_proto_rawDesc = "" +
 	"\x04Exec\x12\x1a.berth.shim.v1.ExecRequest\x1a\x1b.berth.shim.v1.ExecResponse\x12N\n" +
 	"\tResizePty\x12\x1f.berth.shim.v1.ResizePtyRequest\x1a .berth.shim.v1.ResizePtyResponse\x12E\n" +
 	"\x06Attach\x12\x1c.berth.shim.v1.AttachRequest\x1a\x1d.berth.shim.v1.AttachResponse\x12E\n" +
-	"\x06Detach\x12\x1c.berth.shim.v1.DetachRequest\x1a\x1d.berth.shim.v1.DetachResponseB-Z+github.com/berth-runtime/berth/shim/api;apib\x06proto3"
+	"\x06Detach\x12\x1c.berth.shim.v1.DetachRequest\x1a\x1d.berth.shim.v1.DetachResponse\x12Q\n" +
+	"\n" +
+	"Checkpoint\x12 .berth.shim.v1.CheckpointRequest\x1a!.berth.shim.v1.CheckpointResponse\x12B\n" +
+	"\x05Pause\x12\x1b.berth.shim.v1.PauseRequest\x1a\x1c.berth.shim.v1.PauseResponse\x12E\n" +
+	"\x06Resume\x12\x1c.berth.shim.v1.ResumeRequest\x1a\x1d.berth.shim.v1.ResumeResponseB-Z+github.com/berth-runtime/berth/shim/api;apib\x06proto3"
 
 var (
 	file_shim_proto_rawDescOnce sync.Once
@@ -1468,35 +1788,41 @@ func file_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_shim_proto_goTypes = []any{
-	(Status)(0),               // 0: berth.shim.v1.Status
-	(*CreateRequest)(nil),     // 1: berth.shim.v1.CreateRequest
-	(*CreateResponse)(nil),    // 2: berth.shim.v1.CreateResponse
-	(*StartRequest)(nil),      // 3: berth.shim.v1.StartRequest
-	(*StartResponse)(nil),     // 4: berth.shim.v1.StartResponse
-	(*KillRequest)(nil),       // 5: berth.shim.v1.KillRequest
-	(*KillResponse)(nil),      // 6: berth.shim.v1.KillResponse
-	(*StateRequest)(nil),      // 7: berth.shim.v1.StateRequest
-	(*StateResponse)(nil),     // 8: berth.shim.v1.StateResponse
-	(*WaitRequest)(nil),       // 9: berth.shim.v1.WaitRequest
-	(*WaitResponse)(nil),      // 10: berth.shim.v1.WaitResponse
-	(*DeleteRequest)(nil),     // 11: berth.shim.v1.DeleteRequest
-	(*DeleteResponse)(nil),    // 12: berth.shim.v1.DeleteResponse
-	(*ShutdownRequest)(nil),   // 13: berth.shim.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),  // 14: berth.shim.v1.ShutdownResponse
-	(*UpdateRequest)(nil),     // 15: berth.shim.v1.UpdateRequest
-	(*UpdateResponse)(nil),    // 16: berth.shim.v1.UpdateResponse
-	(*ReopenLogRequest)(nil),  // 17: berth.shim.v1.ReopenLogRequest
-	(*ReopenLogResponse)(nil), // 18: berth.shim.v1.ReopenLogResponse
-	(*ExecRequest)(nil),       // 19: berth.shim.v1.ExecRequest
-	(*ExecResponse)(nil),      // 20: berth.shim.v1.ExecResponse
-	(*ResizePtyRequest)(nil),  // 21: berth.shim.v1.ResizePtyRequest
-	(*ResizePtyResponse)(nil), // 22: berth.shim.v1.ResizePtyResponse
-	(*AttachRequest)(nil),     // 23: berth.shim.v1.AttachRequest
-	(*AttachResponse)(nil),    // 24: berth.shim.v1.AttachResponse
-	(*DetachRequest)(nil),     // 25: berth.shim.v1.DetachRequest
-	(*DetachResponse)(nil),    // 26: berth.shim.v1.DetachResponse
+	(Status)(0),                // 0: berth.shim.v1.Status
+	(*CreateRequest)(nil),      // 1: berth.shim.v1.CreateRequest
+	(*CreateResponse)(nil),     // 2: berth.shim.v1.CreateResponse
+	(*StartRequest)(nil),       // 3: berth.shim.v1.StartRequest
+	(*StartResponse)(nil),      // 4: berth.shim.v1.StartResponse
+	(*KillRequest)(nil),        // 5: berth.shim.v1.KillRequest
+	(*KillResponse)(nil),       // 6: berth.shim.v1.KillResponse
+	(*StateRequest)(nil),       // 7: berth.shim.v1.StateRequest
+	(*StateResponse)(nil),      // 8: berth.shim.v1.StateResponse
+	(*WaitRequest)(nil),        // 9: berth.shim.v1.WaitRequest
+	(*WaitResponse)(nil),       // 10: berth.shim.v1.WaitResponse
+	(*DeleteRequest)(nil),      // 11: berth.shim.v1.DeleteRequest
+	(*DeleteResponse)(nil),     // 12: berth.shim.v1.DeleteResponse
+	(*ShutdownRequest)(nil),    // 13: berth.shim.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),   // 14: berth.shim.v1.ShutdownResponse
+	(*UpdateRequest)(nil),      // 15: berth.shim.v1.UpdateRequest
+	(*UpdateResponse)(nil),     // 16: berth.shim.v1.UpdateResponse
+	(*ReopenLogRequest)(nil),   // 17: berth.shim.v1.ReopenLogRequest
+	(*ReopenLogResponse)(nil),  // 18: berth.shim.v1.ReopenLogResponse
+	(*ExecRequest)(nil),        // 19: berth.shim.v1.ExecRequest
+	(*ExecResponse)(nil),       // 20: berth.shim.v1.ExecResponse
+	(*ResizePtyRequest)(nil),   // 21: berth.shim.v1.ResizePtyRequest
+	(*ResizePtyResponse)(nil),  // 22: berth.shim.v1.ResizePtyResponse
+	(*AttachRequest)(nil),      // 23: berth.shim.v1.AttachRequest
+	(*AttachResponse)(nil),     // 24: berth.shim.v1.AttachResponse
+	(*DetachRequest)(nil),      // 25: berth.shim.v1.DetachRequest
+	(*DetachResponse)(nil),     // 26: berth.shim.v1.DetachResponse
+	(*CheckpointRequest)(nil),  // 27: berth.shim.v1.CheckpointRequest
+	(*CheckpointResponse)(nil), // 28: berth.shim.v1.CheckpointResponse
+	(*PauseRequest)(nil),       // 29: berth.shim.v1.PauseRequest
+	(*PauseResponse)(nil),      // 30: berth.shim.v1.PauseResponse
+	(*ResumeRequest)(nil),      // 31: berth.shim.v1.ResumeRequest
+	(*ResumeResponse)(nil),     // 32: berth.shim.v1.ResumeResponse
 }
 var file_shim_proto_depIdxs = []int32{
 	0,  // 0: berth.shim.v1.StateResponse.status:type_name -> berth.shim.v1.Status
@@ -1513,21 +1839,27 @@ var file_shim_proto_depIdxs = []int32{
 	21, // 11: berth.shim.v1.Shim.ResizePty:input_type -> berth.shim.v1.ResizePtyRequest
 	23, // 12: berth.shim.v1.Shim.Attach:input_type -> berth.shim.v1.AttachRequest
 	25, // 13: berth.shim.v1.Shim.Detach:input_type -> berth.shim.v1.DetachRequest
-	2,  // 14: berth.shim.v1.Shim.Create:output_type -> berth.shim.v1.CreateResponse
-	4,  // 15: berth.shim.v1.Shim.Start:output_type -> berth.shim.v1.StartResponse
-	6,  // 16: berth.shim.v1.Shim.Kill:output_type -> berth.shim.v1.KillResponse
-	8,  // 17: berth.shim.v1.Shim.State:output_type -> berth.shim.v1.StateResponse
-	10, // 18: berth.shim.v1.Shim.Wait:output_type -> berth.shim.v1.WaitResponse
-	12, // 19: berth.shim.v1.Shim.Delete:output_type -> berth.shim.v1.DeleteResponse
-	14, // 20: berth.shim.v1.Shim.Shutdown:output_type -> berth.shim.v1.ShutdownResponse
-	16, // 21: berth.shim.v1.Shim.Update:output_type -> berth.shim.v1.UpdateResponse
-	18, // 22: berth.shim.v1.Shim.ReopenLog:output_type -> berth.shim.v1.ReopenLogResponse
-	20, // 23: berth.shim.v1.Shim.Exec:output_type -> berth.shim.v1.ExecResponse
-	22, // 24: berth.shim.v1.Shim.ResizePty:output_type -> berth.shim.v1.ResizePtyResponse
-	24, // 25: berth.shim.v1.Shim.Attach:output_type -> berth.shim.v1.AttachResponse
-	26, // 26: berth.shim.v1.Shim.Detach:output_type -> berth.shim.v1.DetachResponse
-	14, // [14:27] is the sub-list for method output_type
-	1,  // [1:14] is the sub-list for method input_type
+	27, // 14: berth.shim.v1.Shim.Checkpoint:input_type -> berth.shim.v1.CheckpointRequest
+	29, // 15: berth.shim.v1.Shim.Pause:input_type -> berth.shim.v1.PauseRequest
+	31, // 16: berth.shim.v1.Shim.Resume:input_type -> berth.shim.v1.ResumeRequest
+	2,  // 17: berth.shim.v1.Shim.Create:output_type -> berth.shim.v1.CreateResponse
+	4,  // 18: berth.shim.v1.Shim.Start:output_type -> berth.shim.v1.StartResponse
+	6,  // 19: berth.shim.v1.Shim.Kill:output_type -> berth.shim.v1.KillResponse
+	8,  // 20: berth.shim.v1.Shim.State:output_type -> berth.shim.v1.StateResponse
+	10, // 21: berth.shim.v1.Shim.Wait:output_type -> berth.shim.v1.WaitResponse
+	12, // 22: berth.shim.v1.Shim.Delete:output_type -> berth.shim.v1.DeleteResponse
+	14, // 23: berth.shim.v1.Shim.Shutdown:output_type -> berth.shim.v1.ShutdownResponse
+	16, // 24: berth.shim.v1.Shim.Update:output_type -> berth.shim.v1.UpdateResponse
+	18, // 25: berth.shim.v1.Shim.ReopenLog:output_type -> berth.shim.v1.ReopenLogResponse
+	20, // 26: berth.shim.v1.Shim.Exec:output_type -> berth.shim.v1.ExecResponse
+	22, // 27: berth.shim.v1.Shim.ResizePty:output_type -> berth.shim.v1.ResizePtyResponse
+	24, // 28: berth.shim.v1.Shim.Attach:output_type -> berth.shim.v1.AttachResponse
+	26, // 29: berth.shim.v1.Shim.Detach:output_type -> berth.shim.v1.DetachResponse
+	28, // 30: berth.shim.v1.Shim.Checkpoint:output_type -> berth.shim.v1.CheckpointResponse
+	30, // 31: berth.shim.v1.Shim.Pause:output_type -> berth.shim.v1.PauseResponse
+	32, // 32: berth.shim.v1.Shim.Resume:output_type -> berth.shim.v1.ResumeResponse
+	17, // [17:33] is the sub-list for method output_type
+	1,  // [1:17] is the sub-list for method input_type
 	1,  // [1:1] is the sub-list for extension type_name
 	1,  // [1:1] is the sub-list for extension extendee
 	0,  // [0:1] is the sub-list for field type_name
@@ -1544,7 +1876,7 @@ func file_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_proto_rawDesc), len(file_shim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

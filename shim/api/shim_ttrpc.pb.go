@@ -21,6 +21,9 @@ type ShimService interface {
 	ResizePty(context.Context, *ResizePtyRequest) (*ResizePtyResponse, error)
 	Attach(context.Context, *AttachRequest) (*AttachResponse, error)
 	Detach(context.Context, *DetachRequest) (*DetachResponse, error)
+	Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error)
+	Pause(context.Context, *PauseRequest) (*PauseResponse, error)
+	Resume(context.Context, *ResumeRequest) (*ResumeResponse, error)
 }
 
 func RegisterShimService(srv *ttrpc.Server, svc ShimService) {
@@ -116,6 +119,27 @@ func RegisterShimService(srv *ttrpc.Server, svc ShimService) {
 					return nil, err
 				}
 				return svc.Detach(ctx, &req)
+			},
+			"Checkpoint": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req CheckpointRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Checkpoint(ctx, &req)
+			},
+			"Pause": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PauseRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Pause(ctx, &req)
+			},
+			"Resume": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResumeRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Resume(ctx, &req)
 			},
 		},
 	})
@@ -230,6 +254,30 @@ func (c *shimClient) Attach(ctx context.Context, req *AttachRequest) (*AttachRes
 func (c *shimClient) Detach(ctx context.Context, req *DetachRequest) (*DetachResponse, error) {
 	var resp DetachResponse
 	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "Detach", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) Checkpoint(ctx context.Context, req *CheckpointRequest) (*CheckpointResponse, error) {
+	var resp CheckpointResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "Checkpoint", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) Pause(ctx context.Context, req *PauseRequest) (*PauseResponse, error) {
+	var resp PauseResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "Pause", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) Resume(ctx context.Context, req *ResumeRequest) (*ResumeResponse, error) {
+	var resp ResumeResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Shim", "Resume", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -42,6 +42,12 @@ type CreateOpts struct {
 	Stdin     bool
 	StdinOnce bool
 	Terminal  bool
+	// RestoreFrom, when set, is a directory of CRIU images: the shim then
+	// restores the container from them at Start instead of starting it.
+	RestoreFrom string
+	// CriuPath is the CRIU binary for checkpoint and restore; empty means
+	// the runtime's PATH.
+	CriuPath string
 }
 
 // Exit is a container's exit.
@@ -144,6 +150,8 @@ func (c *Client) Create(ctx context.Context, o CreateOpts) (int, error) {
 		Stdin:         o.Stdin,
 		StdinOnce:     o.StdinOnce,
 		Terminal:      o.Terminal,
+		RestoreFrom:   o.RestoreFrom,
+		CriuPath:      o.CriuPath,
 	})
 	if err != nil {
 		return 0, toNative("create", err)

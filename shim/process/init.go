@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,7 +52,12 @@ type Config struct {
 	Stdin     bool
 	StdinOnce bool
 	Terminal  bool
-	Reaper    *Reaper
+	// RestoreFrom, when set, is a directory of CRIU images: New then only
+	// prepares stdio and Start restores from there.
+	RestoreFrom string
+	// CriuPath is the CRIU binary the runtime uses; empty means its PATH.
+	CriuPath string
+	Reaper   *Reaper
 	// Logger should carry container_id; nil uses slog.Default with it.
 	Logger *slog.Logger
 }
@@ -68,6 +74,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("state dir required for container %q: %w", c.ID, errdefs.ErrInvalidArgument)
 	case c.Reaper == nil:
 		return fmt.Errorf("reaper required for container %q: %w", c.ID, errdefs.ErrInvalidArgument)
+	case c.RestoreFrom != "" && c.Terminal:
+		// runc restores a terminal only for a shell job; a CRI container's
+		// PTY master lives in the shim, which CRIU cannot reattach.
+		return fmt.Errorf("restore container %q with a terminal: %w", c.ID, errdefs.ErrNotImplemented)
 	}
 	return nil
 }
@@ -79,8 +89,9 @@ type Init struct {
 	bundle   string
 	rt       *runtime.Runtime
 	log      *slog.Logger
-	// pid is set in New and read-only afterwards.
-	pid int
+	// pid is set in New, or by Start for a restore, and never changes
+	// after; atomic because State reads it without mu.
+	pid atomic.Int64
 	// io is set in New; its methods synchronise themselves.
 	io *stdio
 	// exited is closed after exit is recorded on disk and in exit.
@@ -95,6 +106,10 @@ type Init struct {
 	// state is the current state; guarded by mu, which is held for a whole
 	// transition, runtime command included.
 	state state
+	// pending is what Start needs to restore from a checkpoint; nil when
+	// the container is not (or no longer) waiting for a restore; guarded
+	// by mu.
+	pending *pendingRestore
 
 	execMu sync.Mutex
 	// execs are the exec'd processes not yet deleted, by exec id; guarded
@@ -116,11 +131,12 @@ func New(ctx context.Context, c Config) (_ *Init, retErr error) {
 		log = slog.Default().With("container_id", c.ID)
 	}
 	rt := &runtime.Runtime{
-		Binary:  c.RuntimeBinary,
-		Root:    c.RuntimeRoot,
-		LogPath: filepath.Join(c.StateDir, "runtime-log.json"),
-		Monitor: c.Reaper,
-		Logger:  log,
+		Binary:   c.RuntimeBinary,
+		Root:     c.RuntimeRoot,
+		LogPath:  filepath.Join(c.StateDir, "runtime-log.json"),
+		Monitor:  c.Reaper,
+		Logger:   log,
+		CriuPath: c.CriuPath,
 	}
 	lw, err := logging.Open(c.LogPath)
 	if err != nil {
@@ -139,6 +155,13 @@ func New(ctx context.Context, c Config) (_ *Init, retErr error) {
 		}
 	}()
 
+	if c.RestoreFrom != "" {
+		if err := p.prepareRestore(c, lw); err != nil {
+			return nil, err
+		}
+		log.Info("container prepared for restore", "images", c.RestoreFrom)
+		return p, nil
+	}
 	// Exits of unknown pids are held from before create until the init's
 	// pid is watched: init may die before its pid file is read.
 	release := c.Reaper.Hold()
@@ -157,7 +180,7 @@ func New(ctx context.Context, c Config) (_ *Init, retErr error) {
 		p.forceDelete()
 		return nil, fmt.Errorf("container %q: %w", c.ID, err)
 	}
-	p.pid = pid
+	p.pid.Store(int64(pid))
 	exitCh := c.Reaper.Watch(pid)
 	p.io.startCopy()
 	go p.waitExit(exitCh)
@@ -285,7 +308,7 @@ func (p *Init) waitExit(ch <-chan Exit) {
 }
 
 // Pid returns the init process's pid.
-func (p *Init) Pid() int { return p.pid }
+func (p *Init) Pid() int { return int(p.pid.Load()) }
 
 // Update changes the resources of a created or running container;
 // resources is the JSON of an OCI LinuxResources.
@@ -356,7 +379,7 @@ func (p *Init) State() Info {
 	p.mu.Lock()
 	st := p.state.status()
 	p.mu.Unlock()
-	info := Info{Pid: p.pid, Status: st}
+	info := Info{Pid: p.Pid(), Status: st}
 	select {
 	case <-p.exited:
 		e := p.exit

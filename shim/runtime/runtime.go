@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +43,9 @@ type Runtime struct {
 	LogPath string
 	Monitor Monitor
 	Logger  *slog.Logger
+	// CriuPath is the CRIU binary for checkpoint and restore. runc finds
+	// CRIU only through PATH, so its directory goes first there.
+	CriuPath string
 }
 
 // CreateOpts are the arguments of Create.
@@ -67,7 +71,27 @@ func (r *Runtime) command(args ...string) *exec.Cmd {
 	if r.Root != "" {
 		global = append(global, "--root", r.Root)
 	}
-	return exec.Command(r.Binary, append(global, args...)...)
+	cmd := exec.Command(r.Binary, append(global, args...)...)
+	if r.CriuPath != "" {
+		cmd.Env = withPathFirst(os.Environ(), filepath.Dir(r.CriuPath))
+	}
+	return cmd
+}
+
+// withPathFirst returns env with dir at the front of PATH.
+func withPathFirst(env []string, dir string) []string {
+	out := make([]string, 0, len(env)+1)
+	path := "PATH=" + dir
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			if v != "" {
+				path += ":" + v
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	return append(out, path)
 }
 
 // run starts cmd through the monitor and waits for it; stderr text becomes

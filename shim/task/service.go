@@ -99,6 +99,8 @@ func (s *Service) Create(ctx context.Context, r *api.CreateRequest) (*api.Create
 		Stdin:         r.Stdin,
 		StdinOnce:     r.StdinOnce,
 		Terminal:      r.Terminal,
+		RestoreFrom:   r.RestoreFrom,
+		CriuPath:      r.CriuPath,
 		Reaper:        s.opts.Reaper,
 		Logger:        s.log,
 	})

@@ -1,0 +1,297 @@
+package checkpoint
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/klauspost/compress/zstd"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// WriteArchive tars the contents of dir (a dump directory laid out as the
+// package comment says) into path, atomically: the archive appears
+// complete or not at all. It is created 0600, since it holds every memory
+// page of the container.
+func WriteArchive(ctx context.Context, dir, path string) (retErr error) {
+	if _, err := os.Stat(filepath.Join(dir, CheckpointDirectory, inventoryImage)); err != nil {
+		return fmt.Errorf("dump in %q has no CRIU images: %w", dir, errdefs.ErrFailedPrecondition)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("create checkpoint archive %q: %w", path, err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	if err := tmp.Chmod(0o600); err != nil {
+		return fmt.Errorf("create checkpoint archive %q: %w", path, err)
+	}
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	tw := tar.NewWriter(bw)
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		return addFile(tw, p, filepath.ToSlash(rel), d)
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if err == nil {
+		err = tmp.Close()
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write checkpoint archive %q: %w", path, err)
+	}
+	return nil
+}
+
+// addFile writes one file system entry to tw under name.
+func addFile(tw *tar.Writer, path, name string, d fs.DirEntry) error {
+	info, err := d.Info()
+	if err != nil {
+		return err
+	}
+	link := ""
+	if info.Mode()&fs.ModeSymlink != 0 {
+		if link, err = os.Readlink(path); err != nil {
+			return err
+		}
+	}
+	hdr, err := tar.FileInfoHeader(info, link)
+	if err != nil {
+		return err
+	}
+	hdr.Name = name
+	if info.IsDir() {
+		hdr.Name += "/"
+	}
+	// Names of the dumping node's users mean nothing on another.
+	hdr.Uname, hdr.Gname = "", ""
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	if !info.Mode().IsRegular() {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(tw, f)
+	return err
+}
+
+// Checkpoint is an archive unpacked into Dir.
+type Checkpoint struct {
+	Dir    string
+	Config ContainerConfig
+	Spec   specs.Spec
+}
+
+// Images is the directory of CRIU images.
+func (c *Checkpoint) Images() string { return filepath.Join(c.Dir, CheckpointDirectory) }
+
+// Extract unpacks the archive at path into dest (which must not exist) and
+// validates it: every name stays inside dest, the tar is complete, and
+// config.dump, spec.dump and the CRIU inventory are there. On failure dest
+// is removed: a corrupt or truncated archive leaves nothing behind. The
+// archive may be gzip- or zstd-compressed.
+func Extract(ctx context.Context, path, dest string) (_ *Checkpoint, retErr error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("checkpoint archive %q: %w", path, errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("open checkpoint archive %q: %w", path, err)
+	}
+	defer f.Close()
+	if err := os.Mkdir(dest, 0o700); err != nil {
+		return nil, fmt.Errorf("unpack checkpoint archive %q: %w", path, err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = os.RemoveAll(dest)
+		}
+	}()
+	r, err := decompress(f)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint archive %q: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	defer r.Close()
+	if err := untar(ctx, r, dest); err != nil {
+		if errdefs.IsInvalidArgument(err) || ctx.Err() != nil {
+			return nil, fmt.Errorf("checkpoint archive %q: %w", path, err)
+		}
+		return nil, fmt.Errorf("checkpoint archive %q is corrupt or truncated: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	c, err := Open(dest)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint archive %q: %w", path, err)
+	}
+	return c, nil
+}
+
+// Open reads an unpacked checkpoint in dir (an archive's contents, or the
+// layer of a checkpoint image) and validates it.
+func Open(dir string) (*Checkpoint, error) {
+	c := &Checkpoint{Dir: dir}
+	if err := readJSON(dir, ConfigDumpFile, &c.Config); err != nil {
+		return nil, err
+	}
+	if err := readJSON(dir, SpecDumpFile, &c.Spec); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(c.Images(), inventoryImage)); err != nil {
+		return nil, fmt.Errorf("checkpoint lacks CRIU images (%s/%s): %w", CheckpointDirectory, inventoryImage, errdefs.ErrInvalidArgument)
+	}
+	return c, nil
+}
+
+type nopCloser struct{ io.Reader }
+
+func (nopCloser) Close() error { return nil }
+
+type zstdCloser struct{ *zstd.Decoder }
+
+func (z zstdCloser) Close() error { z.Decoder.Close(); return nil }
+
+func decompress(f io.Reader) (io.ReadCloser, error) {
+	br := bufio.NewReader(f)
+	magic, _ := br.Peek(4)
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		return gzip.NewReader(br)
+	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		d, err := zstd.NewReader(br)
+		if err != nil {
+			return nil, err
+		}
+		return zstdCloser{d}, nil
+	}
+	return nopCloser{br}, nil
+}
+
+// untar unpacks regular files, directories and symlinks below dest.
+func untar(ctx context.Context, r io.Reader, dest string) error {
+	tr := tar.NewReader(r)
+	n := 0
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			if n == 0 {
+				return fmt.Errorf("empty archive: %w", errdefs.ErrInvalidArgument)
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		n++
+		target, err := within(dest, hdr.Name)
+		if err != nil {
+			return err
+		}
+		if err := writeEntry(dest, tr, hdr, target); err != nil {
+			return err
+		}
+	}
+}
+
+// within joins name to dest, refusing names that climb out of it.
+func within(dest, name string) (string, error) {
+	for _, part := range strings.Split(filepath.ToSlash(name), "/") {
+		if part == ".." {
+			return "", fmt.Errorf("entry %q escapes the archive: %w", name, errdefs.ErrInvalidArgument)
+		}
+	}
+	return filepath.Join(dest, filepath.Clean("/"+name)), nil
+}
+
+// mkdirBelow creates the directories from root down to dir, refusing to
+// pass through a symlink an earlier entry (or the target tree) put there.
+func mkdirBelow(root, dir string) error {
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || rel == "." {
+		return err
+	}
+	cur := root
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		cur = filepath.Join(cur, part)
+		fi, err := os.Lstat(cur)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if err := os.Mkdir(cur, 0o755); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		case fi.Mode()&fs.ModeSymlink != 0:
+			return fmt.Errorf("path %q passes through symlink %q: %w", dir, cur, errdefs.ErrInvalidArgument)
+		case !fi.IsDir():
+			return fmt.Errorf("path %q passes through non-directory %q: %w", dir, cur, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+func writeEntry(root string, tr *tar.Reader, hdr *tar.Header, target string) error {
+	if err := mkdirBelow(root, filepath.Dir(target)); err != nil {
+		return err
+	}
+	mode := os.FileMode(hdr.Mode).Perm()
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := os.Mkdir(target, mode|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		return nil
+	case tar.TypeReg:
+		f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode|0o600)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(f, tr)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	case tar.TypeSymlink:
+		return os.Symlink(hdr.Linkname, target)
+	}
+	return fmt.Errorf("entry %q has unsupported type %q: %w", hdr.Name, hdr.Typeflag, errdefs.ErrInvalidArgument)
+}

@@ -1,0 +1,288 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/checkpoint"
+	"github.com/berth-runtime/berth/cri/interceptor"
+	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/shim/client"
+)
+
+// criuCandidates are where a working CRIU is looked for, in order: where
+// `make criu` installs one (Debian 12's own, first in PATH otherwise, fails
+// on current kernels), then PATH.
+var criuCandidates = []string{"/usr/local/sbin/criu", "/usr/local/lib/berth/criu", "criu"}
+
+// criuProbe finds, once, a CRIU that passes `criu check`.
+type criuProbe struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func (p *criuProbe) get() (string, error) {
+	p.once.Do(func() { p.path, p.err = findCRIU(criuCandidates) })
+	return p.path, p.err
+}
+
+func findCRIU(candidates []string) (string, error) {
+	var why []string
+	for _, c := range candidates {
+		path, err := exec.LookPath(c)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, path, "check").CombinedOutput()
+		cancel()
+		if err == nil {
+			return path, nil
+		}
+		why = append(why, fmt.Sprintf("%s check: %s", path, lastLine(string(out))))
+	}
+	if len(why) == 0 {
+		return "", fmt.Errorf("checkpoint/restore unavailable: no CRIU found (run `make criu`): %w", errdefs.ErrFailedPrecondition)
+	}
+	return "", fmt.Errorf("checkpoint/restore unavailable: no working CRIU (%s; run `make criu`): %w",
+		strings.Join(why, "; "), errdefs.ErrFailedPrecondition)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// checkpointCondition is the Status condition saying whether
+// CheckpointContainer, CheckpointPod and restores can work here.
+func (s *Server) checkpointCondition() *runtime.RuntimeCondition {
+	c := &runtime.RuntimeCondition{Type: "CheckpointRestoreReady", Status: true}
+	if _, err := s.criu.get(); err != nil {
+		c.Status = false
+		c.Reason = "CRIUUnavailable"
+		c.Message = err.Error()
+	}
+	return c
+}
+
+func (s *Server) checkpointsDir() string { return filepath.Join(s.cfg.State, "checkpoints") }
+
+// upperDir is the container's overlay upper directory, where imagesvc
+// keeps its writable layer (Root/containers/<id>/upper).
+func (s *Server) upperDir(id string) string {
+	return filepath.Join(s.cfg.Root, "containers", id, "upper")
+}
+
+// CheckpointContainer dumps a running container with CRIU into one
+// archive at the request's location, in CRI-O's layout. The container
+// keeps running (kubelet's forensic checkpoint expects that).
+func (s *Server) CheckpointContainer(ctx context.Context, r *runtime.CheckpointContainerRequest) (*runtime.CheckpointContainerResponse, error) {
+	loc := r.GetLocation()
+	if loc == "" || !filepath.IsAbs(loc) {
+		return nil, fmt.Errorf("checkpoint location %q must be an absolute path: %w", loc, errdefs.ErrInvalidArgument)
+	}
+	if r.GetTimeout() > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(r.GetTimeout())*time.Second)
+		defer cancel()
+	}
+	c, err := s.store.Container(r.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.locks.lock(c.ID)
+	defer unlock()
+	if err := s.checkpointToArchive(ctx, c.ID, loc, true); err != nil {
+		return nil, err
+	}
+	interceptor.Logger(ctx).Info("container checkpointed", "container_id", c.ID, "location", loc)
+	return &runtime.CheckpointContainerResponse{}, nil
+}
+
+// checkpointToArchive dumps container id (its lock held) to archive path.
+// With pause the container is frozen around the dump and the writable
+// layer's copy, so that memory and files are of one instant; CheckpointPod
+// pauses the pod's containers itself and passes false.
+func (s *Server) checkpointToArchive(ctx context.Context, id, archive string, pause bool) (retErr error) {
+	criu, err := s.criu.get()
+	if err != nil {
+		return err
+	}
+	c, err := s.store.Container(id)
+	if err != nil {
+		return err
+	}
+	if c.Status.State != store.ContainerRunning {
+		return fmt.Errorf("checkpoint container %q: it is %s, not running: %w", c.ID, c.Status.State, errdefs.ErrFailedPrecondition)
+	}
+	var cfg runtime.ContainerConfig
+	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
+		return fmt.Errorf("decode config of container %q: %w", c.ID, err)
+	}
+	if cfg.GetTty() {
+		return fmt.Errorf("checkpoint container %q: containers with a terminal cannot be checkpointed: %w", c.ID, errdefs.ErrNotImplemented)
+	}
+	t := s.task(c.ID)
+	if t == nil {
+		return fmt.Errorf("checkpoint container %q: no shim: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := os.MkdirAll(s.checkpointsDir(), 0o700); err != nil {
+		return fmt.Errorf("checkpoint container %q: %w", c.ID, err)
+	}
+	dir, err := os.MkdirTemp(s.checkpointsDir(), "dump-")
+	if err != nil {
+		return fmt.Errorf("checkpoint container %q: %w", c.ID, err)
+	}
+	defer os.RemoveAll(dir)
+	spec, err := s.writeDumpFiles(c, dir)
+	if err != nil {
+		return err
+	}
+	if pause {
+		if err := t.client.Pause(ctx); err != nil {
+			return fmt.Errorf("pause container %q for checkpoint: %w", c.ID, err)
+		}
+		defer func() {
+			// The container must never be left frozen, whatever ctx says.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := t.client.Resume(rctx); err != nil && retErr == nil {
+				retErr = fmt.Errorf("resume container %q after checkpoint: %w", c.ID, err)
+			}
+		}()
+	}
+	err = t.client.Checkpoint(ctx, client.CheckpointOpts{
+		ImagePath:    filepath.Join(dir, checkpoint.CheckpointDirectory),
+		WorkPath:     dir,
+		LeaveRunning: true,
+		// An established TCP connection cannot follow the container to
+		// another pod IP; CRIU refuses it and the error says so.
+		TCPEstablished: false,
+		CriuPath:       criu,
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint container %q: %w", c.ID, err)
+	}
+	if err := checkpoint.WriteRootfsDiff(s.upperDir(c.ID), dir, mountDestinations(spec)); err != nil {
+		return fmt.Errorf("checkpoint container %q: %w", c.ID, err)
+	}
+	if err := checkpoint.WriteArchive(ctx, dir, archive); err != nil {
+		return fmt.Errorf("checkpoint container %q: %w", c.ID, err)
+	}
+	return nil
+}
+
+// writeDumpFiles writes spec.dump, config.dump and bind.mounts for c.
+func (s *Server) writeDumpFiles(c store.Container, dir string) (*specs.Spec, error) {
+	raw, err := os.ReadFile(filepath.Join(c.Bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read spec of container %q: %w", c.ID, err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		return nil, fmt.Errorf("decode spec of container %q: %w", c.ID, err)
+	}
+	sb, err := s.store.Sandbox(c.SandboxID)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Annotations == nil {
+		spec.Annotations = map[string]string{}
+	}
+	meta, _ := json.Marshal(runtime.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt})
+	labels, _ := json.Marshal(nonNil(c.Labels))
+	annotations, _ := json.Marshal(nonNil(c.Annotations))
+	for k, v := range map[string]string{
+		checkpoint.AnnotationMetadata:      string(meta),
+		checkpoint.AnnotationLabels:        string(labels),
+		checkpoint.AnnotationAnnotations:   string(annotations),
+		checkpoint.AnnotationSandboxID:     c.SandboxID,
+		checkpoint.AnnotationSandboxName:   sb.Name,
+		checkpoint.AnnotationContainerName: c.Metadata.Name,
+		checkpoint.AnnotationContainerType: "container",
+		checkpoint.AnnotationImageName:     c.Image,
+		checkpoint.AnnotationLogPath:       c.LogPath,
+		checkpoint.AnnotationName:          c.Name,
+		checkpoint.AnnotationNamespace:     sb.Metadata.Namespace,
+	} {
+		spec.Annotations[k] = v
+	}
+	if err := writeJSONFile(dir, checkpoint.SpecDumpFile, spec); err != nil {
+		return nil, err
+	}
+	cfg := checkpoint.ContainerConfig{
+		ID:              c.ID,
+		Name:            c.Metadata.Name,
+		RootfsImageName: c.Image,
+		RootfsImageRef:  c.ImageRef,
+		RootfsImage:     c.Image,
+		OCIRuntime:      c.RuntimeHandler,
+		CreatedTime:     time.Unix(0, c.CreatedAt).UTC(),
+		CheckpointedAt:  time.Now().UTC(),
+	}
+	if err := writeJSONFile(dir, checkpoint.ConfigDumpFile, cfg); err != nil {
+		return nil, err
+	}
+	var binds []checkpoint.BindMount
+	for _, m := range spec.Mounts {
+		if m.Type != "bind" {
+			continue
+		}
+		fi, err := os.Stat(m.Source)
+		if err != nil {
+			continue
+		}
+		ft := "file"
+		if fi.IsDir() {
+			ft = "directory"
+		}
+		binds = append(binds, checkpoint.BindMount{Source: m.Source, Destination: m.Destination, FileType: ft, Permissions: uint32(fi.Mode().Perm())})
+	}
+	if len(binds) > 0 {
+		if err := writeJSONFile(dir, checkpoint.BindMountsFile, binds); err != nil {
+			return nil, err
+		}
+	}
+	return &spec, nil
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func writeJSONFile(dir, name string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// mountDestinations are the paths inside the container that are mounts,
+// whose content is not the writable layer's.
+func mountDestinations(spec *specs.Spec) []string {
+	out := make([]string, 0, len(spec.Mounts))
+	for _, m := range spec.Mounts {
+		out = append(out, m.Destination)
+	}
+	return out
+}

@@ -1,0 +1,157 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/berth-runtime/berth/shim/logging"
+	"github.com/berth-runtime/berth/shim/runtime"
+)
+
+// restoreExitStatus is the exit recorded for a container that was to be
+// restored and was removed (or failed to restore) before it ever ran: like
+// a SIGKILLed created container.
+const restoreExitStatus = 128 + int(syscall.SIGKILL)
+
+// pendingRestore is a container created from a checkpoint, waiting for
+// Start to restore it.
+type pendingRestore struct {
+	images string
+	// child is the stdio the restored process gets; the shim holds it
+	// until the restore so that the copy never sees EOF before.
+	child childStdio
+	// exits feeds waitExit: the restored process's exit once it runs, or
+	// a synthetic one when the container ends before.
+	exits chan Exit
+}
+
+// prepareRestore sets p up to be restored by Start: stdio pipes and the
+// exit watcher exist, no runtime container does yet.
+func (p *Init) prepareRestore(c Config, lw *logging.Writer) error {
+	sio, child, err := newPipeStdio(lw, c.Stdin)
+	if err != nil {
+		return err
+	}
+	sio.stdinOnce = c.StdinOnce
+	p.io = sio
+	pr := &pendingRestore{images: c.RestoreFrom, child: child, exits: make(chan Exit, 1)}
+	p.pending = pr
+	p.state = &restoringState{p: p}
+	p.io.startCopy()
+	go p.waitExit(pr.exits)
+	return nil
+}
+
+// workDir is where CRIU writes its logs for this container.
+func (p *Init) workDir() string { return filepath.Join(p.stateDir, "criu") }
+
+// restore runs the runtime's restore; with mu held, from restoringState.
+func (p *Init) restore(ctx context.Context) error {
+	pr := p.pending
+	release := p.reaper.Hold()
+	defer release()
+	err := p.rt.Restore(ctx, p.id, runtime.RestoreOpts{
+		Bundle:    p.bundle,
+		PidFile:   p.pidFile(),
+		ImagePath: pr.images,
+		WorkPath:  p.workDir(),
+		// A restored socket must be restored the way it was dumped;
+		// CRIU refuses when the images hold none, so asking costs nothing.
+		TCPEstablished: true,
+		Stdin:          pr.child.stdin,
+		Stdout:         pr.child.stdout,
+		Stderr:         pr.child.stderr,
+	})
+	if err != nil {
+		p.forceDelete()
+		return err
+	}
+	pid, err := readPidFile(p.pidFile())
+	if err != nil {
+		p.forceDelete()
+		return fmt.Errorf("container %q: %w", p.id, err)
+	}
+	// The restored process holds its own copies now.
+	pr.child.close()
+	p.pending = nil
+	p.pid.Store(int64(pid))
+	exitCh := p.reaper.Watch(pid)
+	go func() { pr.exits <- <-exitCh }()
+	p.state = &runningState{p: p}
+	p.log.Info("container restored", "pid", pid)
+	return nil
+}
+
+// endPending records the exit of a container that never ran.
+func (p *Init) endPending() {
+	pr := p.pending
+	if pr == nil {
+		return
+	}
+	p.pending = nil
+	pr.child.close()
+	pr.exits <- Exit{Status: restoreExitStatus, At: time.Now()}
+}
+
+// restoringState: created from a checkpoint; Start restores it.
+type restoringState struct{ p *Init }
+
+func (s *restoringState) status() Status { return StatusCreated }
+
+func (s *restoringState) start(ctx context.Context) error { return s.p.restore(ctx) }
+
+// kill ends a container that never ran: there is no process to signal,
+// and the caller's goal (it must not run) is met by recording an exit.
+func (s *restoringState) kill(context.Context, syscall.Signal, bool) error {
+	s.p.endPending()
+	return nil
+}
+
+func (s *restoringState) delete(context.Context) error {
+	s.p.endPending()
+	s.p.state = &deletedState{}
+	return nil
+}
+
+func (s *restoringState) exited() state { return &stoppedState{p: s.p} }
+
+// Checkpoint dumps the running container with CRIU. criuPath, when set,
+// overrides the CRIU given at creation.
+func (p *Init) Checkpoint(ctx context.Context, o runtime.CheckpointOpts, criuPath string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.state.status(); st != StatusRunning {
+		return &TransitionError{From: st, Op: "checkpoint"}
+	}
+	rt := p.rt
+	if criuPath != "" {
+		c := *p.rt
+		c.CriuPath = criuPath
+		rt = &c
+	}
+	return rt.Checkpoint(ctx, p.id, o)
+}
+
+// Pause freezes every process of the running container.
+func (p *Init) Pause(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.state.status(); st != StatusRunning {
+		return &TransitionError{From: st, Op: "pause"}
+	}
+	return p.rt.Pause(ctx, p.id)
+}
+
+// Resume thaws a paused container; resuming one that is not paused is
+// the runtime's error.
+func (p *Init) Resume(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.state.status(); st != StatusRunning {
+		return &TransitionError{From: st, Op: "resume"}
+	}
+	return p.rt.Resume(ctx, p.id)
+}
