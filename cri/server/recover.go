@@ -85,7 +85,17 @@ func (s *Server) recoverContainer(ctx context.Context, c store.Container) error 
 		}
 		return s.recordExit(c.ID, exit)
 	}
-	s.watch(c, &task{client: cli, done: make(chan struct{})})
+	t := &task{client: cli, done: make(chan struct{})}
+	if st, err := cli.State(dctx); err == nil && st.Status == client.StatusStopped && st.Exit != nil {
+		// It ended while berthd was down: record that before serving, so
+		// no client sees it RUNNING after the restart.
+		s.tasksMu.Lock()
+		s.tasks[c.ID] = t
+		s.tasksMu.Unlock()
+		s.finish(c, t, *st.Exit, nil, 0)
+		return nil
+	}
+	s.watch(c, t)
 	s.log.Info("reattached container", "container_id", c.ID)
 	return nil
 }

@@ -51,32 +51,38 @@ func (s *Server) watch(rec store.Container, t *task) {
 	s.tasksMu.Unlock()
 	oomBase := s.oomBaseline(rec)
 	go func() {
-		log := s.log.With("container_id", rec.ID, "sandbox_id", rec.SandboxID)
 		exit, err := t.client.Wait(context.Background())
-		// Before the runtime deletes the cgroup and its counter with it.
-		s.recordOOM(rec, oomBase)
-		if err != nil {
-			log.Warn("lost the shim, reading the exit it left", "error", err)
-			exit = s.shimLost(rec)
-		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			if err := s.destroyTask(ctx, rec, t); err != nil {
-				log.Error("release shim", "error", err)
-			}
-			cancel()
-		}
-		if err := s.recordExit(rec.ID, exit); err != nil {
-			log.Error("record exit", "error", err)
-		}
-		s.containerEvent(rec.ID, rec.SandboxID, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
-		log.Info("container exited", "exit_code", exit.Status)
-		close(t.done)
-		s.tasksMu.Lock()
-		if s.tasks[rec.ID] == t {
-			delete(s.tasks, rec.ID)
-		}
-		s.tasksMu.Unlock()
+		s.finish(rec, t, exit, err, oomBase)
 	}()
+}
+
+// finish records how a container ended once its shim answered Wait (or
+// was lost, waitErr != nil) and releases the task.
+func (s *Server) finish(rec store.Container, t *task, exit client.Exit, waitErr error, oomBase uint64) {
+	log := s.log.With("container_id", rec.ID, "sandbox_id", rec.SandboxID)
+	// Before the runtime deletes the cgroup and its counter with it.
+	s.recordOOM(rec, oomBase)
+	if waitErr != nil {
+		log.Warn("lost the shim, reading the exit it left", "error", waitErr)
+		exit = s.shimLost(rec)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := s.destroyTask(ctx, rec, t); err != nil {
+			log.Error("release shim", "error", err)
+		}
+		cancel()
+	}
+	if err := s.recordExit(rec.ID, exit); err != nil {
+		log.Error("record exit", "error", err)
+	}
+	s.containerEvent(rec.ID, rec.SandboxID, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	log.Info("container exited", "exit_code", exit.Status)
+	close(t.done)
+	s.tasksMu.Lock()
+	if s.tasks[rec.ID] == t {
+		delete(s.tasks, rec.ID)
+	}
+	s.tasksMu.Unlock()
 }
 
 // shimLost finds out how a container ended when its shim is gone: from the
