@@ -29,7 +29,10 @@ type Config struct {
 	// State holds what lives until reboot: sockets, netns pins, bundles.
 	State string `toml:"state" comment:"runtime state kept until reboot: shim sockets, netns pins, bundles"`
 	// CgroupParent is used for containers of pods that name no cgroup parent.
-	CgroupParent string `toml:"cgroup_parent" comment:"cgroup parent for pods whose config names none (cgroupfs path)"`
+	CgroupParent string `toml:"cgroup_parent" comment:"cgroup parent for pods whose config names none (cgroupfs path; with cgroup_driver systemd a .slice, or a path turned into one: /berth becomes berth.slice)"`
+	// CgroupDriver is how container cgroups are named and made: cgroupfs
+	// paths, or systemd scopes in slices (runc --systemd-cgroup).
+	CgroupDriver string `toml:"cgroup_driver" comment:"cgroupfs or systemd; must match kubelet's cgroupDriver (systemd needs systemd running as init)"`
 
 	GRPC      GRPC      `toml:"grpc"`
 	Log       Log       `toml:"log"`
@@ -38,6 +41,12 @@ type Config struct {
 	CNI       CNI       `toml:"cni"`
 	Streaming Streaming `toml:"streaming"`
 	Metrics   Metrics   `toml:"metrics"`
+	CDI       CDI       `toml:"cdi"`
+}
+
+// CDI configures Container Device Interface devices.
+type CDI struct {
+	SpecDirs []string `toml:"spec_dirs" comment:"directories of CDI specs (JSON or YAML), read when a container asks for CDI devices; a later directory wins over an earlier one"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -111,6 +120,7 @@ func Default() Config {
 		Root:         "/var/lib/berth",
 		State:        "/run/berth",
 		CgroupParent: "/berth",
+		CgroupDriver: "cgroupfs",
 		GRPC:         GRPC{Address: "/run/berth/berth.sock"},
 		Log:          Log{Level: "info", Format: "text"},
 		Runtime: Runtime{
@@ -128,6 +138,7 @@ func Default() Config {
 			BinDirs:       []string{"/opt/cni/bin", "/usr/lib/cni"},
 			PluginTimeout: "2m",
 		},
+		CDI: CDI{SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
 	}
 }
 
@@ -209,8 +220,8 @@ func (c *Config) Validate() error {
 	if len(c.GRPC.Address) >= 108 {
 		return bad("grpc.address", "unix socket path longer than 107 bytes")
 	}
-	if !strings.HasPrefix(c.CgroupParent, "/") {
-		return bad("cgroup_parent", fmt.Sprintf("%q must start with /", c.CgroupParent))
+	if err := c.validateCgroups(); err != nil {
+		return err
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -268,6 +279,11 @@ func (c *Config) Validate() error {
 	}
 	if d, err := time.ParseDuration(c.CNI.PluginTimeout); err != nil || d <= 0 {
 		return bad("cni.plugin_timeout", fmt.Sprintf("%q is not a positive duration", c.CNI.PluginTimeout))
+	}
+	for _, d := range c.CDI.SpecDirs {
+		if !filepath.IsAbs(d) {
+			return bad("cdi.spec_dirs", fmt.Sprintf("%q is not an absolute path", d))
+		}
 	}
 	return nil
 }

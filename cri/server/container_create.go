@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-runtime/berth/cri/cgroups"
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/specgen"
 	"github.com/berth-runtime/berth/cri/store"
@@ -217,6 +218,8 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 		PodFiles:       files,
 		ExtraMounts:    volumes,
 		CgroupParent:   sb.CgroupParent,
+		SystemdCgroup:  s.cfg.CgroupDriver == cgroups.DriverSystemd,
+		CDI:            s.cdi,
 		OOMScoreAdjMin: s.oomScoreAdjMin,
 		AllCaps:        s.allCaps,
 

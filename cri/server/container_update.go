@@ -102,16 +102,3 @@ func mergeResources(raw []byte, upd *runtime.LinuxContainerResources) ([]byte, e
 	cfg.Linux.Resources = merged
 	return proto.Marshal(&cfg)
 }
-
-// UpdatePodSandboxResources is informational for the runtime: kubelet
-// itself resizes the pod cgroup it created, and berth has no plugins to
-// tell. It succeeds for a known pod, as the CRI asks.
-func (s *Server) UpdatePodSandboxResources(ctx context.Context, r *runtime.UpdatePodSandboxResourcesRequest) (*runtime.UpdatePodSandboxResourcesResponse, error) {
-	if _, err := s.store.Sandbox(r.GetPodSandboxId()); err != nil {
-		return nil, err
-	}
-	if _, err := specgen.Resources(r.GetResources()); err != nil {
-		return nil, fmt.Errorf("resources of sandbox %q: %w", r.GetPodSandboxId(), err)
-	}
-	return &runtime.UpdatePodSandboxResourcesResponse{}, nil
-}

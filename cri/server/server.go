@@ -101,6 +101,8 @@ type Server struct {
 	criu criuProbe
 	// features is what each runtime handler supports, probed in New.
 	features map[string]handlerFeatures
+	// cdi resolves CDI devices from the config's cdi.spec_dirs.
+	cdi *specgen.CDIRegistry
 
 	tasksMu sync.Mutex       // guards tasks
 	tasks   map[string]*task // live shim connections by container ID
@@ -121,6 +123,9 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if err := o.Config.CheckHost(); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:       o.Config,
 		store:     o.Store,
@@ -133,6 +138,7 @@ func New(o Options) (*Server, error) {
 		tasks:     map[string]*task{},
 		stats:     newStatsCollector(cgroups.New("")),
 		events:    events.New[*runtime.ContainerEventResponse](0),
+		cdi:       specgen.NewCDIRegistry(o.Config.CDI.SpecDirs),
 	}
 	if o.Config.Runtime.RestrictOOMScoreAdj {
 		v, err := ownOOMScoreAdj()
@@ -222,10 +228,15 @@ func (s *Server) Status(ctx context.Context, r *runtime.StatusRequest) (*runtime
 	return resp, nil
 }
 
-// RuntimeConfig reports the cgroup driver kubelet must match.
+// RuntimeConfig reports the cgroup driver kubelet must match (config's
+// cgroup_driver).
 func (s *Server) RuntimeConfig(ctx context.Context, r *runtime.RuntimeConfigRequest) (*runtime.RuntimeConfigResponse, error) {
+	driver := runtime.CgroupDriver_CGROUPFS
+	if s.cfg.CgroupDriver == cgroups.DriverSystemd {
+		driver = runtime.CgroupDriver_SYSTEMD
+	}
 	return &runtime.RuntimeConfigResponse{
-		Linux: &runtime.LinuxRuntimeConfiguration{CgroupDriver: runtime.CgroupDriver_CGROUPFS},
+		Linux: &runtime.LinuxRuntimeConfiguration{CgroupDriver: driver},
 	}, nil
 }
 

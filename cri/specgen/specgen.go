@@ -33,6 +33,12 @@ type Input struct {
 	ExtraMounts []specs.Mount
 	// CgroupParent is the pod cgroup parent (cgroupfs style); "" => "/berth".
 	CgroupParent string
+	// SystemdCgroup selects the systemd cgroup driver: CgroupParent names
+	// (or is turned into) a slice and cgroupsPath takes runc's
+	// "slice:prefix:name" form.
+	SystemdCgroup bool
+	// CDI resolves the container's CDI devices; nil refuses any.
+	CDI CDIInjector
 	// OOMScoreAdjMin, when non-nil, is the lowest oom_score_adj the daemon
 	// may set (restrict_oom_score_adj): without CAP_SYS_RESOURCE the kernel
 	// refuses to lower the score below the daemon's own.
@@ -102,7 +108,7 @@ const (
 
 // Generate builds the OCI spec for in. Invalid requests fail with
 // errdefs.ErrInvalidArgument naming the field; features berth does not
-// implement (AppArmor/SELinux confinement, CDI devices, user namespaces)
+// implement (AppArmor/SELinux confinement where the host lacks it)
 // fail with errdefs.ErrNotImplemented rather than being silently ignored.
 func Generate(in Input) (*specs.Spec, error) {
 	if err := validate(in); err != nil {
@@ -113,7 +119,11 @@ func Generate(in Input) (*specs.Spec, error) {
 	s := defaultSpec()
 	s.Root.Path = in.RootfsPath
 	s.Root.Readonly = sc.GetReadonlyRootfs()
-	s.Linux.CgroupsPath = cgroupsPath(in.CgroupParent, in.ID)
+	cgPath, err := cgroupsPathFor(in)
+	if err != nil {
+		return nil, err
+	}
+	s.Linux.CgroupsPath = cgPath
 	s.Annotations = annotations(in)
 
 	steps := []func(*specs.Spec, Input, nsModes) error{
@@ -131,6 +141,11 @@ func Generate(in Input) (*specs.Spec, error) {
 		}
 	}
 	applyUserns(s, in)
+	// CDI edits go last: they see the final namespaces (a user namespace
+	// turns their mounts idmapped) and replace same-path devices.
+	if err := applyCDI(s, in); err != nil {
+		return nil, fmt.Errorf("generate spec for container %q: %w", in.ID, err)
+	}
 	return s, nil
 }
 
@@ -148,8 +163,6 @@ func validate(in Input) error {
 		return fmt.Errorf("sandbox config is required: %w", errdefs.ErrInvalidArgument)
 	case in.RootfsPath == "":
 		return fmt.Errorf("rootfs path is required: %w", errdefs.ErrInvalidArgument)
-	case len(in.Config.GetCDIDevices()) > 0:
-		return fmt.Errorf("CDI devices: %w", errdefs.ErrNotImplemented)
 	}
 	if in.Config.GetLinux().GetSecurityContext().GetPrivileged() &&
 		!in.Sandbox.GetLinux().GetSecurityContext().GetPrivileged() {

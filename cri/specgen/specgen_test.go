@@ -38,9 +38,9 @@ func TestValidation(t *testing.T) {
 		{"missing device", func(in *Input) {
 			in.Config.Devices = []*runtime.Device{{ContainerPath: "/dev/x", HostPath: "/nonexistent/x"}}
 		}, errdefs.ErrInvalidArgument, "device"},
-		{"cdi devices", func(in *Input) {
+		{"cdi devices without a registry", func(in *Input) {
 			in.Config.CDIDevices = []*runtime.CDIDevice{{Name: "vendor.com/gpu=0"}}
-		}, errdefs.ErrNotImplemented, "CDI"},
+		}, errdefs.ErrFailedPrecondition, "CDI"},
 		{"privileged in unprivileged pod", func(in *Input) { sc(*in).Privileged = true }, errdefs.ErrInvalidArgument, "privileged"},
 		{"no command", func(in *Input) { in.Config.Command = nil }, errdefs.ErrInvalidArgument, "no command specified"},
 		{"selinux", func(in *Input) { sc(*in).SelinuxOptions = &runtime.SELinuxOption{Type: "spc_t"} }, errdefs.ErrNotImplemented, "selinux"},

@@ -137,6 +137,8 @@ func New(ctx context.Context, c Config) (_ *Init, retErr error) {
 		Monitor:  c.Reaper,
 		Logger:   log,
 		CriuPath: c.CriuPath,
+		// The spec berthd wrote names the cgroup driver.
+		SystemdCgroup: runtime.SystemdCgroupsPath(c.Bundle),
 	}
 	lw, err := logging.Open(c.LogPath)
 	if err != nil {

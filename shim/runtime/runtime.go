@@ -46,6 +46,9 @@ type Runtime struct {
 	// CriuPath is the CRIU binary for checkpoint and restore. runc finds
 	// CRIU only through PATH, so its directory goes first there.
 	CriuPath string
+	// SystemdCgroup passes --systemd-cgroup: the container's cgroupsPath is
+	// a systemd "slice:prefix:name" (see SystemdCgroupsPath).
+	SystemdCgroup bool
 }
 
 // CreateOpts are the arguments of Create.
@@ -70,6 +73,9 @@ func (r *Runtime) command(args ...string) *exec.Cmd {
 	var global []string
 	if r.Root != "" {
 		global = append(global, "--root", r.Root)
+	}
+	if r.SystemdCgroup {
+		global = append(global, "--systemd-cgroup")
 	}
 	cmd := exec.Command(r.Binary, append(global, args...)...)
 	if r.CriuPath != "" {

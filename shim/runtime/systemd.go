@@ -1,0 +1,30 @@
+package runtime
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// SystemdCgroupsPath reports whether the bundle's config.json asks for a
+// systemd cgroup ("slice:prefix:name" instead of a path), which runc
+// accepts only with --systemd-cgroup. The spec decides, so the shim needs
+// no option of its own for the driver: berthd chose it when it wrote the
+// spec. An unreadable spec reads as false; create then reports it.
+func SystemdCgroupsPath(bundle string) bool {
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return false
+	}
+	var spec struct {
+		Linux *struct {
+			CgroupsPath string `json:"cgroupsPath"`
+		} `json:"linux"`
+	}
+	if json.Unmarshal(data, &spec) != nil || spec.Linux == nil {
+		return false
+	}
+	p := spec.Linux.CgroupsPath
+	return !strings.HasPrefix(p, "/") && strings.Count(p, ":") == 2
+}
