@@ -122,11 +122,7 @@ func (s *Server) ListContainers(ctx context.Context, r *runtime.ListContainersRe
 // StreamContainers sends the same items as ListContainers in chunks.
 func (s *Server) StreamContainers(r *runtime.StreamContainersRequest, stream runtime.RuntimeService_StreamContainersServer) error {
 	items := s.listContainers(r.GetFilter())
-	for start := 0; start < len(items); start += streamChunk {
-		end := min(start+streamChunk, len(items))
-		if err := stream.Send(&runtime.StreamContainersResponse{Containers: items[start:end]}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return sendChunked(items, func(chunk []*runtime.Container) error {
+		return stream.Send(&runtime.StreamContainersResponse{Containers: chunk})
+	})
 }

@@ -70,13 +70,9 @@ func (s *Server) StreamImages(r *runtime.StreamImagesRequest, stream runtime.Ima
 		return err
 	}
 	items := resp.GetImages()
-	for start := 0; start < len(items); start += streamChunk {
-		end := min(start+streamChunk, len(items))
-		if err := stream.Send(&runtime.StreamImagesResponse{Images: items[start:end]}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return sendChunked(items, func(chunk []*runtime.Image) error {
+		return stream.Send(&runtime.StreamImagesResponse{Images: chunk})
+	})
 }
 
 // ImageStatus reports an image; per the CRI a missing image is a response

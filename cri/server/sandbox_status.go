@@ -118,14 +118,21 @@ func (s *Server) ListPodSandbox(ctx context.Context, r *runtime.ListPodSandboxRe
 // below gRPC's message size limit.
 const streamChunk = 500
 
-// StreamPodSandboxes sends the same items as ListPodSandbox in chunks.
-func (s *Server) StreamPodSandboxes(r *runtime.StreamPodSandboxesRequest, stream runtime.RuntimeService_StreamPodSandboxesServer) error {
-	items := s.listSandboxes(r.GetFilter())
+// sendChunked sends items in responses of at most streamChunk, each item
+// exactly once, as the CRI's Stream* calls require.
+func sendChunked[T any](items []T, send func([]T) error) error {
 	for start := 0; start < len(items); start += streamChunk {
-		end := min(start+streamChunk, len(items))
-		if err := stream.Send(&runtime.StreamPodSandboxesResponse{PodSandboxes: items[start:end]}); err != nil {
+		if err := send(items[start:min(start+streamChunk, len(items))]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// StreamPodSandboxes sends the same items as ListPodSandbox in chunks.
+func (s *Server) StreamPodSandboxes(r *runtime.StreamPodSandboxesRequest, stream runtime.RuntimeService_StreamPodSandboxesServer) error {
+	items := s.listSandboxes(r.GetFilter())
+	return sendChunked(items, func(chunk []*runtime.PodSandbox) error {
+		return stream.Send(&runtime.StreamPodSandboxesResponse{PodSandboxes: chunk})
+	})
 }

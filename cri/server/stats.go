@@ -299,13 +299,9 @@ func (s *Server) ListContainerStats(ctx context.Context, r *runtime.ListContaine
 // StreamContainerStats sends the same items as ListContainerStats in chunks.
 func (s *Server) StreamContainerStats(r *runtime.StreamContainerStatsRequest, stream runtime.RuntimeService_StreamContainerStatsServer) error {
 	items := s.listContainerStats(stream.Context(), r.GetFilter())
-	for start := 0; start < len(items); start += streamChunk {
-		end := min(start+streamChunk, len(items))
-		if err := stream.Send(&runtime.StreamContainerStatsResponse{ContainerStats: items[start:end]}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return sendChunked(items, func(chunk []*runtime.ContainerStats) error {
+		return stream.Send(&runtime.StreamContainerStatsResponse{ContainerStats: chunk})
+	})
 }
 
 // podKeyPrefix keeps pod CPU samples apart from container ones.
@@ -408,11 +404,7 @@ func (s *Server) ListPodSandboxStats(ctx context.Context, r *runtime.ListPodSand
 // StreamPodSandboxStats sends the same items as ListPodSandboxStats in chunks.
 func (s *Server) StreamPodSandboxStats(r *runtime.StreamPodSandboxStatsRequest, stream runtime.RuntimeService_StreamPodSandboxStatsServer) error {
 	items := s.listPodStats(stream.Context(), r.GetFilter())
-	for start := 0; start < len(items); start += streamChunk {
-		end := min(start+streamChunk, len(items))
-		if err := stream.Send(&runtime.StreamPodSandboxStatsResponse{PodSandboxStats: items[start:end]}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return sendChunked(items, func(chunk []*runtime.PodSandboxStats) error {
+		return stream.Send(&runtime.StreamPodSandboxStatsResponse{PodSandboxStats: chunk})
+	})
 }
