@@ -303,6 +303,7 @@ func (s *Service) pullFrom(ctx context.Context, src source, top resolved, n name
 		}
 	}
 	img := Image{ID: manifest.Config.Digest.String(), Config: cfg, ChainIDs: chains, Size: uint64(manifest.Config.Size), Pinned: n.pinned}
+	img.Annotations = manifestAnnotations(blobs[top.digest], manifest)
 	for _, l := range manifest.Layers {
 		img.Size += uint64(l.Size)
 	}
@@ -316,6 +317,23 @@ func (s *Service) pullFrom(ctx context.Context, src source, top resolved, n name
 	}
 	s.log.InfoContext(ctx, "image stored", "ref", n.ref, "image_id", img.ID, "layers", len(chains), "source", src.where())
 	return img, nil
+}
+
+// manifestAnnotations merges the top-level manifest's or index's
+// annotations (raw) with the image manifest's, which win.
+func manifestAnnotations(raw []byte, m ocispec.Manifest) map[string]string {
+	var top struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	_ = json.Unmarshal(raw, &top)
+	out := top.Annotations
+	for k, v := range m.Annotations {
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out
 }
 
 func sortedUnique(ds []digest.Digest) []digest.Digest {

@@ -84,6 +84,10 @@ type Image struct {
 	// index, config, compressed layers), deleted with it when unused.
 	Blobs  []digest.Digest
 	Pinned bool
+	// Annotations are the manifest's (over the index's, when pulled
+	// through one): a checkpoint image is recognised by them, as CRI-O
+	// and containerd do.
+	Annotations map[string]string `json:",omitempty"`
 }
 
 // FsUsage is what the image filesystem uses.

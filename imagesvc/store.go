@@ -83,6 +83,9 @@ func storePulled(tx *bolt.Tx, img Image, tag, repoDigest string) (Image, error) 
 	names := tx.Bucket(bucketNames)
 	if old, err := getImage(tx, img.ID); err == nil {
 		img.RepoTags, img.RepoDigests, img.Pinned = old.RepoTags, old.RepoDigests, old.Pinned || img.Pinned
+		if img.Annotations == nil {
+			img.Annotations = old.Annotations
+		}
 		// one config reached through another manifest (an index, a
 		// mirror's re-push) owns both sets of blobs.
 		img.Blobs = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(old.Blobs), img.Blobs...))))

@@ -2,7 +2,9 @@
 // checkpoint consists of, in the layout CRI-O and Podman use (so that
 // checkpointctl reads berth's archives and CRI-O restores them), how the
 // archive is written from a dump directory, and how it is read back,
-// validated and applied to a new container's root filesystem.
+// validated and applied to a new container's root filesystem; and the pod
+// checkpoint (pod.go), a directory of such archives plus the pod's config
+// and its volumes' contents.
 //
 // An archive is an uncompressed tar holding:
 //

@@ -9,10 +9,12 @@ import (
 	"slices"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/checkpoint"
+	"github.com/berth-runtime/berth/imagesvc"
 )
 
 // restoreSource is a checkpoint a CreateContainer restores from, unpacked
@@ -32,15 +34,28 @@ func restoreImagesIn(bundle string) string {
 	return filepath.Join(bundle, "restore", checkpoint.CheckpointDirectory)
 }
 
+// layerDirs is what restoring from a checkpoint image needs of the image
+// service beyond Images: the unpacked directory of a layer.
+type layerDirs interface {
+	LayerDir(chainID digest.Digest) (string, error)
+}
+
+var _ layerDirs = (*imagesvc.Service)(nil)
+
 // openRestore returns the checkpoint a CreateContainer request restores
-// from, or nil when its image is an ordinary image. An image that is a
-// path on the node is a checkpoint archive, as CRI-O accepts it.
+// from, or nil when its image is an ordinary image. As CRI-O accepts them,
+// the image may be a checkpoint archive (a path on the node) or an OCI
+// image holding one: a single layer with the archive's files, marked with
+// the checkpoint-name annotation.
 func (s *Server) openRestore(ctx context.Context, cfg *runtime.ContainerConfig) (*restoreSource, error) {
 	img := cfg.GetImage().GetImage()
+	var layer string
 	if !filepath.IsAbs(img) {
-		return nil, nil
-	}
-	if fi, err := os.Stat(img); err != nil || !fi.Mode().IsRegular() {
+		var err error
+		if layer, err = s.checkpointImageLayer(ctx, img); err != nil || layer == "" {
+			return nil, err
+		}
+	} else if fi, err := os.Stat(img); err != nil || !fi.Mode().IsRegular() {
 		return nil, nil
 	}
 	if _, err := s.criu.get(); err != nil {
@@ -50,9 +65,15 @@ func (s *Server) openRestore(ctx context.Context, cfg *runtime.ContainerConfig) 
 		return nil, fmt.Errorf("restore from %q: %w", img, err)
 	}
 	dest := filepath.Join(s.checkpointsDir(), "restore-"+newID()[:16])
-	ckpt, err := checkpoint.Extract(ctx, img, dest)
+	var ckpt *checkpoint.Checkpoint
+	var err error
+	if layer != "" {
+		ckpt, err = checkpoint.CopyFromLayer(ctx, layer, dest)
+	} else {
+		ckpt, err = checkpoint.Extract(ctx, img, dest)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("restore container: %w", err)
+		return nil, fmt.Errorf("restore container from %q: %w", img, err)
 	}
 	rcfg, err := restoreConfig(cfg, ckpt)
 	if err != nil {
@@ -60,6 +81,31 @@ func (s *Server) openRestore(ctx context.Context, cfg *runtime.ContainerConfig) 
 		return nil, err
 	}
 	return &restoreSource{ckpt: ckpt, config: rcfg}, nil
+}
+
+// checkpointImageLayer is the unpacked layer of ref when ref names a
+// checkpoint image in the store, "" for any other image (an unknown one
+// included: CreateContainer reports that).
+func (s *Server) checkpointImageLayer(ctx context.Context, ref string) (string, error) {
+	img, err := s.images.Get(ctx, ref)
+	if err != nil {
+		return "", nil
+	}
+	if _, ok := img.Annotations[checkpoint.ImageAnnotationName]; !ok {
+		return "", nil
+	}
+	if len(img.ChainIDs) != 1 {
+		return "", fmt.Errorf("checkpoint image %q has %d layers, want 1: %w", ref, len(img.ChainIDs), errdefs.ErrInvalidArgument)
+	}
+	ld, ok := s.images.(layerDirs)
+	if !ok {
+		return "", fmt.Errorf("restore from checkpoint image %q: image store cannot read layers: %w", ref, errdefs.ErrNotImplemented)
+	}
+	dir, err := ld.LayerDir(img.ChainIDs[0])
+	if err != nil {
+		return "", fmt.Errorf("checkpoint image %q: %w", ref, err)
+	}
+	return dir, nil
 }
 
 // discard removes the unpacked checkpoint if the bundle did not take it.
@@ -143,7 +189,25 @@ func restoreConfig(req *runtime.ContainerConfig, ckpt *checkpoint.Checkpoint) (*
 	if cfg.GetTty() {
 		return nil, fmt.Errorf("restore with a terminal: %w", errdefs.ErrNotImplemented)
 	}
+	if sharesPID(cfg) {
+		return nil, errSharedPIDRestore
+	}
 	return cfg, nil
+}
+
+// errSharedPIDRestore: CRIU restores a process tree with its own PIDs, in
+// a PID namespace of its own; it cannot put them into a namespace that
+// the pod's other processes already populate.
+var errSharedPIDRestore = fmt.Errorf("restore into a PID namespace shared with the pod or another container is not supported (CRIU needs the container's own PID namespace): %w", errdefs.ErrNotImplemented)
+
+// sharesPID reports whether a container joins the pod's or another
+// container's PID namespace.
+func sharesPID(cfg *runtime.ContainerConfig) bool {
+	switch cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() {
+	case runtime.NamespaceMode_POD, runtime.NamespaceMode_TARGET:
+		return true
+	}
+	return false
 }
 
 func cutEnv(kv string) (string, string, bool) {

@@ -1,0 +1,88 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/test/testutil"
+)
+
+// checkpointImageAnnotation marks an OCI image holding a checkpoint, as
+// CRI-O, Podman and checkpointctl build them.
+const checkpointImageAnnotation = "io.kubernetes.cri-o.annotations.checkpoint.name"
+
+// TestCheckpointImageRestore: a checkpoint archive packed as an OCI image
+// (its single layer the archive's files, the checkpoint-name annotation on
+// its manifest) and pushed to a registry is pulled by a second berthd and
+// restored through CreateContainer with the image's name, as CRI-O accepts
+// it; the counter continues and the writable layer comes along.
+func TestCheckpointImageRestore(t *testing.T) {
+	testutil.RequiresRoot(t)
+	t.Parallel()
+	ctx := context.Background()
+	src, _ := bridgeDaemon(t)
+	dst, _ := bridgeDaemon(t)
+
+	podCfg := podConfig(t, src, "ckimg-src")
+	pod := runPod(t, src, podCfg)
+	ctr := runCtr(t, src, pod, podCfg, shConfig("counter", counterScript))
+	srcLog := waitState(t, src, ctr, runtimeapi.ContainerState_CONTAINER_RUNNING, 5*time.Second).LogPath
+	before := waitCounts(t, srcLog, 5)
+	archive := filepath.Join(t.TempDir(), "counter.tar")
+	if err := src.Runtime.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{ContainerId: ctr, Location: archive}); err != nil {
+		t.Fatalf("CheckpointContainer: %v", err)
+	}
+	original := logCounts(t, srcLog)
+	removePod(t, src, pod)
+
+	layer, err := tarball.LayerFromFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.Annotations(img, map[string]string{checkpointImageAnnotation: "counter"}).(v1.Image)
+	pushed, err := reg.Push(ctx, "checkpoints/counter-"+randID()+":v1", img)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// kubelet pulls the image of the pod spec, then creates the container.
+	ensureImage(t, dst, images.Busybox.Ref)
+	ensureImage(t, dst, pushed.Ref)
+	dstPodCfg := podConfig(t, dst, "ckimg-dst")
+	dstPod := runPod(t, dst, dstPodCfg)
+	rcfg := &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "counter"},
+		Image:    &runtimeapi.ImageSpec{Image: pushed.Ref},
+		LogPath:  "counter.log",
+		Linux: &runtimeapi.LinuxContainerConfig{
+			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: nsOptions(false)},
+		},
+	}
+	restored, err := dst.Runtime.CreateContainer(ctx, dstPod, rcfg, dstPodCfg)
+	if err != nil {
+		t.Fatalf("CreateContainer from checkpoint image: %v", err)
+	}
+	st := ctrStatus(t, dst, restored)
+	if st.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+		t.Fatalf("restored container is %s before start, want CREATED", st.State)
+	}
+	startCtr(t, dst, restored)
+	dstLog := waitState(t, dst, restored, runtimeapi.ContainerState_CONTAINER_RUNNING, 5*time.Second).LogPath
+	continues(t, "counter", before, original, waitCounts(t, dstLog, 3))
+	if got := execOut(t, dst, restored, "cat", "/marker"); got != "migrated-file" {
+		t.Errorf("/marker in restored container = %q, want the file written before the checkpoint", got)
+	}
+	removePod(t, dst, dstPod)
+}
