@@ -110,6 +110,9 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	if err := proto.Unmarshal(sb.Config, &podCfg); err != nil {
 		return nil, fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
 	}
+	if cfg, err = s.resolveImageMounts(ctx, cfg); err != nil {
+		return nil, err
+	}
 	rawCfg, err := proto.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("encode container config: %w", err)

@@ -199,3 +199,36 @@ func (s *Server) removeVolumes(ctx context.Context, c store.Container) error {
 	}
 	return nil
 }
+
+// resolveImageMounts checks the request's image volumes and records the ID
+// of the image each one names in its image_ref, which ContainerStatus
+// reports back (KEP-5365). Image volumes are read-only by definition: a
+// request for a writable one is refused rather than silently made
+// read-only. It returns cfg itself when it has no image volume.
+func (s *Server) resolveImageMounts(ctx context.Context, cfg *runtime.ContainerConfig) (*runtime.ContainerConfig, error) {
+	var out *runtime.ContainerConfig
+	for i, m := range cfg.GetMounts() {
+		if m.GetImage().GetImage() == "" {
+			continue
+		}
+		if !m.GetReadonly() {
+			return nil, fmt.Errorf("image volume at %q must be read-only: %w", m.GetContainerPath(), errdefs.ErrInvalidArgument)
+		}
+		img, err := s.images.Get(ctx, m.GetImage().GetImage())
+		if err != nil {
+			if errdefs.IsNotFound(err) {
+				// kubelet pulls image volumes first; missing means not pulled.
+				return nil, fmt.Errorf("image volume %q: %w: %w", m.GetImage().GetImage(), err, errdefs.ErrFailedPrecondition)
+			}
+			return nil, fmt.Errorf("image volume %q: %w", m.GetImage().GetImage(), err)
+		}
+		if out == nil {
+			out = proto.Clone(cfg).(*runtime.ContainerConfig)
+		}
+		out.Mounts[i].Image.ImageRef = img.ID
+	}
+	if out == nil {
+		return cfg, nil
+	}
+	return out, nil
+}

@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/test/testutil"
@@ -58,8 +59,8 @@ touch /iv/x 2>/dev/null && echo iv-writable || echo iv-readonly
 echo d > /data/f && cat /data/f
 ls /covered`)
 	c.Mounts = []*runtimeapi.Mount{
-		{ContainerPath: "/iv", Image: &runtimeapi.ImageSpec{Image: images.Multi.Ref}},
-		{ContainerPath: "/sub", Image: &runtimeapi.ImageSpec{Image: images.Multi.Ref}, ImageSubPath: "app"},
+		{ContainerPath: "/iv", Readonly: true, Image: &runtimeapi.ImageSpec{Image: images.Multi.Ref}},
+		{ContainerPath: "/sub", Readonly: true, Image: &runtimeapi.ImageSpec{Image: images.Multi.Ref}, ImageSubPath: "app"},
 		{ContainerPath: "/covered", HostPath: hostDir},
 	}
 	if err := os.WriteFile(filepath.Join(hostDir, "host-file"), nil, 0o644); err != nil {
@@ -70,6 +71,29 @@ ls /covered`)
 	if st.GetExitCode() != 0 || stdout != want {
 		t.Errorf("exit %d, stdout %q (want %q), stderr %q", st.GetExitCode(), stdout, want, stderr)
 	}
+	// each image volume reports the ID of the image it mounts (KEP-5365).
+	multi, err := d.Images.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: images.Multi.Ref}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ivs := 0
+	for _, m := range st.GetMounts() {
+		if m.GetImage().GetImage() == "" {
+			continue
+		}
+		ivs++
+		if m.GetImage().GetImageRef() != multi.GetImage().GetId() {
+			t.Errorf("mount %s image_ref = %q, want the image ID %q", m.GetContainerPath(), m.GetImage().GetImageRef(), multi.GetImage().GetId())
+		}
+	}
+	if ivs != 2 {
+		t.Errorf("ContainerStatus lists %d image volumes, want 2: %v", ivs, st.GetMounts())
+	}
+	// an image volume is read-only by definition: a writable one is refused.
+	rw := ctrConfig("rw", p.Ref, "true")
+	rw.Mounts = []*runtimeapi.Mount{{ContainerPath: "/iv", Image: &runtimeapi.ImageSpec{Image: images.Multi.Ref}}}
+	_, err = d.Runtime.CreateContainer(ctx, pod, rw, podCfg)
+	wantCode(t, "CreateContainer with a writable image volume", err, codes.InvalidArgument)
 	// the writable layer (with the declared volume) shows in ImageFsInfo.
 	fs, err := d.Images.ImageFsInfo(ctx)
 	if err != nil {
@@ -81,7 +105,7 @@ ls /covered`)
 	}
 	// an image volume naming an image that is not there fails cleanly.
 	bad := ctrConfig("bad", p.Ref, "true")
-	bad.Mounts = []*runtimeapi.Mount{{ContainerPath: "/iv", Image: &runtimeapi.ImageSpec{Image: reg.Ref("never-pulled:1")}}}
+	bad.Mounts = []*runtimeapi.Mount{{ContainerPath: "/iv", Readonly: true, Image: &runtimeapi.ImageSpec{Image: reg.Ref("never-pulled:1")}}}
 	if _, err := d.Runtime.CreateContainer(ctx, pod, bad, podCfg); err == nil {
 		t.Error("CreateContainer with a missing image volume succeeded")
 	}
