@@ -28,4 +28,11 @@ if [ $rc -ne 0 ]; then
   echo "berthd log: last lines follow"
   tail -60 "$BERTH_DIR/berthd.log"
 fi
+# berth's own scenarios (test/kubelet/*_test.go): they start their own
+# berthd and kubelet, still under the lock taken above.
+echo "berth kubelet scenarios (go test ./test/kubelet)"
+if ! (cd "$top" && BERTH_KUBELET_E2E=1 BERTH_BIN_DIR="$BERTH_BIN" BERTH_CERTS_D="$certs" \
+    ${GO:-go} test -count=1 -timeout 15m -v ./test/kubelet); then
+  rc=1
+fi
 exit $rc
