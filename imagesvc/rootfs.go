@@ -41,22 +41,7 @@ func (s *Service) PrepareRootfs(ctx context.Context, containerID, imageID, targe
 	if !filepath.IsAbs(target) {
 		return fmt.Errorf("rootfs target %q must be absolute: %w", target, errdefs.ErrInvalidArgument)
 	}
-	var img Image
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if _, ok, err := getRootfs(tx, containerID); err != nil {
-			return err
-		} else if ok {
-			return fmt.Errorf("rootfs of container %q: %w", containerID, errdefs.ErrAlreadyExists)
-		}
-		id, err := resolve(tx, imageID)
-		if err != nil {
-			return err
-		}
-		if img, err = getImage(tx, id); err != nil {
-			return err
-		}
-		return putRootfs(tx, containerID, rootfsRecord{ImageID: id, ChainIDs: img.ChainIDs})
-	})
+	img, err := s.claimLayers(containerID, imageID)
 	if err != nil {
 		return fmt.Errorf("prepare rootfs for container %q: %w", containerID, err)
 	}
@@ -221,4 +206,26 @@ func (s *Service) mountpoint() string {
 		}
 	}
 	return best
+}
+
+// claimLayers records that key (a container's rootfs or an image volume)
+// uses the layers of the image ref names, so GC keeps them while it does.
+func (s *Service) claimLayers(key, ref string) (Image, error) {
+	var img Image
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if _, ok, err := getRootfs(tx, key); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("layers already claimed by %q: %w", key, errdefs.ErrAlreadyExists)
+		}
+		id, err := resolve(tx, ref)
+		if err != nil {
+			return err
+		}
+		if img, err = getImage(tx, id); err != nil {
+			return err
+		}
+		return putRootfs(tx, key, rootfsRecord{ImageID: id, ChainIDs: img.ChainIDs})
+	})
+	return img, err
 }

@@ -12,7 +12,6 @@ import (
 	"slices"
 
 	"github.com/containerd/errdefs"
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-runtime/berth/imagesvc/snapshot"
@@ -30,22 +29,7 @@ func (s *Service) MountImage(ctx context.Context, key, imageRef, target string) 
 	if !filepath.IsAbs(target) {
 		return "", fmt.Errorf("image mount target %q must be absolute: %w", target, errdefs.ErrInvalidArgument)
 	}
-	var img Image
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if _, ok, err := getRootfs(tx, key); err != nil {
-			return err
-		} else if ok {
-			return fmt.Errorf("image mount %q: %w", key, errdefs.ErrAlreadyExists)
-		}
-		id, err := resolve(tx, imageRef)
-		if err != nil {
-			return err
-		}
-		if img, err = getImage(tx, id); err != nil {
-			return err
-		}
-		return putRootfs(tx, key, rootfsRecord{ImageID: id, ChainIDs: img.ChainIDs})
-	})
+	img, err := s.claimLayers(key, imageRef)
 	if err != nil {
 		return "", fmt.Errorf("mount image %q: %w", imageRef, err)
 	}

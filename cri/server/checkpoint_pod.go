@@ -96,18 +96,11 @@ func (s *Server) CheckpointPod(ctx context.Context, r *runtime.CheckpointPodRequ
 	if i := duplicate(ids); i >= 0 {
 		return nil, fmt.Errorf("container %q named twice: %w", ids[i], errdefs.ErrInvalidArgument)
 	}
-	sb, err := s.store.Sandbox(r.GetPodSandboxId())
+	sb, unlockPod, err := s.lockReadySandbox(r.GetPodSandboxId())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("checkpoint pod: %w", err)
 	}
-	unlockPod := s.locks.lock(sb.ID)
 	defer unlockPod()
-	if sb, err = s.store.Sandbox(sb.ID); err != nil {
-		return nil, err
-	}
-	if sb.Status.State != store.SandboxReady {
-		return nil, fmt.Errorf("checkpoint pod %q: it is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
-	}
 	if _, err := s.criu.get(); err != nil {
 		return nil, err
 	}

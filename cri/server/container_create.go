@@ -72,18 +72,11 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	if restore != nil {
 		cfg = restore.config
 	}
-	sb, err := s.store.Sandbox(r.GetPodSandboxId())
+	sb, unlockPod, err := s.lockReadySandbox(r.GetPodSandboxId())
 	if err != nil {
 		return nil, err
 	}
-	unlockPod := s.locks.lock(sb.ID)
 	defer unlockPod()
-	if sb, err = s.store.Sandbox(sb.ID); err != nil {
-		return nil, err
-	}
-	if sb.Status.State != store.SandboxReady {
-		return nil, fmt.Errorf("sandbox %q is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
-	}
 	logFile, err := logPath(r.GetSandboxConfig().GetLogDirectory(), cfg.GetLogPath())
 	if err != nil {
 		return nil, err
@@ -289,4 +282,24 @@ func (s *Server) startShim(ctx context.Context, rec store.Container, cfg *runtim
 		return nil, 0, fmt.Errorf("create container %q: %w", rec.ID, err)
 	}
 	return t, pid, nil
+}
+
+// lockReadySandbox locks the sandbox named by id (or a unique prefix) and
+// returns its record as it is under the lock, refusing one that is not
+// ready: containers may only join a pod that nothing is tearing down.
+func (s *Server) lockReadySandbox(id string) (store.Sandbox, func(), error) {
+	sb, err := s.store.Sandbox(id)
+	if err != nil {
+		return store.Sandbox{}, nil, err
+	}
+	unlock := s.locks.lock(sb.ID)
+	if sb, err = s.store.Sandbox(sb.ID); err != nil {
+		unlock()
+		return store.Sandbox{}, nil, err
+	}
+	if sb.Status.State != store.SandboxReady {
+		unlock()
+		return store.Sandbox{}, nil, fmt.Errorf("sandbox %q is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	return sb, unlock, nil
 }

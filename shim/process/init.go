@@ -217,48 +217,18 @@ func (p *Init) createWithPipes(ctx context.Context, c Config, lw *logging.Writer
 }
 
 func (p *Init) createWithConsole(ctx context.Context, c Config, lw *logging.Writer) (*stdio, error) {
-	cs, err := newConsoleSocket()
-	if err != nil {
-		return nil, err
-	}
-	defer cs.close()
-	type result struct {
-		f   *os.File
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		f, err := cs.receive(ctx)
-		got <- result{f, err}
-	}()
-	err = p.rt.Create(ctx, c.ID, runtime.CreateOpts{
-		Bundle:        c.Bundle,
-		PidFile:       p.pidFile(),
-		ConsoleSocket: cs.path,
+	master, err := receiveConsole(ctx, func(sock string) error {
+		return p.rt.Create(ctx, c.ID, runtime.CreateOpts{
+			Bundle:        c.Bundle,
+			PidFile:       p.pidFile(),
+			ConsoleSocket: sock,
+		})
 	})
-	var r result
-	if err == nil {
-		// The runtime sends the master before create returns; the timer
-		// only guards against a runtime that never does.
-		select {
-		case r = <-got:
-		case <-time.After(10 * time.Second):
-			cs.close()
-			r = <-got
-		}
-		err = r.err
-	} else {
-		cs.close()
-		r = <-got
-	}
 	if err != nil {
-		if r.f != nil {
-			_ = r.f.Close()
-		}
 		p.forceDelete()
 		return nil, err
 	}
-	return newConsoleStdio(lw, r.f, c.Stdin), nil
+	return newConsoleStdio(lw, master, c.Stdin), nil
 }
 
 // forceDelete removes whatever create left, with a fresh context: the
