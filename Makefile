@@ -6,6 +6,8 @@ GO ?= go
 BIN := $(CURDIR)/bin
 PKGS_RUN := runc crun containernetworking-plugins iptables busybox-static iproute2
 PKGS_GEN := protobuf-compiler
+# docker-registry: the real registry server (distribution v2) the e2e tests run for TLS and token auth.
+PKGS_TEST := docker-registry
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
@@ -16,7 +18,7 @@ all: build
 
 # setup installs the system packages berth needs, when they are missing.
 setup:
-	@missing=""; for p in $(PKGS_RUN); do \
+	@missing=""; for p in $(PKGS_RUN) $(PKGS_TEST); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

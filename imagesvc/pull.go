@@ -262,7 +262,6 @@ func (s *Service) resolveTag(ctx context.Context, r reference.Reference, hs []ho
 type names struct {
 	tag, repoDigest string
 	ref             string // for logs
-	pinned          bool
 }
 
 // pullFrom pulls the image top names from one source.
@@ -302,7 +301,7 @@ func (s *Service) pullFrom(ctx context.Context, src source, top resolved, n name
 			return Image{}, fmt.Errorf("store blob: %w", err)
 		}
 	}
-	img := Image{ID: manifest.Config.Digest.String(), Config: cfg, ChainIDs: chains, Size: uint64(manifest.Config.Size), Pinned: n.pinned}
+	img := Image{ID: manifest.Config.Digest.String(), Config: cfg, ChainIDs: chains, Size: uint64(manifest.Config.Size)}
 	img.Annotations = manifestAnnotations(blobs[top.digest], manifest)
 	for _, l := range manifest.Layers {
 		img.Size += uint64(l.Size)
@@ -316,7 +315,7 @@ func (s *Service) pullFrom(ctx context.Context, src source, top resolved, n name
 		return Image{}, fmt.Errorf("record image: %w", err)
 	}
 	s.log.InfoContext(ctx, "image stored", "ref", n.ref, "image_id", img.ID, "layers", len(chains), "source", src.where())
-	return img, nil
+	return s.pinned.apply(img), nil
 }
 
 // manifestAnnotations merges the top-level manifest's or index's

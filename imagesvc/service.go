@@ -51,8 +51,12 @@ type Options struct {
 	ProgressInterval time.Duration
 	// MaxConcurrentDownloads bounds layer downloads across all pulls (0 => 3).
 	MaxConcurrentDownloads int
-	Platform               *ocispec.Platform // nil => linux/runtime.GOARCH
-	Logger                 *slog.Logger
+	// PinnedImages are references ("registry.k8s.io/pause:3.10",
+	// "name@sha256:...") of images reported pinned, which kubelet's image
+	// GC never removes; normalised like any reference.
+	PinnedImages []string
+	Platform     *ocispec.Platform // nil => linux/runtime.GOARCH
+	Logger       *slog.Logger
 }
 
 // Auth are registry credentials, in the CRI AuthConfig shape.
@@ -82,8 +86,10 @@ type Image struct {
 	ChainIDs    []digest.Digest // bottom layer first
 	// Blobs are the content store blobs the image owns (manifests,
 	// index, config, compressed layers), deleted with it when unused.
-	Blobs  []digest.Digest
-	Pinned bool
+	Blobs []digest.Digest
+	// Pinned is computed from Options.PinnedImages whenever a record is
+	// read, never stored.
+	Pinned bool `json:"-"`
 	// Annotations are the manifest's (over the index's, when pulled
 	// through one): a checkpoint image is recognised by them, as CRI-O
 	// and containerd do.
@@ -104,6 +110,7 @@ type Service struct {
 	platform ocispec.Platform
 	hosts    *hosts.Config
 	content  *content.Store
+	pinned   pinnedSet
 
 	progressInterval time.Duration
 	layers           *snapshot.Layers
@@ -142,6 +149,10 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	} else {
 		s.platform = ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
+	var err error
+	if s.pinned, err = newPinnedSet(o.PinnedImages); err != nil {
+		return nil, err
+	}
 	n := o.MaxConcurrentDownloads
 	if n <= 0 {
 		n = DefaultMaxConcurrentDownloads
@@ -150,7 +161,6 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if s.progressInterval == 0 {
 		s.progressInterval = DefaultProgressInterval
 	}
-	var err error
 	if s.content, err = content.New(filepath.Join(s.root, "content")); err != nil {
 		return nil, err
 	}
@@ -181,7 +191,7 @@ func (s *Service) Get(ctx context.Context, refOrID string) (Image, error) {
 		img, err = getImage(tx, id)
 		return err
 	})
-	return img, err
+	return s.pinned.apply(img), err
 }
 
 // resolve maps any accepted name form to an image ID.
@@ -218,6 +228,9 @@ func (s *Service) List(ctx context.Context) ([]Image, error) {
 		imgs, err = listImages(tx)
 		return err
 	})
+	for i := range imgs {
+		imgs[i] = s.pinned.apply(imgs[i])
+	}
 	return imgs, err
 }
 
@@ -238,7 +251,10 @@ func (s *Service) Remove(ctx context.Context, refOrID string) error {
 	if err != nil {
 		return fmt.Errorf("remove image %q: %w", refOrID, err)
 	}
-	s.log.InfoContext(ctx, "image removed", "image_id", removed.ID, "tags", removed.RepoTags)
+	// A pinned image is removed too, as containerd does: pinning keeps
+	// kubelet's GC away, an explicit RemoveImage is the operator's call.
+	s.log.InfoContext(ctx, "image removed", "image_id", removed.ID, "tags", removed.RepoTags,
+		"pinned", s.pinned.apply(removed).Pinned)
 	s.gcLayers(ctx, removed.ChainIDs)
 	s.gcBlobs(ctx, removed.Blobs)
 	return nil

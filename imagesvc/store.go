@@ -82,7 +82,7 @@ func listImages(tx *bolt.Tx) ([]Image, error) {
 func storePulled(tx *bolt.Tx, img Image, tag, repoDigest string) (Image, error) {
 	names := tx.Bucket(bucketNames)
 	if old, err := getImage(tx, img.ID); err == nil {
-		img.RepoTags, img.RepoDigests, img.Pinned = old.RepoTags, old.RepoDigests, old.Pinned || img.Pinned
+		img.RepoTags, img.RepoDigests = old.RepoTags, old.RepoDigests
 		if img.Annotations == nil {
 			img.Annotations = old.Annotations
 		}

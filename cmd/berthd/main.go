@@ -146,7 +146,7 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	mx := metrics.New(metrics.Options{States: st.Counts, Shims: shimCounter(filepath.Join(cfg.State, "s"))})
 	imageSvc, err := imagesvc.New(ctx, imagesvc.Options{
 		Root: cfg.Root, DB: db, InsecureHosts: cfg.Registry.InsecureHosts, Logger: log,
-		HostsDir: cfg.Registry.ConfigPath,
+		HostsDir: cfg.Registry.ConfigPath, PinnedImages: cfg.Registry.PinnedImages,
 	})
 	if err != nil {
 		return fmt.Errorf("start image service: %w", err)

@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/pelletier/go-toml/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-runtime/berth/imagesvc/reference"
 )
 
 // DefaultPath is where berthd looks for its config when --config is not given.
@@ -98,6 +100,7 @@ type Handler struct {
 type Registry struct {
 	ConfigPath    string   `toml:"config_path" comment:"certs.d directory: <host>/hosts.toml per registry (mirrors, TLS, plain HTTP), as containerd reads it"`
 	InsecureHosts []string `toml:"insecure_hosts" comment:"registry hosts (host:port) reached over plain HTTP"`
+	PinnedImages  []string `toml:"pinned_images" comment:"image references (tag or digest) reported pinned to kubelet, whose image GC then never removes them; RemoveImage still removes them, as in containerd"`
 }
 
 // CNI configures pod networking.
@@ -131,7 +134,7 @@ func Default() Config {
 				"crun": {Binary: "crun"},
 			},
 		},
-		Registry:  Registry{ConfigPath: "/etc/berth/certs.d", InsecureHosts: []string{}},
+		Registry:  Registry{ConfigPath: "/etc/berth/certs.d", InsecureHosts: []string{}, PinnedImages: []string{}},
 		Streaming: Streaming{Address: "127.0.0.1:0"},
 		CNI: CNI{
 			ConfDir:       "/etc/cni/net.d",
@@ -270,6 +273,11 @@ func (c *Config) Validate() error {
 	for _, h := range c.Registry.InsecureHosts {
 		if h == "" || strings.ContainsAny(h, "/ ") {
 			return bad("registry.insecure_hosts", fmt.Sprintf("%q is not a host[:port]", h))
+		}
+	}
+	for _, ref := range c.Registry.PinnedImages {
+		if _, err := reference.Parse(ref); err != nil {
+			return bad("registry.pinned_images", fmt.Sprintf("%q is not an image reference", ref))
 		}
 	}
 	for _, d := range c.CNI.BinDirs {
