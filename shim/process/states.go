@@ -77,10 +77,15 @@ func (s *stoppedState) start(context.Context) error {
 func (s *stoppedState) kill(context.Context, syscall.Signal, bool) error { return nil }
 
 func (s *stoppedState) delete(ctx context.Context) error {
-	// Without --force a container whose leftover processes still run (no
-	// own pid namespace) would be refused; the init is gone, so clear it.
-	if err := s.p.rt.Delete(ctx, s.p.id, true); err != nil {
-		return err
+	// A plain delete first: with the init reaped it is all that is needed,
+	// and runc >= 1.2's --force waits ~100 ms even on a stopped container,
+	// which StopContainer would pay every time. Without --force a container
+	// whose leftover processes still run (no own pid namespace) is refused;
+	// the init is gone, so then clear it by force.
+	if err := s.p.rt.Delete(ctx, s.p.id, false); err != nil {
+		if ferr := s.p.rt.Delete(ctx, s.p.id, true); ferr != nil {
+			return ferr
+		}
 	}
 	s.p.state = &deletedState{}
 	return nil

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	internalapi "k8s.io/cri-api/pkg/apis"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remote "k8s.io/cri-client/pkg"
+)
+
+// runtimeDaemon is one CRI runtime the bench starts, measures and removes.
+type runtimeDaemon interface {
+	// Name is the column name in the report ("berth", "containerd").
+	Name() string
+	// Start launches the daemon on its own dirs and socket; it returns the
+	// CRI endpoint once the daemon listens.
+	Start(ctx context.Context) (endpoint string, err error)
+	// Pid is the daemon's process id (0 when not running).
+	Pid() int
+	// Procs are the runtime's own processes: daemon, shims, infra.
+	Procs() []int
+	// Stop terminates the daemon and force-removes everything it left:
+	// processes, runc containers, mounts, namespace pins, files.
+	Stop()
+}
+
+// target is a started runtime with kubelet's CRI clients.
+type target struct {
+	name     string
+	daemon   runtimeDaemon // nil for an external endpoint
+	endpoint string
+	rt       internalapi.RuntimeService
+	img      internalapi.ImageManagerService
+	version  string
+	// cgroup is the cgroupfs parent of this target's pods.
+	cgroup string
+	// logDir holds the pods' log directories.
+	logDir string
+	// handler is the RuntimeClass handler pods ask for ("" = default).
+	handler string
+}
+
+// connect builds kubelet's CRI clients for endpoint and checks Version.
+func connect(ctx context.Context, t *target, timeout time.Duration) error {
+	rt, err := remote.NewRemoteRuntimeService(ctx, t.endpoint, timeout, nil, false)
+	if err != nil {
+		return fmt.Errorf("cri runtime client for %s: %w", t.endpoint, err)
+	}
+	img, err := remote.NewRemoteImageService(ctx, t.endpoint, timeout, nil, false)
+	if err != nil {
+		_ = rt.Close(ctx)
+		return fmt.Errorf("cri image client for %s: %w", t.endpoint, err)
+	}
+	t.rt, t.img = rt, img
+	v, err := rt.Version(ctx, "v1")
+	if err != nil {
+		return fmt.Errorf("version of %s: %w", t.endpoint, err)
+	}
+	t.version = v.GetRuntimeName() + " " + v.GetRuntimeVersion()
+	return nil
+}
+
+// removeAllPods stops and removes every pod of the target (best effort),
+// so a failed or interrupted run leaves the daemon empty before it stops.
+func (t *target) removeAllPods(ctx context.Context, log *slog.Logger) {
+	if t.rt == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	pods, err := t.rt.ListPodSandbox(ctx, nil)
+	if err != nil {
+		log.Warn("list pods", "target", t.name, "err", err)
+		return
+	}
+	for _, p := range pods {
+		if err := t.rt.StopPodSandbox(ctx, p.Id); err != nil {
+			log.Warn("stop pod", "target", t.name, "sandbox_id", p.Id, "err", err)
+		}
+		if err := t.rt.RemovePodSandbox(ctx, p.Id); err != nil {
+			log.Warn("remove pod", "target", t.name, "sandbox_id", p.Id, "err", err)
+		}
+	}
+}
+
+func (t *target) close() {
+	ctx := context.Background()
+	if t.rt != nil {
+		_ = t.rt.Close(ctx)
+	}
+	if t.img != nil {
+		_ = t.img.Close(ctx)
+	}
+}
+
+// process is a daemon child process with its log file.
+type process struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+}
+
+func startProcess(bin string, args []string, logPath string) (*process, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The daemon must not outlive a bench that crashed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("exec %s: %w", bin, err)
+	}
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+func (p *process) pid() int {
+	if p == nil {
+		return 0
+	}
+	select {
+	case <-p.exited:
+		return 0
+	default:
+		return p.cmd.Process.Pid
+	}
+}
+
+// stop sends SIGTERM, then SIGKILL after grace.
+func (p *process) stop(grace time.Duration) {
+	if p == nil || p.pid() == 0 {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// waitSocket waits until a unix socket accepts connections or the process
+// exits.
+func waitSocket(ctx context.Context, p *process, sock string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("daemon exited before listening: %v", p.err)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		c, err := net.DialTimeout("unix", sock, time.Second)
+		if err == nil {
+			_ = c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no listener on %s after %s: %w", sock, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// podConfig is a kubelet-like pod: pod network and IPC, a PID namespace per
+// container, its own cgroup parent and log directory.
+func (t *target) podConfig(name string) (*runtimeapi.PodSandboxConfig, error) {
+	uid := randHex(8)
+	logDir := filepath.Join(t.logDir, name+"_"+uid)
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("make pod log dir: %w", err)
+	}
+	return &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Uid: uid, Namespace: "bench"},
+		Hostname:     name,
+		LogDirectory: logDir,
+		Labels:       map[string]string{"berth-bench": "1"},
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			CgroupParent: t.cgroup + "/pod" + uid,
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: nsOptions(),
+			},
+		},
+	}, nil
+}
+
+func nsOptions() *runtimeapi.NamespaceOption {
+	return &runtimeapi.NamespaceOption{
+		Network: runtimeapi.NamespaceMode_POD,
+		Pid:     runtimeapi.NamespaceMode_CONTAINER,
+		Ipc:     runtimeapi.NamespaceMode_POD,
+	}
+}
+
+// workload stops at once on SIGTERM (a PID 1 without a handler would ignore
+// it and every Stop would wait for its timeout); it logs "ready" once its
+// handler is installed, so a stop is never sent before.
+var workload = []string{"sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 1 & wait; done"}
+
+// containerConfig runs the workload, logging to logName in the pod's log dir.
+func containerConfig(image, logName string, attempt int) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "work", Attempt: uint32(attempt)},
+		Image:    &runtimeapi.ImageSpec{Image: image},
+		Command:  workload,
+		LogPath:  logName,
+		Linux: &runtimeapi.LinuxContainerConfig{
+			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: nsOptions()},
+		},
+	}
+}
+
+// waitReady waits until the workload logged "ready" to path.
+func waitReady(ctx context.Context, path string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for ctx.Err() == nil {
+		if data, err := os.ReadFile(path); err == nil && strings.Contains(string(data), "ready") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("workload did not log ready to %s in 10s", path)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return ctx.Err()
+}
+
+// waitRunning polls ContainerStatus until the container runs, as kubelet's
+// PLEG would see it.
+func (t *target) waitRunning(ctx context.Context, id string) error {
+	for i := 0; ; i++ {
+		st, err := t.rt.ContainerStatus(ctx, id, false)
+		if err != nil {
+			return fmt.Errorf("status of container %q: %w", id, err)
+		}
+		switch st.GetStatus().GetState() {
+		case runtimeapi.ContainerState_CONTAINER_RUNNING:
+			return nil
+		case runtimeapi.ContainerState_CONTAINER_EXITED:
+			return fmt.Errorf("container %q exited: %s", id, st.GetStatus().GetMessage())
+		}
+		if i > 2000 {
+			return errors.New("container not running after 10s")
+		}
+		if i > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
