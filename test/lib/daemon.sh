@@ -20,8 +20,7 @@ berth_start() {
 {"cniVersion":"1.0.0","name":"berth-$name","plugins":[
  {"type":"bridge","bridge":"$BERTH_BRIDGE","isGateway":true,"ipMasq":false,"hairpinMode":true,
   "ipam":{"type":"host-local","ranges":[[{"subnet":"$subnet"}]],"dataDir":"$BERTH_DIR/ipam"}},
- {"type":"portmap","capabilities":{"portMappings":true},"snat":true},
- {"type":"loopback"}]}
+ {"type":"portmap","capabilities":{"portMappings":true},"snat":true}]}
 JSON
   cat > "$BERTH_DIR/config.toml" <<TOML
 root = "$BERTH_DIR/root"
