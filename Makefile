@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup setup-runc criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench
+.PHONY: kits all setup setup-runc criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench
 
 all: build
 
@@ -70,7 +70,14 @@ run: setup build
 
 # test runs every suite: Go unit and e2e tests, the CRI conformance suite
 # (critest) and a real kubelet, each against the real daemon.
-test: setup build vet test-go conformance kubelet-e2e
+test: setup build vet kits test-go conformance kubelet-e2e
+
+# kits sets up the shared conformance and kubelet kits first, so the Go
+# tests that use the kit's registry mirror run instead of skipping.
+SHARED ?= $(CURDIR)/../shared
+kits:
+	$(SHARED)/conformance/setup >/dev/null
+	$(SHARED)/kubelet/setup >/dev/null
 
 test-go:
 	BERTH_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 30m -p 1 ./...
@@ -108,6 +115,8 @@ stress: build
 bench: setup build
 	@dpkg-query -W -f='$${Status}' containerd 2>/dev/null | grep -q "ok installed" || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd; }
+	@kit=$${CONFORMANCE_KIT:-../shared/conformance}; if [ -x "$$kit/setup" ]; then \
+	  "$$kit/setup" >&2 || echo "bench: conformance kit setup failed: no critest rows, pause built from berth-pause" >&2; fi
 	$(GO) run ./test/bench -berth-bin $(BIN) -json $(BIN)/bench-results.json $(BENCH_FLAGS)
 
 vet:
