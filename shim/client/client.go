@@ -325,6 +325,11 @@ func spawn(ctx context.Context, o StartOpts) error {
 	// Not CommandContext: the shim must outlive the request that made it.
 	cmd := exec.Command(o.ShimBinary, "serve", "--id", o.ID, "--socket", o.Socket, "--state-dir", o.StateDir)
 	cmd.Dir = o.StateDir
+	// One P is plenty for a shim (one container, mostly blocked in syscalls)
+	// and each P costs memory (its caches, GC worker): test/bench measured
+	// shim+infra PSS per pod 1.62 -> 1.30 MiB at 50 pods, latencies unchanged
+	// within noise (docs/benchmarks.md). Its runc children inherit it.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()

@@ -55,8 +55,7 @@ const conflist = `{
         "dataDir": %q
       }
     },
-    { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true },
-    { "type": "loopback" }
+    { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true }
   ]
 }
 `

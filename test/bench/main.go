@@ -52,6 +52,9 @@ type params struct {
 	BerthHandler   string
 	Runc           string
 	StopTimeout    int64
+	Critest        string
+	CritestSamples int
+	CritestRounds  int
 	Timeout        time.Duration
 }
 
@@ -60,7 +63,7 @@ func parseFlags(args []string) (params, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.BoolVar(&p.Quick, "quick", false, "smoke version: small counts (explicit flags still win)")
 	fs.StringVar(&p.Runtimes, "runtimes", "berth,containerd", "runtimes to measure")
-	fs.StringVar(&p.Scenarios, "scenarios", "floor,sandbox,container,coldstart,exec,concurrent,pull,lifecycles", "scenarios to run")
+	fs.StringVar(&p.Scenarios, "scenarios", "floor,sandbox,container,coldstart,exec,concurrent,pull,lifecycles,critest", "scenarios to run")
 	fs.StringVar(&p.BerthBin, "berth-bin", "bin", "directory of berthd, berth-shim, berth-pause (make build)")
 	fs.StringVar(&p.Containerd, "containerd", "/usr/bin/containerd", "containerd binary (Debian's containerd package)")
 	fs.IntVar(&p.Iterations, "iterations", 30, "iterations per runtime of the sandbox, container and cold-start scenarios")
@@ -80,6 +83,9 @@ func parseFlags(args []string) (params, error) {
 	fs.StringVar(&p.Runc, "runc", defaultRunc(), "OCI runtime of berth, containerd and the floor alike (default: berth's bundled runc when installed)")
 	fs.StringVar(&p.KeepLogs, "keep-logs", "", "copy the daemons' logs into this directory before cleanup")
 	fs.Int64Var(&p.StopTimeout, "stop-timeout", 10, "StopContainer grace period (s); the workload exits on SIGTERM")
+	fs.StringVar(&p.Critest, "critest", "/usr/local/bin/critest", "critest binary for the critest scenario (cri-tools' own benchmark specs; ../shared/conformance/setup builds it)")
+	fs.IntVar(&p.CritestSamples, "critest-samples", 10, "samples per critest benchmark spec and round (pods, containers, image pulls, image lists)")
+	fs.IntVar(&p.CritestRounds, "critest-rounds", 2, "critest -benchmark runs per runtime, alternating which runtime goes first")
 	fs.DurationVar(&p.Timeout, "timeout", 90*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return p, err
@@ -90,7 +96,7 @@ func parseFlags(args []string) (params, error) {
 		quick := map[string]string{
 			"iterations": "5", "exec-iterations": "10", "floor-iterations": "5", "pods": "10",
 			"rounds": "1", "lifecycles": "20", "pulls": "1", "pull-mb": "64", "pull-layers": "4",
-			"timeout": "10m",
+			"timeout": "10m", "critest-samples": "3", "critest-rounds": "1",
 		}
 		for name, v := range quick {
 			if !set[name] {
@@ -263,6 +269,7 @@ func runScenarios(ctx context.Context, b *bench, fl *floor, im *images, p params
 		{"concurrent", func() { b.concurrent(ctx, p.Pods, p.Rounds) }},
 		{"pull", func() { b.pull(ctx, im, p.Pulls, p.PullMB, p.PullLayers) }},
 		{"lifecycles", func() { b.lifecycles(ctx, p.Lifecycles) }},
+		{"critest", func() { b.critestScenario(ctx, im, p) }},
 	}
 	for _, s := range steps {
 		if !has(p.Scenarios, s.name) || ctx.Err() != nil {
@@ -285,7 +292,7 @@ func (b *bench) report(p params, started time.Time, im *images) *Report {
 		Params: map[string]any{
 			"iterations": p.Iterations, "exec_iterations": p.ExecIterations, "floor_iterations": p.FloorIter,
 			"pods": p.Pods, "rounds": p.Rounds, "lifecycles": p.Lifecycles, "pulls": p.Pulls,
-			"pull_mb": p.PullMB, "pull_layers": p.PullLayers, "quick": p.Quick, "subnet": p.Subnet,
+			"pull_mb": p.PullMB, "pull_layers": p.PullLayers, "critest_samples": p.CritestSamples, "critest_rounds": p.CritestRounds, "quick": p.Quick, "subnet": p.Subnet,
 			"stop_timeout_s": p.StopTimeout, "berth_handler": p.BerthHandler, "daemon_log_level": p.DaemonLog, "pause_image_from": im.PauseSrc,
 		},
 		Metrics: b.res.summarize(),
@@ -296,7 +303,8 @@ func (b *bench) report(p params, started time.Time, im *images) *Report {
 	rep.Notes = append(rep.Notes,
 		fmt.Sprintf("N=%d pods in the concurrent and memory rows; lifecycles=%d; big image %d MiB in %d layers",
 			p.Pods, p.Lifecycles, p.PullMB, p.PullLayers),
-		"ratio = berth p50 / containerd p50; floor = the same work by runc and the CNI plugins alone")
+		"ratio = berth p50 / containerd p50; floor = the same work by runc and the CNI plugins alone",
+		"critest rows: cri-tools' own benchmark specs (critest -benchmark), serial, sample counts in params")
 	return rep
 }
 

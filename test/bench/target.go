@@ -62,12 +62,37 @@ func connect(ctx context.Context, t *target, timeout time.Duration) error {
 		return fmt.Errorf("cri image client for %s: %w", t.endpoint, err)
 	}
 	t.rt, t.img = rt, img
-	v, err := rt.Version(ctx, "v1")
+	v, err := waitVersion(ctx, rt, versionWait)
 	if err != nil {
 		return fmt.Errorf("version of %s: %w", t.endpoint, err)
 	}
 	t.version = v.GetRuntimeName() + " " + v.GetRuntimeVersion()
 	return nil
+}
+
+// versionWait bounds how long a freshly started daemon may take to answer
+// Version.
+const versionWait = time.Minute
+
+// waitVersion retries Version until it answers: containerd listens before
+// its CRI plugin is initialised and answers "server is not initialized yet"
+// meanwhile, more often so on a loaded machine.
+func waitVersion(ctx context.Context, rt internalapi.RuntimeService, timeout time.Duration) (*runtimeapi.VersionResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		callCtx, callCancel := context.WithTimeout(ctx, 10*time.Second)
+		v, err := rt.Version(callCtx, "v1")
+		callCancel()
+		if err == nil {
+			return v, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no answer within %s: %w", timeout, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // removeAllPods stops and removes every pod of the target (best effort),
