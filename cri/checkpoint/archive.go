@@ -40,27 +40,7 @@ func WriteArchive(ctx context.Context, dir, path string) (retErr error) {
 	if err := tmp.Chmod(0o600); err != nil {
 		return fmt.Errorf("create checkpoint archive %q: %w", path, err)
 	}
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	tw := tar.NewWriter(bw)
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		return addFile(tw, p, filepath.ToSlash(rel), d)
-	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
+	err = tarTree(ctx, tmp, dir, nil)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -77,6 +57,41 @@ func WriteArchive(ctx context.Context, dir, path string) (retErr error) {
 }
 
 // addFile writes one file system entry to tw under name.
+// tarTree writes the entries below root to w as a tar stream, each named by
+// its slash-separated path relative to root. keep, when not nil, decides
+// per entry: false leaves it out, an error (filepath.SkipDir included) is
+// handed to the walk.
+func tarTree(ctx context.Context, w io.Writer, root string, keep func(rel, path string, d fs.DirEntry) (bool, error)) error {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	tw := tar.NewWriter(bw)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if keep != nil {
+			if ok, err := keep(rel, p, d); err != nil || !ok {
+				return err
+			}
+		}
+		return addFile(tw, p, rel, d)
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	return err
+}
+
 func addFile(tw *tar.Writer, path, name string, d fs.DirEntry) error {
 	info, err := d.Info()
 	if err != nil {

@@ -83,9 +83,9 @@ type BindMount struct {
 	Permissions uint32 `json:"permissions"`
 }
 
-// writeJSON writes v as dir/name, readable only by its owner: the files
+// WriteJSON writes v as dir/name, readable only by its owner: the files
 // sit next to memory images.
-func writeJSON(dir, name string, v any) error {
+func WriteJSON(dir, name string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", name, err)

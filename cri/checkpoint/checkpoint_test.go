@@ -31,11 +31,11 @@ func dumpDir(t *testing.T) string {
 		}
 	}
 	cfg := ContainerConfig{ID: "abc", Name: "counter", RootfsImageName: "busybox", CreatedTime: time.Unix(1, 0).UTC()}
-	if err := writeJSON(dir, ConfigDumpFile, cfg); err != nil {
+	if err := WriteJSON(dir, ConfigDumpFile, cfg); err != nil {
 		t.Fatal(err)
 	}
 	spec := specs.Spec{Version: "1.0.2", Annotations: map[string]string{AnnotationSandboxID: "sb"}}
-	if err := writeJSON(dir, SpecDumpFile, spec); err != nil {
+	if err := WriteJSON(dir, SpecDumpFile, spec); err != nil {
 		t.Fatal(err)
 	}
 	return dir

@@ -79,7 +79,7 @@ type PodVolume struct {
 // WritePodDump writes d as dir/pod.dump.
 func WritePodDump(dir string, d PodDump) error {
 	d.Version = PodDumpVersion
-	return writeJSON(dir, PodDumpFile, d)
+	return WriteJSON(dir, PodDumpFile, d)
 }
 
 // ReadPodDump reads and validates the pod checkpoint in dir: a known
@@ -155,30 +155,11 @@ func WriteVolume(ctx context.Context, src, path string) (retErr error) {
 			_ = os.Remove(path)
 		}
 	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	tw := tar.NewWriter(bw)
-	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		if !d.Type().IsRegular() && !d.IsDir() && d.Type()&fs.ModeSymlink == 0 {
-			return nil
-		}
-		return addFile(tw, p, filepath.ToSlash(rel), d)
+	// Only files, directories and symlinks: sockets, FIFOs and devices in
+	// a volume are the processes' business, not its content.
+	err = tarTree(ctx, f, src, func(_, _ string, d fs.DirEntry) (bool, error) {
+		return d.Type().IsRegular() || d.IsDir() || d.Type()&fs.ModeSymlink != 0, nil
 	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
 	if err != nil {
 		return fmt.Errorf("write volume archive of %q: %w", src, err)
 	}

@@ -72,7 +72,7 @@ func TestReadPodDumpRefuses(t *testing.T) {
 			dir, d := podDir(t)
 			d.Version = PodDumpVersion
 			tc.mod(&d)
-			if err := writeJSON(dir, PodDumpFile, d); err != nil {
+			if err := WriteJSON(dir, PodDumpFile, d); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := ReadPodDump(dir); !errdefs.IsInvalidArgument(err) {

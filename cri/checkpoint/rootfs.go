@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"archive/tar"
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -34,40 +35,25 @@ func WriteRootfsDiff(upper, dir string, skip []string) (retErr error) {
 			retErr = fmt.Errorf("write %s: %w", RootFsDiffTar, err)
 		}
 	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	tw := tar.NewWriter(bw)
 	deleted := []string{}
-	err = filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(upper, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		inPath := "/" + filepath.ToSlash(rel)
+	err = tarTree(context.Background(), f, upper, func(rel, p string, d fs.DirEntry) (bool, error) {
+		inPath := "/" + rel
 		if skipped(inPath, skipSet) {
 			if d.IsDir() {
-				return filepath.SkipDir
+				return false, filepath.SkipDir
 			}
-			return nil
+			return false, nil
 		}
 		if isWhiteout(p, d) {
 			deleted = append(deleted, inPath)
-			return nil
+			return false, nil
 		}
-		return addFile(tw, p, filepath.ToSlash(rel), d)
+		return true, nil
 	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
 	if err != nil {
 		return fmt.Errorf("write %s from %q: %w", RootFsDiffTar, upper, err)
 	}
-	return writeJSON(dir, DeletedFilesFile, deleted)
+	return WriteJSON(dir, DeletedFilesFile, deleted)
 }
 
 func skipped(p string, skip map[string]bool) bool {

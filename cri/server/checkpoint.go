@@ -220,7 +220,7 @@ func (s *Server) writeDumpFiles(c store.Container, dir string) (*specs.Spec, err
 	} {
 		spec.Annotations[k] = v
 	}
-	if err := writeJSONFile(dir, checkpoint.SpecDumpFile, spec); err != nil {
+	if err := checkpoint.WriteJSON(dir, checkpoint.SpecDumpFile, spec); err != nil {
 		return nil, err
 	}
 	cfg := checkpoint.ContainerConfig{
@@ -233,7 +233,7 @@ func (s *Server) writeDumpFiles(c store.Container, dir string) (*specs.Spec, err
 		CreatedTime:     time.Unix(0, c.CreatedAt).UTC(),
 		CheckpointedAt:  time.Now().UTC(),
 	}
-	if err := writeJSONFile(dir, checkpoint.ConfigDumpFile, cfg); err != nil {
+	if err := checkpoint.WriteJSON(dir, checkpoint.ConfigDumpFile, cfg); err != nil {
 		return nil, err
 	}
 	var binds []checkpoint.BindMount
@@ -252,7 +252,7 @@ func (s *Server) writeDumpFiles(c store.Container, dir string) (*specs.Spec, err
 		binds = append(binds, checkpoint.BindMount{Source: m.Source, Destination: m.Destination, FileType: ft, Permissions: uint32(fi.Mode().Perm())})
 	}
 	if len(binds) > 0 {
-		if err := writeJSONFile(dir, checkpoint.BindMountsFile, binds); err != nil {
+		if err := checkpoint.WriteJSON(dir, checkpoint.BindMountsFile, binds); err != nil {
 			return nil, err
 		}
 	}
@@ -264,17 +264,6 @@ func nonNil(m map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return m
-}
-
-func writeJSONFile(dir, name string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", name, err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
 }
 
 // mountDestinations are the paths inside the container that are mounts,
