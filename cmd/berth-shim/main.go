@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -164,10 +165,11 @@ func serve(f flags) error {
 	if err != nil {
 		return fail(err)
 	}
+	tracker := newConnTracker(ttrpc.UnixSocketRequireSameUser())
 	defer os.Remove(f.socket)
 
 	srv, err := ttrpc.NewServer(
-		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
+		ttrpc.WithServerHandshaker(tracker),
 		ttrpc.WithUnaryServerInterceptor(task.ErrorInterceptor),
 	)
 	if err != nil {
@@ -192,18 +194,78 @@ func serve(f flags) error {
 
 	select {
 	case <-stop:
-		// Let the Shutdown reply leave before connections are closed.
-		time.Sleep(50 * time.Millisecond)
+		// berthd closes its connection once the Shutdown reply arrived;
+		// leaving then, not on ttrpc's 200 ms idle poll, is what lets
+		// RemoveContainer find the shim gone instead of cleaning up after
+		// it. A client that never closes is waited for only so long.
+		select {
+		case <-tracker.idle():
+		case <-time.After(2 * time.Second):
+			log.Warn("exiting with a client still connected")
+		}
 	case err := <-served:
 		log.Error("ttrpc server stopped", "error", err)
 	}
-	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
-	defer scancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
+	_ = srv.Close()
 	log.Info("shim exiting")
 	return nil
+}
+
+// connTracker counts the connections the server accepted that are still
+// open, so the shim can exit the moment its last client hung up. It is the
+// server's handshaker (wrapping the credentials check) because ttrpc's
+// credentials check needs the raw *net.UnixConn a listener wrapper hides.
+type connTracker struct {
+	inner ttrpc.Handshaker
+	mu    sync.Mutex
+	open  int
+	empty chan struct{} // closed while open == 0; guarded by mu
+}
+
+func newConnTracker(inner ttrpc.Handshaker) *connTracker {
+	t := &connTracker{inner: inner, empty: make(chan struct{})}
+	close(t.empty)
+	return t
+}
+
+func (t *connTracker) Handshake(ctx context.Context, conn net.Conn) (net.Conn, interface{}, error) {
+	c, info, err := t.inner.Handshake(ctx, conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	t.mu.Lock()
+	if t.open == 0 {
+		t.empty = make(chan struct{})
+	}
+	t.open++
+	t.mu.Unlock()
+	return &trackedConn{Conn: c, t: t}, info, nil
+}
+
+// idle returns a channel closed while no accepted connection is open.
+func (t *connTracker) idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.empty
+}
+
+type trackedConn struct {
+	net.Conn
+	t    *connTracker
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		c.t.open--
+		if c.t.open == 0 {
+			close(c.t.empty)
+		}
+		c.t.mu.Unlock()
+	})
+	return err
 }
 
 // logSignals catches (not ignores: ignored dispositions survive exec into

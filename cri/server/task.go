@@ -148,6 +148,14 @@ func (s *Server) destroyTask(ctx context.Context, rec store.Container, t *task) 
 	}
 	if err := t.client.Shutdown(ctx); err != nil && !errdefs.IsNotFound(err) {
 		errs = append(errs, fmt.Errorf("shutdown: %w", err))
+	} else {
+		// The shim leaves as soon as its connection closes; a shim still
+		// alive would make RemoveContainer clean up after it, an exec more.
+		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := t.client.WaitGone(gctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
 	}
 	_ = t.client.Close()
 	if len(errs) > 0 {

@@ -79,6 +79,10 @@ type Client struct {
 	conn   net.Conn
 	tc     *ttrpc.Client
 	svc    api.ShimService
+	// stateDir finds the shim's pid file; exited, when this client spawned
+	// the shim, is closed once the shim process was reaped.
+	stateDir string
+	exited   <-chan struct{}
 }
 
 // Start spawns a detached shim (`<shim> start`, which returns once the
@@ -90,7 +94,8 @@ func Start(ctx context.Context, o StartOpts) (*Client, error) {
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir for container %q: %w", o.ID, err)
 	}
-	if err := spawn(ctx, o); err != nil {
+	exited, err := spawn(ctx, o)
+	if err != nil {
 		killShim(o.StateDir)
 		_ = os.Remove(o.Socket)
 		return nil, fmt.Errorf("start shim for container %q: %w", o.ID, err)
@@ -101,18 +106,29 @@ func Start(ctx context.Context, o StartOpts) (*Client, error) {
 		_ = os.Remove(o.Socket)
 		return nil, fmt.Errorf("start shim for container %q: %w", o.ID, err)
 	}
+	c.stateDir, c.exited = o.StateDir, exited
 	return c, nil
 }
 
 // Connect dials a running shim, e.g. after a berthd restart.
 func Connect(ctx context.Context, socket string) (*Client, error) {
+	return connect(ctx, socket, "")
+}
+
+// ConnectState is Connect for a shim whose state dir is known, so
+// WaitGone can tell when it exited.
+func ConnectState(ctx context.Context, socket, stateDir string) (*Client, error) {
+	return connect(ctx, socket, stateDir)
+}
+
+func connect(ctx context.Context, socket, stateDir string) (*Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
 		return nil, fmt.Errorf("connect to shim %q: %w", socket, errors.Join(errdefs.ErrUnavailable, err))
 	}
 	tc := ttrpc.NewClient(conn)
-	return &Client{socket: socket, conn: conn, tc: tc, svc: api.NewShimClient(tc)}, nil
+	return &Client{socket: socket, conn: conn, tc: tc, svc: api.NewShimClient(tc), stateDir: stateDir}, nil
 }
 
 // Close closes the connection; the shim keeps running.
@@ -232,6 +248,31 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	return c.Close()
 }
 
+// WaitGone waits, after Shutdown, until the shim process is gone: reaped
+// when this client spawned it, else no longer alive by its pid file. It
+// returns ctx's error when the shim outlives ctx.
+func (c *Client) WaitGone(ctx context.Context) error {
+	if c.exited != nil {
+		select {
+		case <-c.exited:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("shim %q still running: %w", c.socket, ctx.Err())
+		}
+	}
+	if c.stateDir == "" {
+		return nil
+	}
+	for delay := time.Millisecond; ShimAlive(c.stateDir); delay = min(2*delay, 50*time.Millisecond) {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return fmt.Errorf("shim %q still running: %w", c.socket, ctx.Err())
+		}
+	}
+	return nil
+}
+
 // ReadExit returns the exit recorded in stateDir; errdefs.ErrNotFound when
 // there is none yet.
 func ReadExit(stateDir string) (Exit, error) {
@@ -316,10 +357,10 @@ const readyMsg = "ok"
 // is the shim's parent and reaps it, so an exited shim never lingers as a
 // zombie under an init that does not reap. After a berthd restart shims are
 // reparented like any orphan.
-func spawn(ctx context.Context, o StartOpts) error {
+func spawn(ctx context.Context, o StartOpts) (<-chan struct{}, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("create readiness pipe: %w", err)
+		return nil, fmt.Errorf("create readiness pipe: %w", err)
 	}
 	defer r.Close()
 	// Not CommandContext: the shim must outlive the request that made it.
@@ -335,7 +376,7 @@ func spawn(ctx context.Context, o StartOpts) error {
 	err = cmd.Start()
 	_ = w.Close()
 	if err != nil {
-		return fmt.Errorf("spawn: %w", errors.Join(errdefs.ErrUnavailable, err))
+		return nil, fmt.Errorf("spawn: %w", errors.Join(errdefs.ErrUnavailable, err))
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -344,13 +385,14 @@ func spawn(ctx context.Context, o StartOpts) error {
 	_ = r.SetReadDeadline(deadline)
 	msg, readErr := io.ReadAll(io.LimitReader(r, 64*1024))
 	if strings.TrimSpace(string(msg)) == readyMsg {
-		go func() { _ = cmd.Wait() }()
-		return nil
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		return exited, nil
 	}
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	if len(msg) == 0 && readErr != nil {
-		return fmt.Errorf("shim did not become ready: %w", errors.Join(errdefs.ErrUnavailable, readErr))
+		return nil, fmt.Errorf("shim did not become ready: %w", errors.Join(errdefs.ErrUnavailable, readErr))
 	}
-	return fmt.Errorf("shim failed: %s: %w", strings.TrimSpace(string(msg)), errdefs.ErrUnavailable)
+	return nil, fmt.Errorf("shim failed: %s: %w", strings.TrimSpace(string(msg)), errdefs.ErrUnavailable)
 }
