@@ -165,8 +165,10 @@ func TestLifecycle(t *testing.T) {
 	}
 	wantPrecondition(t, "kill deleted", p.Kill(ctx, syscall.SIGKILL, false))
 
+	// SIGTERM reached the init (exit 143) without the runtime: the shim
+	// signals its own unreaped child directly.
 	calls := f.calls(t)
-	want := []string{"create", "start", "kill", "delete"}
+	want := []string{"create", "start", "delete"}
 	if len(calls) != len(want) {
 		t.Fatalf("runtime calls %q, want commands %q", calls, want)
 	}
@@ -174,9 +176,6 @@ func TestLifecycle(t *testing.T) {
 		if !strings.HasPrefix(c, want[i]+" ") {
 			t.Errorf("call %d = %q, want %s", i, c, want[i])
 		}
-	}
-	if calls[2] != "kill c1 15" {
-		t.Errorf("kill call = %q", calls[2])
 	}
 }
 

@@ -66,6 +66,16 @@ func (r *Reaper) Run(ctx context.Context) {
 }
 
 func (r *Reaper) reapAll() {
+	for r.reapOne() {
+	}
+}
+
+// reapOne reaps one exited child, if any, and dispatches its exit. mu is
+// held from wait4 to dispatch so that Signal never sees a pid that was
+// reaped (and may be reused) but is still registered as waited for.
+func (r *Reaper) reapOne() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
@@ -73,10 +83,26 @@ func (r *Reaper) reapAll() {
 			continue
 		}
 		if err != nil || pid <= 0 {
-			return
+			return false
 		}
-		r.dispatch(Exit{Pid: pid, Status: exitStatus(ws), At: time.Now()})
+		r.dispatchLocked(Exit{Pid: pid, Status: exitStatus(ws), At: time.Now()})
+		return true
 	}
+}
+
+// Signal sends sig to pid if it is a watched child not reaped yet, and
+// reports whether it did. The pid cannot have been reused: an unreaped
+// child keeps its pid, and reaping takes the same lock.
+func (r *Reaper) Signal(pid int, sig unix.Signal) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.waiters[pid]; !ok {
+		return false, nil
+	}
+	if err := unix.Kill(pid, sig); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func exitStatus(ws unix.WaitStatus) int {
@@ -86,9 +112,7 @@ func exitStatus(ws unix.WaitStatus) int {
 	return ws.ExitStatus()
 }
 
-func (r *Reaper) dispatch(e Exit) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+func (r *Reaper) dispatchLocked(e Exit) {
 	if fn, ok := r.waiters[e.Pid]; ok {
 		delete(r.waiters, e.Pid)
 		fn(e)

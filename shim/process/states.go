@@ -2,6 +2,8 @@ package process
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"syscall"
 )
 
@@ -55,6 +57,20 @@ func (s *runningState) start(context.Context) error {
 }
 
 func (s *runningState) kill(ctx context.Context, sig syscall.Signal, all bool) error {
+	if !all {
+		// The init is the shim's child until the reaper collects it, so
+		// signalling it directly is what `runc kill` would do, without an
+		// exec of the runtime on every StopContainer. Once it is
+		// reaped (or if it is not watched) this falls back to the runtime, which
+		// knows whether the container is gone.
+		sent, err := s.p.reaper.Signal(s.p.Pid(), sig)
+		if sent {
+			return nil
+		}
+		if err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("signal init of container %q: %w", s.p.id, err)
+		}
+	}
 	return killIgnoringGone(ctx, s.p, sig, all)
 }
 
