@@ -143,6 +143,11 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	if err := os.MkdirAll(rec.Rootfs, 0o700); err != nil {
 		return nil, fmt.Errorf("create bundle of container %q: %w", id, err)
 	}
+	// The shim starts while the rootfs and spec are made: its spawn, a
+	// fork/exec of a Go binary, is the largest cost here after the
+	// runtime's own create, and needs nothing from those steps.
+	shim := s.spawnShim(ctx, rec)
+	cl.add("stop shim", shim.discard)
 	if err := s.images.PrepareRootfs(ctx, id, img.ID, rec.Rootfs); err != nil {
 		return nil, fmt.Errorf("prepare rootfs of container %q: %w", id, err)
 	}
@@ -166,7 +171,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 			return nil, fmt.Errorf("create log dir of container %q: %w", id, err)
 		}
 	}
-	t, pid, err := s.startShim(ctx, rec, cfg, restore.imagesDir())
+	t, pid, err := s.createInShim(ctx, shim, rec, cfg, restore.imagesDir())
 	if err != nil {
 		return nil, err
 	}
@@ -251,18 +256,59 @@ func (s *Server) runtimeBinary(handler string) (string, error) {
 	return p, nil
 }
 
-func (s *Server) startShim(ctx context.Context, rec store.Container, cfg *runtime.ContainerConfig, restoreFrom string) (*task, int, error) {
+// pendingShim is a shim being spawned for a container under creation.
+type pendingShim struct {
+	done chan struct{}
+	cli  *client.Client
+	err  error
+	// taken is set once a task owns the client, so discard leaves it be.
+	taken bool
+}
+
+func (s *Server) spawnShim(ctx context.Context, rec store.Container) *pendingShim {
+	p := &pendingShim{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.cli, p.err = client.Start(ctx, client.StartOpts{
+			ID: rec.ID, ShimBinary: s.shimPath, Socket: s.shimSocket(rec.ID), StateDir: rec.Bundle,
+		})
+		if p.err != nil {
+			s.cleanupShim(context.WithoutCancel(ctx), rec)
+			p.err = fmt.Errorf("start shim of container %q: %w", rec.ID, p.err)
+		}
+	}()
+	return p
+}
+
+func (p *pendingShim) wait() (*client.Client, error) {
+	<-p.done
+	return p.cli, p.err
+}
+
+// discard stops a shim no task took over; it holds no container yet.
+func (p *pendingShim) discard(ctx context.Context) error {
+	cli, err := p.wait()
+	if err != nil || p.taken {
+		return nil
+	}
+	defer cli.Close()
+	if err := cli.Shutdown(ctx); err != nil {
+		return err
+	}
+	return cli.WaitGone(ctx)
+}
+
+// createInShim has the spawned shim create the container.
+func (s *Server) createInShim(ctx context.Context, shim *pendingShim, rec store.Container, cfg *runtime.ContainerConfig, restoreFrom string) (*task, int, error) {
 	bin, err := s.runtimeBinary(rec.RuntimeHandler)
 	if err != nil {
 		return nil, 0, err
 	}
-	cli, err := client.Start(ctx, client.StartOpts{
-		ID: rec.ID, ShimBinary: s.shimPath, Socket: s.shimSocket(rec.ID), StateDir: rec.Bundle,
-	})
+	cli, err := shim.wait()
 	if err != nil {
-		s.cleanupShim(ctx, rec)
-		return nil, 0, fmt.Errorf("start shim of container %q: %w", rec.ID, err)
+		return nil, 0, err
 	}
+	shim.taken = true
 	t := &task{client: cli, done: make(chan struct{})}
 	pid, err := cli.Create(ctx, client.CreateOpts{
 		Bundle:        rec.Bundle,
