@@ -40,6 +40,11 @@ type floor struct {
 	cni    *libcni.CNIConfig
 	list   *libcni.NetworkConfigList
 	bundle string
+
+	// iters and failures count the pod iterations done so far; execs the
+	// execs, in execID's container once it runs.
+	iters, failures, execs int
+	execID                 string
 }
 
 func newFloor(e *env) (*floor, error) {
@@ -124,59 +129,94 @@ func (f *floor) runc(args ...string) error {
 	return nil
 }
 
-// run does n floor iterations, then n execs in one container; a failure
-// is recorded under the row of the part that failed.
-func (f *floor) run(ctx context.Context, b *bench, n int) {
-	failures := 0
-	for i := 0; i < n && ctx.Err() == nil && failures < 3; i++ {
-		// A failed iteration is skipped, not fatal: on a loaded host a
-		// workload has (rarely) been seen to outlive its TERM by 10 s.
-		if err := f.once(ctx, b, i); err != nil {
-			failures++
-			b.log.Warn("floor iteration failed", "iteration", i, "err", err)
-			b.res.fail(mFloorCreate, "ms", "", floorName, fmt.Errorf("%d failed iteration(s), last %d: %w", failures, i, err))
-		}
+// next runs one pod iteration (CNI ADD, runc create, start, kill, delete,
+// CNI DEL). The bench calls it after every round of the pod and container
+// scenarios, so the floor sees the same drift as the runtimes it is
+// subtracted from; a failed iteration is skipped, and after three failures
+// the floor stops.
+func (f *floor) next(ctx context.Context, b *bench) {
+	if f.failures >= 3 || ctx.Err() != nil {
+		return
 	}
-	if err := f.execs(ctx, b, n); err != nil {
-		b.res.fail(mFloorExec, "ms", "", floorName, err)
+	i := f.iters
+	f.iters++
+	// A failed iteration is skipped, not fatal: on a loaded host a
+	// workload has (rarely) been seen to outlive its TERM by 10 s.
+	if err := f.once(ctx, b, i); err != nil {
+		f.failures++
+		b.log.Warn("floor iteration failed", "iteration", i, "err", err)
+		b.res.fail(mFloorCreate, "ms", "", floorName, fmt.Errorf("%d failed iteration(s), last %d: %w", f.failures, i, err))
 	}
 }
 
-// execs times n detached execs of true in one running container, as shims
-// run them: runc returns once the process runs, and its exit is waited for
-// here. A container of its own: the exec'd processes are reparented to the
-// workload's shell, which then no longer reacts to TERM at once.
-func (f *floor) execs(ctx context.Context, b *bench, n int) error {
-	id := fmt.Sprintf("bbf-%s-exec", f.e.ID)
-	if err := f.writeSpec(id, ""); err != nil {
-		return err
+// execNext times one detached exec of true, as shims run them: runc
+// returns once the process runs, and its exit is waited for here. The first
+// call starts the container, a container of its own: the exec'd processes
+// are reparented to the workload's shell, which then no longer reacts to
+// TERM at once. An error stops the exec floor.
+func (f *floor) execNext(ctx context.Context, b *bench) {
+	if f.execID == "-" || ctx.Err() != nil {
+		return
 	}
-	if err := f.runc("run", "--detach", "--bundle", f.bundle, id); err != nil {
-		return err
+	if err := f.execOnce(ctx, b); err != nil {
+		b.res.fail(mFloorExec, "ms", "", floorName, err)
+		f.stopExec()
+		f.execID = "-"
 	}
-	defer func() { _ = f.runc("delete", "-f", id) }()
+}
+
+func (f *floor) execOnce(ctx context.Context, b *bench) error {
+	if f.execID == "" {
+		id := fmt.Sprintf("bbf-%s-exec", f.e.ID)
+		if err := f.writeSpec(id, ""); err != nil {
+			return err
+		}
+		if err := f.runc("run", "--detach", "--bundle", f.bundle, id); err != nil {
+			return err
+		}
+		f.execID = id
+	}
 	pidFile := filepath.Join(f.dir, "exec.pid")
-	for i := 0; i < n && ctx.Err() == nil; i++ {
-		start := time.Now()
-		if err := f.runc("exec", "--detach", "--pid-file", pidFile, id, "true"); err != nil {
-			return err
-		}
-		data, err := os.ReadFile(pidFile)
-		if err != nil {
-			return fmt.Errorf("exec pid file: %w", err)
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-		if err != nil {
-			return fmt.Errorf("exec pid file: %w", err)
-		}
-		if err := waitExited(ctx, pid); err != nil {
-			return err
-		}
-		d := time.Since(start)
-		b.res.add(mFloorExec, "ms", "", floorName, ms(d))
-		b.res.add(mExec, "ms", "<= 0.5", floorName, ms(d))
+	start := time.Now()
+	if err := f.runc("exec", "--detach", "--pid-file", pidFile, f.execID, "true"); err != nil {
+		return err
 	}
-	return ctx.Err()
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		return fmt.Errorf("exec pid file: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return fmt.Errorf("exec pid file: %w", err)
+	}
+	if err := waitExited(ctx, pid); err != nil {
+		return err
+	}
+	d := time.Since(start)
+	f.execs++
+	b.res.add(mFloorExec, "ms", "", floorName, ms(d))
+	b.res.add(mExec, "ms", "<= 0.5", floorName, ms(d))
+	return nil
+}
+
+// stopExec removes the exec container, if it runs.
+func (f *floor) stopExec() {
+	if f.execID != "" && f.execID != "-" {
+		_ = f.runc("delete", "-f", f.execID)
+		f.execID = ""
+	}
+}
+
+// topUp does what the scenarios left of n pod iterations and n execs (all
+// of it when the floor runs alone), then removes the exec container.
+func (f *floor) topUp(ctx context.Context, b *bench, n int) {
+	for f.iters < n && f.failures < 3 && ctx.Err() == nil {
+		f.next(ctx, b)
+	}
+	for f.execs < n && f.execID != "-" && ctx.Err() == nil {
+		f.execNext(ctx, b)
+	}
+	f.stopExec()
 }
 
 func (f *floor) once(ctx context.Context, b *bench, i int) (err error) {

@@ -38,6 +38,9 @@ type bench struct {
 	log     *slog.Logger
 	// stopTimeout is the grace period of StopContainer/StopPodSandbox.
 	stopTimeout int64
+	// afterRound, when set, runs after every round of alternate (each
+	// target once) with the round's metric: the floor's turn.
+	afterRound func(metric string)
 }
 
 // alternate runs fn n times for each target, alternating which runtime goes
@@ -63,6 +66,9 @@ func (b *bench) alternate(ctx context.Context, n int, metric, unit, goal string,
 				b.res.fail(metric, unit, goal, t.name, fmt.Errorf("iteration %d: %w", i, err))
 				failed[t.name] = true
 			}
+		}
+		if b.afterRound != nil {
+			b.afterRound(metric)
 		}
 	}
 }
