@@ -133,6 +133,46 @@ func TestReliabilityRuntimeFaults(t *testing.T) {
 		}
 	}
 
+	t.Run("plain lifecycle", func(t *testing.T) {
+		// Started, stopped by its TERM handler, removed: the runtime runs
+		// create, start and one delete. The shim signals a running init
+		// itself (no runc kill), and RemoveContainer finds the shim gone
+		// rather than cleaning up after it (no delete --force).
+		before := len(fd.Calls())
+		id := runCtr(t, d, podID, pod, shConfig("c0", "trap 'exit 0' TERM; touch /tmp/ready; while :; do sleep 1 & wait; done"))
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := d.RuntimeClient.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "test -f /tmp/ready"}, Timeout: 5})
+			if err == nil && resp.ExitCode == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the workload never installed its TERM handler: %v", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := d.Runtime.StopContainer(ctx, id, 30); err != nil {
+			t.Fatalf("StopContainer: %v", err)
+		}
+		if st := ctrStatus(t, d, id); st.ExitCode != 0 {
+			t.Errorf("exit code %d after TERM, want 0 (the handler's)", st.ExitCode)
+		}
+		if err := d.Runtime.RemoveContainer(ctx, id); err != nil {
+			t.Fatalf("RemoveContainer: %v", err)
+		}
+		var got []string
+		for _, c := range fd.Calls()[before:] {
+			switch cmd, _, _ := strings.Cut(c, " "); cmd {
+			case "create", "start", "kill", "delete":
+				got = append(got, c)
+			}
+		}
+		if len(got) != 3 || !strings.HasPrefix(got[0], "create ") || !strings.HasPrefix(got[1], "start ") ||
+			!strings.HasPrefix(got[2], "delete ") || strings.Contains(got[2], "--force") {
+			t.Errorf("runtime calls for one lifecycle %q, want create, start and one plain delete", got)
+		}
+	})
+
 	t.Run("create", func(t *testing.T) {
 		defer clear()
 		if err := fd.Fail("create", "injected create failure 7f3a"); err != nil {
