@@ -42,7 +42,7 @@ func (c *Controller) withLeftovers(p Pod) Pod {
 // whose result a crash kept from being recorded. berth-pause is in its own
 // session and outlives berthd, so nothing else would ever stop it.
 func (c *Controller) killUnrecordedInfra(p Pod) error {
-	if p.InfraPID != 0 {
+	if p.InfraPID != 0 || p.NoInfra {
 		return nil
 	}
 	pins := map[[2]uint64]bool{}

@@ -37,7 +37,12 @@ func TestRemoveUnrecordedCreate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c2.Remove(ctx, Pod{ID: p.ID, Dir: p.Dir}); err != nil {
+			if p.NoInfra != !s.SharePID {
+				t.Errorf("Create: NoInfra %v for SharePID %v", p.NoInfra, s.SharePID)
+			}
+			// What berthd records before Create: ID, Dir and whether an
+			// infra process can exist at all.
+			if err := c2.Remove(ctx, Pod{ID: p.ID, Dir: p.Dir, NoInfra: !s.SharePID}); err != nil {
 				t.Fatalf("Remove of the partial record: %v", err)
 			}
 			if p.InfraPID != 0 && e.c.InfraAlive(p) {

@@ -54,6 +54,11 @@ type Pod struct {
 	ShmPath             string // "" with HostIPC: containers use the host's /dev/shm
 	InfraPID            int    // 0 when no infra process
 	InfraStartTime      uint64 // field 22 of /proc/<pid>/stat, in clock ticks since boot
+	// NoInfra says the pod never has an infra process (it does not share
+	// a PID namespace), so Remove need not search /proc for one a crash
+	// left unrecorded. Records from before the field have it false and
+	// are searched.
+	NoInfra bool
 }
 
 // Options configure a Controller.
@@ -137,7 +142,7 @@ func (c *Controller) Create(ctx context.Context, s Spec) (Pod, error) {
 		}
 		hostname = h
 	}
-	pod := Pod{ID: s.ID, Dir: filepath.Clean(s.Dir)}
+	pod := Pod{ID: s.ID, Dir: filepath.Clean(s.Dir), NoInfra: !s.SharePID}
 	cl := &cleaner{log: log}
 
 	if err := os.MkdirAll(filepath.Dir(pod.Dir), 0o755); err != nil {

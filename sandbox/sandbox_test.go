@@ -42,6 +42,7 @@ func TestCreateDefaults(t *testing.T) {
 		HostsPath:    filepath.Join(spec.Dir, "hosts"),
 		ResolvPath:   filepath.Join(spec.Dir, "resolv.conf"),
 		ShmPath:      filepath.Join(spec.Dir, "shm"),
+		NoInfra:      true,
 	}
 	if p != want {
 		t.Fatalf("pod:\n got %+v\nwant %+v", p, want)

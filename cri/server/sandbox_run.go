@@ -129,7 +129,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 		RuntimeHandler: handler,
 		CgroupParent:   cgroupParent,
 		CreatedAt:      time.Now().UnixNano(),
-		Pod:            sandbox.Pod{ID: id, Dir: spec.Dir},
+		Pod:            sandbox.Pod{ID: id, Dir: spec.Dir, NoInfra: !spec.SharePID},
 		Status:         store.SandboxStatus{State: store.SandboxNotReady},
 	}
 	if err := s.store.AddSandbox(rec); err != nil {
