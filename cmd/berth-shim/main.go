@@ -228,7 +228,7 @@ func newConnTracker(inner ttrpc.Handshaker) *connTracker {
 	return t
 }
 
-func (t *connTracker) Handshake(ctx context.Context, conn net.Conn) (net.Conn, interface{}, error) {
+func (t *connTracker) Handshake(ctx context.Context, conn net.Conn) (net.Conn, any, error) {
 	c, info, err := t.inner.Handshake(ctx, conn)
 	if err != nil {
 		return nil, nil, err

@@ -70,7 +70,7 @@ func (s *Server) recoverContainer(ctx context.Context, c store.Container) error 
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cli, err := client.ConnectState(dctx, s.shimSocket(c.ID), c.Bundle)
+	cli, err := client.Connect(dctx, s.shimSocket(c.ID), c.Bundle)
 	if err != nil {
 		exit := s.shimLost(c)
 		if c.Status.Pid == 0 && c.Status.State == store.ContainerCreated {

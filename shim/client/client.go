@@ -100,28 +100,19 @@ func Start(ctx context.Context, o StartOpts) (*Client, error) {
 		_ = os.Remove(o.Socket)
 		return nil, fmt.Errorf("start shim for container %q: %w", o.ID, err)
 	}
-	c, err := Connect(ctx, o.Socket)
+	c, err := Connect(ctx, o.Socket, o.StateDir)
 	if err != nil {
 		killShim(o.StateDir)
 		_ = os.Remove(o.Socket)
 		return nil, fmt.Errorf("start shim for container %q: %w", o.ID, err)
 	}
-	c.stateDir, c.exited = o.StateDir, exited
+	c.exited = exited
 	return c, nil
 }
 
-// Connect dials a running shim, e.g. after a berthd restart.
-func Connect(ctx context.Context, socket string) (*Client, error) {
-	return connect(ctx, socket, "")
-}
-
-// ConnectState is Connect for a shim whose state dir is known, so
-// WaitGone can tell when it exited.
-func ConnectState(ctx context.Context, socket, stateDir string) (*Client, error) {
-	return connect(ctx, socket, stateDir)
-}
-
-func connect(ctx context.Context, socket, stateDir string) (*Client, error) {
+// Connect dials a running shim, e.g. after a berthd restart. stateDir
+// holds its pid file, so WaitGone can tell when it exited.
+func Connect(ctx context.Context, socket, stateDir string) (*Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {

@@ -28,7 +28,12 @@ func shutdown(t *testing.T, e *env, c *Client) {
 	if err := c.Shutdown(ctxT(t)); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	waitFor(t, "shim exit", func() bool { return !alive(pid) })
+	if err := c.WaitGone(ctxT(t)); err != nil {
+		t.Fatalf("WaitGone: %v", err)
+	}
+	if alive(pid) {
+		t.Fatalf("shim %d alive after WaitGone returned", pid)
+	}
 	waitFor(t, "socket removal", func() bool { _, err := os.Stat(e.socket); return err != nil })
 	if ShimAlive(e.stateDir) {
 		t.Error("ShimAlive after shutdown")
@@ -61,7 +66,7 @@ func TestExitStatusAndLog(t *testing.T) {
 	waits := make([]Exit, 3)
 	werrs := make([]error, 3)
 	for i := range waits {
-		wc, err := Connect(ctx, e.socket)
+		wc, err := Connect(ctx, e.socket, e.stateDir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +207,7 @@ func TestShimDetached(t *testing.T) {
 		t.Errorf("shim session = %d, %v; want own session %d", sid, err, pid)
 	}
 	// Reconnecting (berthd restart) works; before Create there is nothing.
-	c2, err := Connect(ctx, e.socket)
+	c2, err := Connect(ctx, e.socket, e.stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +274,7 @@ func TestCleanupAfterShimKilled(t *testing.T) {
 	if err != nil || ex.Status != 137 {
 		t.Errorf("ReadExit after cleanup = %+v, %v; want 137", ex, err)
 	}
-	if _, err := Connect(ctx, e.socket); !errdefs.IsUnavailable(err) {
+	if _, err := Connect(ctx, e.socket, e.stateDir); !errdefs.IsUnavailable(err) {
 		t.Errorf("Connect after cleanup: %v, want Unavailable", err)
 	}
 }
@@ -355,7 +360,7 @@ func TestOrphansReaped(t *testing.T) {
 }
 
 func TestConnectMissing(t *testing.T) {
-	_, err := Connect(context.Background(), "/tmp/berth-no-such.sock")
+	_, err := Connect(context.Background(), "/tmp/berth-no-such.sock", "")
 	if !errdefs.IsUnavailable(err) {
 		t.Errorf("Connect to missing socket: %v, want Unavailable", err)
 	}

@@ -42,9 +42,10 @@ type floor struct {
 	bundle string
 
 	// iters and failures count the pod iterations done so far; execs the
-	// execs, in execID's container once it runs.
+	// execs, in execID's container once it runs; execFailed stops them.
 	iters, failures, execs int
 	execID                 string
+	execFailed             bool
 }
 
 func newFloor(e *env) (*floor, error) {
@@ -155,13 +156,13 @@ func (f *floor) next(ctx context.Context, b *bench) {
 // are reparented to the workload's shell, which then no longer reacts to
 // TERM at once. An error stops the exec floor.
 func (f *floor) execNext(ctx context.Context, b *bench) {
-	if f.execID == "-" || ctx.Err() != nil {
+	if f.execFailed || ctx.Err() != nil {
 		return
 	}
 	if err := f.execOnce(ctx, b); err != nil {
 		b.res.fail(mFloorExec, "ms", "", floorName, err)
 		f.stopExec()
-		f.execID = "-"
+		f.execFailed = true
 	}
 }
 
@@ -201,7 +202,7 @@ func (f *floor) execOnce(ctx context.Context, b *bench) error {
 
 // stopExec removes the exec container, if it runs.
 func (f *floor) stopExec() {
-	if f.execID != "" && f.execID != "-" {
+	if f.execID != "" {
 		_ = f.runc("delete", "-f", f.execID)
 		f.execID = ""
 	}
@@ -213,7 +214,7 @@ func (f *floor) topUp(ctx context.Context, b *bench, n int) {
 	for f.iters < n && f.failures < 3 && ctx.Err() == nil {
 		f.next(ctx, b)
 	}
-	for f.execs < n && f.execID != "-" && ctx.Err() == nil {
+	for f.execs < n && !f.execFailed && ctx.Err() == nil {
 		f.execNext(ctx, b)
 	}
 	f.stopExec()

@@ -3,7 +3,8 @@ package e2e
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -252,20 +253,9 @@ func listCtrs(t *testing.T, d *testutil.Daemon, f *runtimeapi.ContainerFilter) m
 	if err != nil {
 		t.Fatalf("StreamContainers(%v): %v", f, err)
 	}
-	streamed := map[string]bool{}
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("StreamContainers(%v): %v", f, err)
-		}
-		for _, c := range resp.GetContainers() {
-			streamed[c.Id] = true
-		}
-	}
-	if !mapsEqualBool(unary, streamed) {
+	streamed := streamedIDs(t, fmt.Sprintf("StreamContainers(%v)", f), stream.Recv,
+		func(r *runtimeapi.StreamContainersResponse) map[string]bool { return containerIDs(r.GetContainers()) })
+	if !maps.Equal(unary, streamed) {
 		t.Errorf("filter %v: ListContainers %v, StreamContainers %v", f, unary, streamed)
 	}
 	return unary
@@ -311,7 +301,7 @@ func testListContainers(t *testing.T, d *testutil.Daemon) {
 		for _, id := range tc.want {
 			want[id] = true
 		}
-		if !mapsEqualBool(got, want) {
+		if !maps.Equal(got, want) {
 			t.Errorf("filter %s: got %v, want %v", tc.name, got, want)
 		}
 	}

@@ -5,6 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"io"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -243,4 +246,21 @@ func podIDs(ps []*runtimeapi.PodSandbox) map[string]bool {
 		m[p.Id] = true
 	}
 	return m
+}
+
+// streamedIDs drains a Stream* listing and returns the IDs ids finds in
+// its responses; what names the call in a failure.
+func streamedIDs[R any](t *testing.T, what string, recv func() (R, error), ids func(R) map[string]bool) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for {
+		resp, err := recv()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		maps.Copy(out, ids(resp))
+	}
 }

@@ -3,7 +3,8 @@ package e2e
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -258,35 +259,12 @@ func listPods(t *testing.T, d *testutil.Daemon, f *runtimeapi.PodSandboxFilter) 
 	if err != nil {
 		t.Fatalf("StreamPodSandboxes(%v): %v", f, err)
 	}
-	streamed := map[string]bool{}
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("StreamPodSandboxes(%v): %v", f, err)
-		}
-		for _, p := range resp.GetPodSandboxes() {
-			streamed[p.Id] = true
-		}
-	}
-	if !mapsEqualBool(unary, streamed) {
+	streamed := streamedIDs(t, fmt.Sprintf("StreamPodSandboxes(%v)", f), stream.Recv,
+		func(r *runtimeapi.StreamPodSandboxesResponse) map[string]bool { return podIDs(r.GetPodSandboxes()) })
+	if !maps.Equal(unary, streamed) {
 		t.Errorf("filter %v: ListPodSandbox %v, StreamPodSandboxes %v", f, unary, streamed)
 	}
 	return unary
-}
-
-func mapsEqualBool(a, b map[string]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
 }
 
 func testListPodSandbox(t *testing.T, d *testutil.Daemon) {
@@ -321,7 +299,7 @@ func testListPodSandbox(t *testing.T, d *testutil.Daemon) {
 		for _, id := range tc.want {
 			want[id] = true
 		}
-		if !mapsEqualBool(got, want) {
+		if !maps.Equal(got, want) {
 			t.Errorf("filter %s: got %v, want %v", tc.name, got, want)
 		}
 	}
