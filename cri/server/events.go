@@ -56,7 +56,8 @@ func (s *Server) publish(id string, sb store.Sandbox, typ runtime.ContainerEvent
 	s.events.Publish(ev)
 }
 
-// podStatus is PodSandboxStatus without the verbose info.
+// podStatus is what every report of a sandbox says: events carry it as is,
+// PodSandboxStatus adds the namespaces from the pod's config.
 func (s *Server) podStatus(sb store.Sandbox) *runtime.PodSandboxStatus {
 	st := &runtime.PodSandboxStatus{
 		Id:             sb.ID,

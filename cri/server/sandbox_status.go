@@ -36,24 +36,10 @@ func (s *Server) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxStat
 	if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
 		return nil, fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
 	}
-	st := &runtime.PodSandboxStatus{
-		Id:             sb.ID,
-		Metadata:       podMetadata(sb),
-		State:          podState(sb.Status.State),
-		CreatedAt:      sb.CreatedAt,
-		Labels:         sb.Labels,
-		Annotations:    sb.Annotations,
-		RuntimeHandler: sb.RuntimeHandler,
-		Linux: &runtime.LinuxPodSandboxStatus{Namespaces: &runtime.Namespace{
-			Options: namespaceOptions(&cfg),
-		}},
-	}
-	if ips := sb.Status.IPs; len(ips) > 0 && sb.Status.State == store.SandboxReady {
-		st.Network = &runtime.PodSandboxNetworkStatus{Ip: ips[0]}
-		for _, ip := range ips[1:] {
-			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtime.PodIP{Ip: ip})
-		}
-	}
+	st := s.podStatus(sb)
+	st.Linux = &runtime.LinuxPodSandboxStatus{Namespaces: &runtime.Namespace{
+		Options: namespaceOptions(&cfg),
+	}}
 	resp := &runtime.PodSandboxStatusResponse{Status: st}
 	if r.GetVerbose() {
 		info, err := json.Marshal(map[string]any{
