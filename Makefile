@@ -54,11 +54,12 @@ setup-runc:
 	install -d $(RUNC_DIR) && install -m 0755 $$tmp/runc $(RUNC_DIR)/runc.tmp && \
 	mv $(RUNC_DIR)/runc.tmp $(RUNC_DIR)/runc; rc=$$?; rm -rf $$tmp; exit $$rc
 
-# criu builds CRIU 4.1.1 (Debian 13's source) into /usr/local/sbin for
-# checkpoint/restore: Debian 12's CRIU 3.17 fails on current kernels and
-# Debian 13's binary needs a newer libc. Skipped when 4.1.x is there.
-criu:
-	@shim/runtime/criu-build.sh /usr/local
+# criu installs into /usr/local/sbin a CRIU that passes berthd's functional
+# probe (a throwaway process dumped and restored within a bound), building
+# it from pinned upstream sources when the installed one fails or is
+# missing (see the script for why). Skipped when the installed one works.
+criu: build
+	@shim/runtime/criu-build.sh /usr/local $(BIN)/berthd criu probe
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/berthd ./cmd/berth-shim ./cmd/berth-pause

@@ -47,6 +47,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "image" {
 		return imageCmd(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "criu" {
+		return criuCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", config.DefaultPath, "config file (TOML)")
@@ -179,6 +182,7 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer srv.Close()
 	if err := srv.Recover(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}

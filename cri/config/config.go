@@ -88,6 +88,16 @@ type Runtime struct {
 	ShimPath            string             `toml:"shim_path" comment:"berth-shim binary; empty: next to berthd, else in PATH"`
 	PausePath           string             `toml:"pause_path" comment:"berth-pause binary; empty: next to berthd, else in PATH"`
 	Handlers            map[string]Handler `toml:"handlers" comment:"runtime handlers (Kubernetes RuntimeClass) by name"`
+	CriuPath            string             `toml:"criu_path" comment:"CRIU binary for checkpoint and restore; empty: /usr/local/sbin/criu, then PATH. berthd uses it only once it has dumped and restored a throwaway process with it (Status condition CheckpointRestoreReady)"`
+	// CheckpointTimeout is a Go duration string: TOML has no duration type.
+	CheckpointTimeout string `toml:"checkpoint_timeout" comment:"bound on each CRIU checkpoint or restore (CheckpointContainer, CheckpointPod, StartContainer of a restored container) and on berthd's CRIU probe (Go duration); a request's shorter timeout wins; CRIU still running then is killed, the container thawed, and the call fails DeadlineExceeded"`
+}
+
+// CheckpointTimeoutDuration is CheckpointTimeout parsed; Validate
+// guarantees it parses.
+func (r Runtime) CheckpointTimeoutDuration() time.Duration {
+	d, _ := time.ParseDuration(r.CheckpointTimeout)
+	return d
 }
 
 // Handler maps a RuntimeClass handler name to an OCI runtime binary.
@@ -133,6 +143,7 @@ func Default() Config {
 				"runc": {Binary: defaultRunc()},
 				"crun": {Binary: "crun"},
 			},
+			CheckpointTimeout: "5m",
 		},
 		Registry:  Registry{ConfigPath: "/etc/berth/certs.d", InsecureHosts: []string{}, PinnedImages: []string{}},
 		Streaming: Streaming{Address: "127.0.0.1:0"},
@@ -284,6 +295,12 @@ func (c *Config) Validate() error {
 		if !filepath.IsAbs(d) {
 			return bad("cni.bin_dirs", fmt.Sprintf("%q is not an absolute path", d))
 		}
+	}
+	if c.Runtime.CriuPath != "" && strings.ContainsRune(c.Runtime.CriuPath, '/') && !filepath.IsAbs(c.Runtime.CriuPath) {
+		return bad("runtime.criu_path", fmt.Sprintf("%q is neither an absolute path nor a name looked up in PATH", c.Runtime.CriuPath))
+	}
+	if d, err := time.ParseDuration(c.Runtime.CheckpointTimeout); err != nil || d <= 0 {
+		return bad("runtime.checkpoint_timeout", fmt.Sprintf("%q is not a positive duration", c.Runtime.CheckpointTimeout))
 	}
 	if d, err := time.ParseDuration(c.CNI.PluginTimeout); err != nil || d <= 0 {
 		return bad("cni.plugin_timeout", fmt.Sprintf("%q is not a positive duration", c.CNI.PluginTimeout))

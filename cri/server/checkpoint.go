@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -21,62 +18,6 @@ import (
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/shim/client"
 )
-
-// criuCandidates are where a working CRIU is looked for, in order: where
-// `make criu` installs one (Debian 12's own, first in PATH otherwise, fails
-// on current kernels), then PATH.
-var criuCandidates = []string{"/usr/local/sbin/criu", "/usr/local/lib/berth/criu", "criu"}
-
-// criuProbe finds, once, a CRIU that passes `criu check`.
-type criuProbe struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-func (p *criuProbe) get() (string, error) {
-	p.once.Do(func() { p.path, p.err = findCRIU(criuCandidates) })
-	return p.path, p.err
-}
-
-func findCRIU(candidates []string) (string, error) {
-	var why []string
-	for _, c := range candidates {
-		path, err := exec.LookPath(c)
-		if err != nil {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		out, err := exec.CommandContext(ctx, path, "check").CombinedOutput()
-		cancel()
-		if err == nil {
-			return path, nil
-		}
-		why = append(why, fmt.Sprintf("%s check: %s", path, lastLine(string(out))))
-	}
-	if len(why) == 0 {
-		return "", fmt.Errorf("checkpoint/restore unavailable: no CRIU found (run `make criu`): %w", errdefs.ErrFailedPrecondition)
-	}
-	return "", fmt.Errorf("checkpoint/restore unavailable: no working CRIU (%s; run `make criu`): %w",
-		strings.Join(why, "; "), errdefs.ErrFailedPrecondition)
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
-}
-
-// checkpointCondition is the Status condition saying whether
-// CheckpointContainer, CheckpointPod and restores can work here.
-func (s *Server) checkpointCondition() *runtime.RuntimeCondition {
-	c := &runtime.RuntimeCondition{Type: "CheckpointRestoreReady", Status: true}
-	if _, err := s.criu.get(); err != nil {
-		c.Status = false
-		c.Reason = "CRIUUnavailable"
-		c.Message = err.Error()
-	}
-	return c
-}
 
 func (s *Server) checkpointsDir() string { return filepath.Join(s.cfg.State, "checkpoints") }
 
@@ -94,30 +35,28 @@ func (s *Server) CheckpointContainer(ctx context.Context, r *runtime.CheckpointC
 	if loc == "" || !filepath.IsAbs(loc) {
 		return nil, fmt.Errorf("checkpoint location %q must be an absolute path: %w", loc, errdefs.ErrInvalidArgument)
 	}
-	if r.GetTimeout() > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(r.GetTimeout())*time.Second)
-		defer cancel()
-	}
 	c, err := s.store.Container(r.GetContainerId())
 	if err != nil {
 		return nil, err
 	}
 	unlock := s.locks.lock(c.ID)
 	defer unlock()
-	if err := s.checkpointToArchive(ctx, c.ID, loc, true); err != nil {
+	// CRI: a timeout of 0 means the runtime's default (checkpoint_timeout).
+	bound := s.criuBound(ctx, time.Duration(r.GetTimeout())*time.Second)
+	if err := s.checkpointToArchive(ctx, c.ID, loc, true, bound); err != nil {
 		return nil, err
 	}
 	interceptor.Logger(ctx).Info("container checkpointed", "container_id", c.ID, "location", loc)
 	return &runtime.CheckpointContainerResponse{}, nil
 }
 
-// checkpointToArchive dumps container id (its lock held) to archive path.
-// With pause the container is frozen around the dump and the writable
-// layer's copy, so that memory and files are of one instant; CheckpointPod
-// pauses the pod's containers itself and passes false.
-func (s *Server) checkpointToArchive(ctx context.Context, id, archive string, pause bool) (retErr error) {
-	criu, err := s.criu.get()
+// checkpointToArchive dumps container id (its lock held) to archive path,
+// CRIU bounded by bound. With pause the container is frozen around the
+// dump and the writable layer's copy, so that memory and files are of one
+// instant; CheckpointPod pauses the pod's containers itself and passes
+// false.
+func (s *Server) checkpointToArchive(ctx context.Context, id, archive string, pause bool, bound time.Duration) (retErr error) {
+	criu, err := s.criu.get(ctx)
 	if err != nil {
 		return err
 	}
@@ -164,7 +103,9 @@ func (s *Server) checkpointToArchive(ctx context.Context, id, archive string, pa
 			}
 		}()
 	}
-	err = t.client.Checkpoint(ctx, client.CheckpointOpts{
+	cctx, cancel := criuCallContext(ctx, bound)
+	defer cancel()
+	err = t.client.Checkpoint(cctx, client.CheckpointOpts{
 		ImagePath:    filepath.Join(dir, checkpoint.CheckpointDirectory),
 		WorkPath:     dir,
 		LeaveRunning: true,
@@ -172,6 +113,7 @@ func (s *Server) checkpointToArchive(ctx context.Context, id, archive string, pa
 		// another pod IP; CRIU refuses it and the error says so.
 		TCPEstablished: false,
 		CriuPath:       criu,
+		Timeout:        bound,
 	})
 	if err != nil {
 		return fmt.Errorf("checkpoint container %q: %w", c.ID, err)

@@ -101,9 +101,11 @@ func (s *Server) CheckpointPod(ctx context.Context, r *runtime.CheckpointPodRequ
 		return nil, fmt.Errorf("checkpoint pod: %w", err)
 	}
 	defer unlockPod()
-	if _, err := s.criu.get(); err != nil {
+	if _, err := s.criu.get(ctx); err != nil {
 		return nil, err
 	}
+	// One bound for the whole cut: every container's dump shares it.
+	criuDeadline := time.Now().Add(s.criuBound(ctx, 0))
 	ctrs := make([]store.Container, 0, len(ids))
 	for _, id := range ids {
 		unlock := s.locks.lock(id)
@@ -119,7 +121,7 @@ func (s *Server) CheckpointPod(ctx context.Context, r *runtime.CheckpointPodRequ
 			removeContents(out)
 		}
 	}()
-	if err := s.dumpPod(ctx, sb, ctrs, out, opts); err != nil {
+	if err := s.dumpPod(ctx, sb, ctrs, out, opts, criuDeadline); err != nil {
 		return nil, err
 	}
 	if opts.leaveStopped {
@@ -177,8 +179,9 @@ func removeContents(dir string) {
 }
 
 // dumpPod pauses ctrs, writes their archives, the volumes and pod.dump into
-// out, and resumes every container it paused.
-func (s *Server) dumpPod(ctx context.Context, sb store.Sandbox, ctrs []store.Container, out string, opts podCheckpointOpts) (retErr error) {
+// out, and resumes every container it paused. CRIU must be done by
+// criuDeadline.
+func (s *Server) dumpPod(ctx context.Context, sb store.Sandbox, ctrs []store.Container, out string, opts podCheckpointOpts, criuDeadline time.Time) (retErr error) {
 	var paused []*task
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -215,7 +218,7 @@ func (s *Server) dumpPod(ctx context.Context, sb store.Sandbox, ctrs []store.Con
 	}
 	vols := volumeSet{opts: opts}
 	for i, c := range ctrs {
-		pc, err := s.dumpPodContainer(ctx, c, out, i, &vols)
+		pc, err := s.dumpPodContainer(ctx, c, out, i, &vols, criuDeadline)
 		if err != nil {
 			return err
 		}
@@ -230,7 +233,7 @@ func (s *Server) dumpPod(ctx context.Context, sb store.Sandbox, ctrs []store.Con
 
 // dumpPodContainer writes container c's archive (the i'th of the pod) and
 // describes it, registering its volumes with vols.
-func (s *Server) dumpPodContainer(ctx context.Context, c store.Container, out string, i int, vols *volumeSet) (checkpoint.PodContainer, error) {
+func (s *Server) dumpPodContainer(ctx context.Context, c store.Container, out string, i int, vols *volumeSet, criuDeadline time.Time) (checkpoint.PodContainer, error) {
 	rel := filepath.Join(checkpoint.PodContainersDir, fmt.Sprintf("%d.tar", i))
 	pc := checkpoint.PodContainer{Name: c.Metadata.Name, ID: c.ID, Archive: rel, Image: c.Image, ImageID: c.ImageID, ImageRef: c.ImageRef}
 	var cfg runtime.ContainerConfig
@@ -248,7 +251,11 @@ func (s *Server) dumpPodContainer(ctx context.Context, c store.Container, out st
 	if p := spec.Process; p != nil {
 		pc.Args, pc.Env, pc.Cwd = p.Args, p.Env, p.Cwd
 	}
-	if err := s.checkpointToArchive(ctx, c.ID, filepath.Join(out, rel), false); err != nil {
+	left := time.Until(criuDeadline)
+	if left <= 0 {
+		return pc, fmt.Errorf("checkpoint container %q: no time left of the pod's CRIU bound: %w", c.ID, context.DeadlineExceeded)
+	}
+	if err := s.checkpointToArchive(ctx, c.ID, filepath.Join(out, rel), false, left); err != nil {
 		return pc, err
 	}
 	for _, m := range cfg.GetMounts() {

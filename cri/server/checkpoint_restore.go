@@ -58,7 +58,7 @@ func (s *Server) openRestore(ctx context.Context, cfg *runtime.ContainerConfig) 
 	} else if fi, err := os.Stat(img); err != nil || !fi.Mode().IsRegular() {
 		return nil, nil
 	}
-	if _, err := s.criu.get(); err != nil {
+	if _, err := s.criu.get(ctx); err != nil {
 		return nil, fmt.Errorf("restore from %q: %w", img, err)
 	}
 	if err := os.MkdirAll(s.checkpointsDir(), 0o700); err != nil {
@@ -139,11 +139,12 @@ func (r *restoreSource) imagesDir() string {
 }
 
 // criuPathFor is the CRIU a restoring shim must use; "" when not restoring.
-func (s *Server) criuPathFor(restoreFrom string) string {
+func (s *Server) criuPathFor(ctx context.Context, restoreFrom string) string {
 	if restoreFrom == "" {
 		return ""
 	}
-	p, _ := s.criu.get()
+	// openRestore already waited for the probe and found it good.
+	p, _ := s.criu.get(ctx)
 	return p
 }
 

@@ -128,6 +128,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 		Bundle:         bundle,
 		Rootfs:         filepath.Join(bundle, "rootfs"),
 		CreatedAt:      time.Now().UnixNano(),
+		Restore:        restore != nil,
 		Status:         store.ContainerStatus{State: store.ContainerCreated},
 	}
 	if sig := cfg.GetStopSignal(); sig != runtime.Signal_SIGNAL_RUNTIME_DEFAULT {
@@ -319,7 +320,7 @@ func (s *Server) createInShim(ctx context.Context, shim *pendingShim, rec store.
 		StdinOnce:     cfg.GetStdinOnce(),
 		Terminal:      cfg.GetTty(),
 		RestoreFrom:   restoreFrom,
-		CriuPath:      s.criuPathFor(restoreFrom),
+		CriuPath:      s.criuPathFor(ctx, restoreFrom),
 	})
 	if err != nil {
 		_ = cli.Shutdown(ctx)

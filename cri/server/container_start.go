@@ -38,7 +38,7 @@ func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRe
 		return nil, fmt.Errorf("container %q has no shim: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 	started := time.Now().UnixNano()
-	pid, err := t.client.Start(ctx)
+	pid, err := s.startTask(ctx, t, c)
 	if err != nil {
 		// A container that failed to start is over: record why and let
 		// the monitor release the shim once the init process is killed.
@@ -49,7 +49,11 @@ func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRe
 		}); uerr != nil {
 			interceptor.Logger(ctx).Error("record start error", "error", uerr)
 		}
-		_ = t.client.Kill(ctx, 9, true)
+		// Even when ctx has run out (a restore that hit its bound): a
+		// container left CREATED with a live shim is a leak.
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_ = t.client.Kill(kctx, 9, true)
+		cancel()
 		return nil, fmt.Errorf("start container %q: %w", c.ID, err)
 	}
 	_, err = s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
@@ -67,4 +71,16 @@ func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRe
 	s.containerEvent(c.ID, c.SandboxID, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
 	interceptor.Logger(ctx).Info("container started", "pid", pid)
 	return &runtime.StartContainerResponse{}, nil
+}
+
+// startTask starts c's process, or restores it from its checkpoint with
+// CRIU bounded by runtime.checkpoint_timeout and ctx.
+func (s *Server) startTask(ctx context.Context, t *task, c store.Container) (int, error) {
+	if !c.Restore {
+		return t.client.Start(ctx)
+	}
+	bound := s.criuBound(ctx, 0)
+	cctx, cancel := criuCallContext(ctx, bound)
+	defer cancel()
+	return t.client.Restore(cctx, bound)
 }

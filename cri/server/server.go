@@ -97,7 +97,8 @@ type Server struct {
 	// allCaps is what "all capabilities" means for a privileged container:
 	// berthd's bounding set, since runc cannot grant more than it holds.
 	allCaps []string
-	// criu is the CRIU checkpoint and restore use, found on first need.
+	// criu is the CRIU checkpoint and restore use, probed in the
+	// background from New on.
 	criu criuProbe
 	// features is what each runtime handler supports, probed in New.
 	features map[string]handlerFeatures
@@ -166,8 +167,17 @@ func New(o Options) (*Server, error) {
 			return nil, fmt.Errorf("create state dir: %w", err)
 		}
 	}
+	criu := criuCandidates
+	if o.Config.Runtime.CriuPath != "" {
+		criu = []string{o.Config.Runtime.CriuPath}
+	}
+	s.criu.start(criu, s.checkpointsDir(), o.Config.Runtime.CheckpointTimeoutDuration(), s.log)
 	return s, nil
 }
+
+// Close stops what New started in the background (the CRIU probe) and
+// waits for it; call it once the server no longer serves.
+func (s *Server) Close() { s.criu.stop() }
 
 func ownOOMScoreAdj() (int, error) {
 	data, err := os.ReadFile("/proc/self/oom_score_adj")

@@ -88,7 +88,10 @@ type Container struct {
 	Bundle         string // OCI bundle dir, also the shim's state dir
 	Rootfs         string
 	CreatedAt      int64
-	Status         ContainerStatus
+	// Restore is set for a container created from a checkpoint: its shim
+	// restores it with CRIU on StartContainer, within a bound.
+	Restore bool
+	Status  ContainerStatus
 }
 
 // ContainerStatus is the mutable part of a container record.

@@ -237,7 +237,11 @@ func (x *CreateResponse) GetPid() uint32 {
 }
 
 type StartRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// timeout_ms bounds a restore from a checkpoint (0: the caller's
+	// deadline alone); when it passes, the runtime and CRIU are killed, the
+	// half-restored container deleted, and Start fails DeadlineExceeded.
+	TimeoutMs     uint64 `protobuf:"varint,1,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,6 +274,13 @@ func (x *StartRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
 func (*StartRequest) Descriptor() ([]byte, []int) {
 	return file_shim_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StartRequest) GetTimeoutMs() uint64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
 }
 
 type StartResponse struct {
@@ -1392,7 +1403,13 @@ type CheckpointRequest struct {
 	FileLocks      bool `protobuf:"varint,5,opt,name=file_locks,json=fileLocks,proto3" json:"file_locks,omitempty"`
 	ExtUnixSk      bool `protobuf:"varint,6,opt,name=ext_unix_sk,json=extUnixSk,proto3" json:"ext_unix_sk,omitempty"`
 	// criu_path overrides the one given at Create.
-	CriuPath      string `protobuf:"bytes,7,opt,name=criu_path,json=criuPath,proto3" json:"criu_path,omitempty"`
+	CriuPath string `protobuf:"bytes,7,opt,name=criu_path,json=criuPath,proto3" json:"criu_path,omitempty"`
+	// timeout_ms bounds the dump (0: the caller's deadline alone); when it
+	// passes, the runtime and CRIU are killed as a process group, a
+	// container they froze is thawed, and Checkpoint fails
+	// DeadlineExceeded. The caller's own deadline must leave the shim time
+	// for that cleanup.
+	TimeoutMs     uint64 `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1474,6 +1491,13 @@ func (x *CheckpointRequest) GetCriuPath() string {
 		return x.CriuPath
 	}
 	return ""
+}
+
+func (x *CheckpointRequest) GetTimeoutMs() uint64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
 }
 
 type CheckpointResponse struct {
@@ -1674,8 +1698,10 @@ const file_shim_proto_rawDesc = "" +
 	"\frestore_from\x18\b \x01(\tR\vrestoreFrom\x12\x1b\n" +
 	"\tcriu_path\x18\t \x01(\tR\bcriuPath\"\"\n" +
 	"\x0eCreateResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\rR\x03pid\"\x0e\n" +
-	"\fStartRequest\"!\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\"-\n" +
+	"\fStartRequest\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x01 \x01(\x04R\ttimeoutMs\"!\n" +
 	"\rStartResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"P\n" +
 	"\vKillRequest\x12\x16\n" +
@@ -1735,7 +1761,7 @@ const file_shim_proto_rawDesc = "" +
 	"\x0eAttachResponse\",\n" +
 	"\rDetachRequest\x12\x1b\n" +
 	"\tattach_id\x18\x01 \x01(\tR\battachId\"\x10\n" +
-	"\x0eDetachResponse\"\xf9\x01\n" +
+	"\x0eDetachResponse\"\x98\x02\n" +
 	"\x11CheckpointRequest\x12\x1d\n" +
 	"\n" +
 	"image_path\x18\x01 \x01(\tR\timagePath\x12\x1b\n" +
@@ -1745,7 +1771,9 @@ const file_shim_proto_rawDesc = "" +
 	"\n" +
 	"file_locks\x18\x05 \x01(\bR\tfileLocks\x12\x1e\n" +
 	"\vext_unix_sk\x18\x06 \x01(\bR\textUnixSk\x12\x1b\n" +
-	"\tcriu_path\x18\a \x01(\tR\bcriuPath\"\x14\n" +
+	"\tcriu_path\x18\a \x01(\tR\bcriuPath\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\b \x01(\x04R\ttimeoutMs\"\x14\n" +
 	"\x12CheckpointResponse\"\x0e\n" +
 	"\fPauseRequest\"\x0f\n" +
 	"\rPauseResponse\"\x0f\n" +

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"time"
 
 	"github.com/berth-runtime/berth/shim/api"
 )
@@ -20,6 +21,9 @@ type CheckpointOpts struct {
 	ExtUnixSk      bool
 	// CriuPath overrides the CRIU given at Create.
 	CriuPath string
+	// Timeout bounds the dump in the shim (0: ctx's deadline alone); ctx
+	// must outlast it by the shim's cleanup time.
+	Timeout time.Duration
 }
 
 // Checkpoint dumps the running container.
@@ -32,6 +36,7 @@ func (c *Client) Checkpoint(ctx context.Context, o CheckpointOpts) error {
 		FileLocks:      o.FileLocks,
 		ExtUnixSk:      o.ExtUnixSk,
 		CriuPath:       o.CriuPath,
+		TimeoutMs:      uint64(o.Timeout.Milliseconds()),
 	})
 	return toNative("checkpoint", err)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -179,6 +180,132 @@ func TestCheckpointNotRunning(t *testing.T) {
 	err := c.Checkpoint(ctx, CheckpointOpts{ImagePath: filepath.Join(e.dir, "i"), WorkPath: filepath.Join(e.dir, "w")})
 	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "created") {
 		t.Errorf("Checkpoint of created container: %v, want FailedPrecondition", err)
+	}
+	if _, err := c.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	shutdown(t, e, c)
+}
+
+// hangingCRIU is a CRIU stand-in that hangs, as CRIU 4.1.1 does in every
+// dump on kernel 6.18; its sleeps carry a marker so that any left running
+// is found.
+func hangingCRIU(t *testing.T) (path, marker string) {
+	t.Helper()
+	marker = strconv.Itoa(4000+int(time.Now().UnixNano()%1000)) + ".5"
+	path = filepath.Join(t.TempDir(), "criu")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\nexec sleep "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			if b, _ := os.ReadFile(p); string(b) == "sleep\x00"+marker+"\x00" {
+				t.Errorf("CRIU stand-in left running: %s", p)
+			}
+		}
+	})
+	return path, marker
+}
+
+// TestCheckpointHangingCRIU: a dump that outlives its bound kills the
+// runtime with its CRIU, thaws the container it froze, and fails
+// DeadlineExceeded; a container its caller froze stays frozen for the
+// caller to thaw.
+func TestCheckpointHangingCRIU(t *testing.T) {
+	requireCRIU(t)
+	ctx := ctxT(t)
+	e := newEnv(t)
+	e.writeBundle(t, bundleOpts{args: []string{"sh", "-c", counter}})
+	c := e.startShim(t)
+	opts := e.createOpts(false)
+	opts.RuntimeBinary = crRunc
+	if _, err := c.Create(ctx, opts); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if _, err := c.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	waitFor(t, "counting", func() bool { return len(counts(t, e.logPath)) >= 3 })
+	criu, _ := hangingCRIU(t)
+	dump := func() error {
+		t.Helper()
+		start := time.Now()
+		err := c.Checkpoint(ctx, CheckpointOpts{
+			ImagePath: filepath.Join(e.dir, "images"), WorkPath: filepath.Join(e.dir, "work"),
+			LeaveRunning: true, CriuPath: criu, Timeout: 2 * time.Second,
+		})
+		if el := time.Since(start); el < 2*time.Second || el > 20*time.Second {
+			t.Errorf("Checkpoint returned after %s, want the 2s bound", el)
+		}
+		return err
+	}
+	if err := dump(); !errdefs.IsDeadlineExceeded(err) || !strings.Contains(err.Error(), e.id) {
+		t.Fatalf("Checkpoint with a hanging CRIU: %v, want DeadlineExceeded naming %s", err, e.id)
+	}
+	if st, err := c.State(ctx); err != nil || st.Status != StatusRunning {
+		t.Errorf("State = %+v, %v; want running", st, err)
+	}
+	n := len(counts(t, e.logPath))
+	waitFor(t, "counting on", func() bool { return len(counts(t, e.logPath)) >= n+3 })
+
+	if err := c.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := dump(); !errdefs.IsDeadlineExceeded(err) {
+		t.Fatalf("Checkpoint of a paused container with a hanging CRIU: %v", err)
+	}
+	n = len(counts(t, e.logPath))
+	time.Sleep(300 * time.Millisecond)
+	if m := len(counts(t, e.logPath)); m > n {
+		t.Errorf("the caller's pause was undone: %d counts, then %d", n, m)
+	}
+	if err := c.Resume(ctx); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	waitFor(t, "counting after resume", func() bool { return len(counts(t, e.logPath)) >= n+3 })
+	if err := c.Kill(ctx, syscall.SIGKILL, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	shutdown(t, e, c)
+}
+
+// TestRestoreHangingCRIU: a restore that outlives its bound kills the
+// runtime with its CRIU and leaves a container that can be removed.
+func TestRestoreHangingCRIU(t *testing.T) {
+	requireCRIU(t)
+	ctx := ctxT(t)
+	e := newEnv(t)
+	e.writeBundle(t, bundleOpts{args: []string{"true"}})
+	c := e.startShim(t)
+	criu, _ := hangingCRIU(t)
+	images := filepath.Join(e.dir, "images")
+	if err := os.Mkdir(images, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	opts := e.createOpts(false)
+	opts.RuntimeBinary, opts.CriuPath, opts.RestoreFrom = crRunc, criu, images
+	if _, err := c.Create(ctx, opts); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	start := time.Now()
+	if _, err := c.Restore(ctx, 2*time.Second); !errdefs.IsDeadlineExceeded(err) || !strings.Contains(err.Error(), e.id) {
+		t.Fatalf("Restore with a hanging CRIU: %v, want DeadlineExceeded naming %s", err, e.id)
+	}
+	if el := time.Since(start); el > 20*time.Second {
+		t.Errorf("Restore returned after %s, want the 2s bound", el)
+	}
+	if err := c.Kill(ctx, syscall.SIGKILL, true); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	if ex, err := c.Wait(ctx); err != nil || ex.Status != 137 {
+		t.Errorf("Wait = %+v, %v; want 137", ex, err)
 	}
 	if _, err := c.Delete(ctx); err != nil {
 		t.Fatal(err)

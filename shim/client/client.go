@@ -168,7 +168,19 @@ func (c *Client) Create(ctx context.Context, o CreateOpts) (int, error) {
 
 // Start starts the created container.
 func (c *Client) Start(ctx context.Context) (int, error) {
-	resp, err := c.svc.Start(ctx, &api.StartRequest{})
+	return c.start(ctx, &api.StartRequest{})
+}
+
+// Restore starts a container created from a checkpoint: the shim restores
+// it within timeout (0: ctx's deadline alone), killing CRIU and deleting
+// the half-restored container when that passes. ctx must outlast timeout
+// by the shim's cleanup time.
+func (c *Client) Restore(ctx context.Context, timeout time.Duration) (int, error) {
+	return c.start(ctx, &api.StartRequest{TimeoutMs: uint64(timeout.Milliseconds())})
+}
+
+func (c *Client) start(ctx context.Context, r *api.StartRequest) (int, error) {
+	resp, err := c.svc.Start(ctx, r)
 	if err != nil {
 		return 0, toNative("start", err)
 	}

@@ -2,10 +2,15 @@ package process
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-runtime/berth/shim/logging"
 	"github.com/berth-runtime/berth/shim/runtime"
@@ -51,6 +56,9 @@ func (p *Init) workDir() string { return filepath.Join(p.stateDir, "criu") }
 // restore runs the runtime's restore; with mu held, from restoringState.
 func (p *Init) restore(ctx context.Context) error {
 	pr := p.pending
+	if err := ensureRestoreTmp(p.bundle); err != nil {
+		return fmt.Errorf("restore container %q: %w", p.id, err)
+	}
 	release := p.reaper.Hold()
 	defer release()
 	err := p.rt.Restore(ctx, p.id, runtime.RestoreOpts{
@@ -66,7 +74,13 @@ func (p *Init) restore(ctx context.Context) error {
 		Stderr:         pr.child.stderr,
 	})
 	if err != nil {
+		// Also after a deadline: runc and CRIU are dead by now (their
+		// group was killed), and delete --force ends what they restored.
 		p.forceDelete()
+		if ctx.Err() != nil {
+			p.log.Warn("restore timed out; CRIU killed", "error", err)
+			return fmt.Errorf("restore container %q: CRIU did not finish in time and was killed: %w", p.id, err)
+		}
 		return err
 	}
 	pid, err := readPidFile(p.pidFile())
@@ -83,6 +97,40 @@ func (p *Init) restore(ctx context.Context) error {
 	p.state = &runningState{p: p}
 	p.log.Info("container restored", "pid", pid)
 	return nil
+}
+
+// ensureRestoreTmp gives a read-only root a /tmp directory before a
+// restore. CRIU (4.2) pivots into the restored root through its /tmp and,
+// when there is none, makes a temporary directory in the root instead,
+// which a read-only root refuses ("mnt: Can't create a temporary
+// directory: Read-only file system"). The root is writable from the host
+// (the runtime makes it read-only only inside the container), and an
+// empty /tmp is what nearly every image has anyway.
+func ensureRestoreTmp(bundle string) error {
+	raw, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return fmt.Errorf("read spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		return fmt.Errorf("decode spec: %w", err)
+	}
+	if spec.Root == nil || !spec.Root.Readonly {
+		return nil
+	}
+	root := spec.Root.Path
+	if !filepath.IsAbs(root) {
+		root = filepath.Join(bundle, root)
+	}
+	// Lstat: a /tmp symlink in an image is left alone; CRIU then makes
+	// its temporary directory as it would.
+	if _, err := os.Lstat(filepath.Join(root, "tmp")); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := os.Mkdir(filepath.Join(root, "tmp"), 0o1777); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create /tmp in the read-only root for CRIU: %w", err)
+	}
+	return os.Chmod(filepath.Join(root, "tmp"), 0o1777)
 }
 
 // endPending records the exit of a container that never ran.
@@ -119,8 +167,10 @@ func (s *restoringState) delete(context.Context) error {
 func (s *restoringState) exited() state { return &stoppedState{p: s.p} }
 
 // Checkpoint dumps the running container with CRIU. criuPath, when set,
-// overrides the CRIU given at creation.
-func (p *Init) Checkpoint(ctx context.Context, o runtime.CheckpointOpts, criuPath string) error {
+// overrides the CRIU given at creation; timeout, when set, bounds the dump.
+// A dump cut short by the bound leaves no CRIU behind (the runtime's
+// process group is killed) and no container frozen by it.
+func (p *Init) Checkpoint(ctx context.Context, o runtime.CheckpointOpts, criuPath string, timeout time.Duration) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if st := p.state.status(); st != StatusRunning {
@@ -132,8 +182,36 @@ func (p *Init) Checkpoint(ctx context.Context, o runtime.CheckpointOpts, criuPat
 		c.CriuPath = criuPath
 		rt = &c
 	}
-	return rt.Checkpoint(ctx, p.id, o)
+	// Whether the caller froze the container itself: then thawing it is
+	// the caller's job, and a pod's other containers stay consistent.
+	before, err := rt.State(ctx, p.id)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	dctx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	err = rt.Checkpoint(dctx, p.id, o)
+	if err == nil || dctx.Err() == nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if st, serr := rt.State(cctx, p.id); serr == nil && st.Status == "paused" && before.Status != "paused" {
+		if rerr := rt.Resume(cctx, p.id); rerr != nil {
+			p.log.Error("thaw container after a timed-out checkpoint", "error", rerr)
+		}
+	}
+	p.log.Warn("checkpoint timed out; CRIU killed", "timeout", timeout, "error", err)
+	return fmt.Errorf("checkpoint container %q: CRIU did not finish within %s and was killed: %w", p.id, timeout, err)
 }
+
+// cleanupTimeout bounds the runtime calls that undo a timed-out checkpoint
+// or restore, which must run after the caller's own bound has passed.
+const cleanupTimeout = 10 * time.Second
 
 // Pause freezes every process of the running container.
 func (p *Init) Pause(ctx context.Context) error {

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 )
@@ -40,7 +42,11 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, o CheckpointOpts) e
 		"--ext-unix-sk":     o.ExtUnixSk,
 	})
 	args = append(args, id)
-	if err := r.simple(ctx, args...); err != nil {
+	cmd := r.command(args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := r.run(ctx, cmd, &stderr); err != nil {
 		return fmt.Errorf("checkpoint container %q: %w", id, criuError(err, filepath.Join(o.WorkPath, "dump.log")))
 	}
 	return nil
@@ -78,6 +84,9 @@ func (r *Runtime) Restore(ctx context.Context, id string, o RestoreOpts) error {
 	})
 	args = append(args, id)
 	cmd := r.command(args...)
+	// Restored processes get their own session from the images; only runc
+	// and CRIU share this group, which a deadline kills.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("restore container %q: %w", id, err)
@@ -154,6 +163,13 @@ func (e *CRIUError) Unwrap() []error { return []error{e.Err, errdefs.ErrFailedPr
 // criuError attaches CRIU's logged errors (at most the last five) to err.
 func criuError(err error, logPath string) error {
 	lines := criuLogErrors(logPath, 5)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		// Not the container's fault: the caller's bound ran out.
+		if len(lines) == 0 {
+			return err
+		}
+		return fmt.Errorf("%w; criu: %s", err, strings.Join(lines, "; "))
+	}
 	if len(lines) == 0 && errdefs.IsNotFound(err) {
 		return err
 	}

@@ -1,28 +1,53 @@
 #!/bin/bash
-# criu-build.sh builds and installs the CRIU that berth's checkpoint and
-# restore use (runc drives it). Debian 12's CRIU 3.17 fails on current
-# kernels ("Unexpected rt vDSO area bounds" in `criu check`); CRIU 4.1
-# works. Debian 13's binary package needs a newer libc than bookworm's, so
-# this builds Debian's own 4.1.1 source package against bookworm's
-# libraries instead. Idempotent: it does nothing when the installed CRIU is
-# already 4.1.x.
+# criu-build.sh installs a CRIU that works on this machine, for berth's
+# checkpoint and restore (runc drives it). "Works" is proven by function,
+# not by a version string or `criu check`: PROBE dumps and restores a
+# throwaway process within a bound. CRIU 4.1.1 passes `criu check` on
+# kernel 6.18 and then hangs in every dump; Debian 12's 3.17 fails there;
+# Debian 13's binaries need a newer libc than bookworm's. So CRIU is built
+# from the upstream source tarballs Debian's pool serves (pinned by
+# SHA-256), newest first, and the first build that passes the probe is
+# installed.
 #
-# Usage: criu-build.sh [PREFIX]   (default /usr/local; installs PREFIX/sbin/criu)
+# An installed CRIU that passes the probe is kept. One that fails it is
+# replaced; when no candidate works (the mirror stopped serving them, or
+# none runs on this kernel), a failing one is moved aside to criu.broken
+# and setup goes on: berthd then reports CheckpointRestoreReady=false with
+# the reason, and the checkpoint RPCs answer FailedPrecondition.
+#
+# Usage: criu-build.sh PREFIX PROBE...
+#   installs PREFIX/sbin/criu; PROBE... is a command that takes a CRIU
+#   path as its last argument (e.g. `bin/berthd criu probe`).
 set -euo pipefail
 
-PREFIX=${1:-/usr/local}
-VERSION=4.1.1
+PREFIX=${1:?usage: criu-build.sh PREFIX PROBE...}
+shift
+PROBE=("$@")
+((${#PROBE[@]})) || { echo "usage: criu-build.sh PREFIX PROBE..." >&2; exit 2; }
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-ORIG=criu_${VERSION}.orig.tar.xz
-ORIG_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
-DEBIAN=criu_${VERSION}-1.debian.tar.xz
-DEBIAN_SHA256=103855d69544c3417abdb5b309c1773db98af2293c4dc48bba39e244b85c778e
+# version  sha256 of criu_<version>.orig.tar.xz (upstream's release tarball)
+CANDIDATES=(
+	"4.2.1 29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9"
+	"4.1.1 f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe"
+)
 DEPS=(gcc make pkg-config python3 python3-protobuf libprotobuf-dev libprotobuf-c-dev
 	protobuf-c-compiler protobuf-compiler libnl-3-dev libnet1-dev libcap-dev libbsd-dev
 	libgnutls28-dev libnftables-dev libaio-dev uuid-dev curl xz-utils iptables)
+DEST=$PREFIX/sbin/criu
 
-if "$PREFIX/sbin/criu" --version 2>/dev/null | grep -q '^Version: 4\.1'; then
-	exit 0
+probe() {
+	local out
+	if out=$("${PROBE[@]}" "$1" 2>&1); then
+		echo "criu: $out"
+		return 0
+	fi
+	echo "criu: $1 fails the dump/restore probe: $out"
+	return 1
+}
+
+if [ -x "$DEST" ]; then
+	probe "$DEST" && exit 0
+	echo "criu: replacing $DEST"
 fi
 
 missing=()
@@ -37,33 +62,37 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-echo "criu: building CRIU $VERSION from Debian's source package into $PREFIX"
-curl -fsSL -o "$ORIG" "$MIRROR/pool/main/c/criu/$ORIG"
-echo "$ORIG_SHA256  $ORIG" | sha256sum -c --quiet -
-tar -xf "$ORIG"
-src=$tmp/criu-$VERSION
-# Debian's packaging (its patches) when the mirror serves it; the upstream
-# source alone builds a working criu too.
-if curl -fsSL -o "$DEBIAN" "$MIRROR/pool/main/c/criu/$DEBIAN" &&
-	echo "$DEBIAN_SHA256  $DEBIAN" | sha256sum -c --quiet -; then
-	tar -xf "$DEBIAN" -C "$src"
-else
-	echo "criu: $DEBIAN unavailable, building the upstream source without Debian's patches"
+for c in "${CANDIDATES[@]}"; do
+	read -r version sha <<<"$c"
+	orig=criu_${version}.orig.tar.xz
+	echo "criu: building CRIU $version from $orig"
+	if ! curl -fsSL --retry 2 -o "$tmp/$orig" "$MIRROR/pool/main/c/criu/$orig"; then
+		echo "criu: $orig is not served by $MIRROR; next candidate"
+		continue
+	fi
+	if ! echo "$sha  $tmp/$orig" | sha256sum -c --quiet - >/dev/null 2>&1; then
+		echo "criu: $orig does not match its pinned SHA-256; next candidate"
+		continue
+	fi
+	src=$tmp/criu-$version
+	tar -xf "$tmp/$orig" -C "$tmp"
+	# Docs need asciidoc/xmlto; berth only needs the binary.
+	if ! make -C "$src" -j"$(nproc)" criu >"$tmp/build-$version.log" 2>&1; then
+		tail -20 "$tmp/build-$version.log"
+		echo "criu: CRIU $version does not build here; next candidate"
+		continue
+	fi
+	probe "$src/criu/criu" || continue
+	install -d "$PREFIX/sbin"
+	install -m 0755 "$src/criu/criu" "$DEST.tmp"
+	mv "$DEST.tmp" "$DEST"
+	echo "criu: installed CRIU $version as $DEST"
+	exit 0
+done
+
+if [ -e "$DEST" ]; then
+	mv "$DEST" "$DEST.broken"
+	echo "criu: moved the failing $DEST aside to $DEST.broken"
 fi
-# Debian's own patches (quilt series), applied in order.
-if [ -f "$src/debian/patches/series" ]; then
-	while read -r patch _; do
-		case "$patch" in '' | '#'*) continue ;; esac
-		patch -d "$src" -p1 -s <"$src/debian/patches/$patch"
-	done <"$src/debian/patches/series"
-fi
-# Docs need asciidoc/xmlto; berth only needs the binary.
-make -C "$src" -j"$(nproc)" criu >"$tmp/build.log" 2>&1 || {
-	tail -40 "$tmp/build.log"
-	exit 1
-}
-install -d "$PREFIX/sbin"
-install -m 0755 "$src/criu/criu" "$PREFIX/sbin/criu.tmp"
-mv "$PREFIX/sbin/criu.tmp" "$PREFIX/sbin/criu"
-"$PREFIX/sbin/criu" --version
+echo "criu: WARNING: no CRIU that works here could be installed; berthd will report" \
+	"CheckpointRestoreReady=false and refuse checkpoint/restore with FailedPrecondition"

@@ -19,8 +19,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // Monitor starts commands and reports their exit status. The shim's reaper
@@ -111,6 +113,19 @@ func (r *Runtime) run(ctx context.Context, cmd *exec.Cmd, stderr *bytes.Buffer) 
 	select {
 	case status = <-ch:
 	case <-ctx.Done():
+		if cmd.SysProcAttr != nil && cmd.SysProcAttr.Setpgid {
+			// A group of its own (checkpoint, restore): the runtime and the
+			// CRIU it forked die together, so a hung CRIU holds no traced
+			// task and no frozen cgroup past the caller's bound.
+			_ = unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
+			select {
+			case <-ch:
+				_ = cmd.Wait()
+			case <-time.After(groupKillWait):
+				go func() { <-ch; _ = cmd.Wait() }()
+			}
+			return fmt.Errorf("%s %s: killed with its process group: %w", r.Binary, cmd.Args[len(cmd.Args)-1], ctx.Err())
+		}
 		// The runtime keeps running; its exit is still reaped. Waiting here
 		// beyond the caller's deadline would only hold the request.
 		go func() { <-ch; _ = cmd.Wait() }()

@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"time"
 
 	"github.com/berth-runtime/berth/shim/api"
 	"github.com/berth-runtime/berth/shim/runtime"
@@ -20,7 +21,7 @@ func (s *Service) Checkpoint(ctx context.Context, r *api.CheckpointRequest) (*ap
 		TCPEstablished: r.TcpEstablished,
 		FileLocks:      r.FileLocks,
 		ExtUnixSk:      r.ExtUnixSk,
-	}, r.CriuPath)
+	}, r.CriuPath, time.Duration(r.TimeoutMs)*time.Millisecond)
 	if err != nil {
 		return nil, err
 	}

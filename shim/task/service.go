@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
@@ -142,10 +143,16 @@ func (s *Service) process() (*process.Init, error) {
 }
 
 // Start starts the created container.
-func (s *Service) Start(ctx context.Context, _ *api.StartRequest) (*api.StartResponse, error) {
+func (s *Service) Start(ctx context.Context, r *api.StartRequest) (*api.StartResponse, error) {
 	p, err := s.process()
 	if err != nil {
 		return nil, err
+	}
+	if r.TimeoutMs > 0 {
+		// Only a restore can take long; see StartRequest.timeout_ms.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(r.TimeoutMs)*time.Millisecond)
+		defer cancel()
 	}
 	if err := p.Start(ctx); err != nil {
 		return nil, err

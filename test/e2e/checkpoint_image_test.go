@@ -26,6 +26,7 @@ const checkpointImageAnnotation = "io.kubernetes.cri-o.annotations.checkpoint.na
 // it; the counter continues and the writable layer comes along.
 func TestCheckpointImageRestore(t *testing.T) {
 	testutil.RequiresRoot(t)
+	requireCRIU(t)
 	t.Parallel()
 	ctx := context.Background()
 	src, _ := bridgeDaemon(t)

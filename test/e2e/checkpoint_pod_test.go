@@ -64,6 +64,7 @@ func continues(t *testing.T, name string, before, original, after []int) {
 // them held open across the move) carried over.
 func TestCheckpointPodMigration(t *testing.T) {
 	testutil.RequiresRoot(t)
+	requireCRIU(t)
 	t.Parallel()
 	ctx := context.Background()
 	src, _ := bridgeDaemon(t)

@@ -96,26 +96,14 @@ func execOut(t *testing.T, d *testutil.Daemon, id string, cmd ...string) string 
 // different IP.
 func TestCheckpointLiveMigration(t *testing.T) {
 	testutil.RequiresRoot(t)
+	requireCRIU(t)
 	t.Parallel()
 	ctx := context.Background()
 	src, _ := bridgeDaemon(t)
 	dst, _ := bridgeDaemon(t)
 
-	st, err := src.Runtime.Status(ctx, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := false
-	for _, c := range st.GetStatus().GetConditions() {
-		if c.Type == "CheckpointRestoreReady" {
-			ready = c.Status
-			if !c.Status {
-				t.Fatalf("checkpoint/restore unavailable: %s", c.Message)
-			}
-		}
-	}
-	if !ready {
-		t.Fatal("Status has no CheckpointRestoreReady condition")
+	if c := waitCheckpointCondition(t, src); !c.Status {
+		t.Fatalf("checkpoint/restore unavailable: %s", c.Message)
 	}
 
 	srcPodCfg := podConfig(t, src, "mig-src")

@@ -31,6 +31,8 @@ type DaemonOptions struct {
 	// ExtraTOML is appended to the generated config; it may only add tables
 	// (or keys of tables it opens itself).
 	ExtraTOML string
+	// RuntimeTOML adds keys to the generated config's [runtime] table.
+	RuntimeTOML string
 	// CNIConfList is the one network config berthd finds in its own CNI
 	// conf dir (<dir>/cni); empty means LoopbackCNI, so pods get a network
 	// namespace with only lo, up, and nothing outside the machine is touched.
@@ -152,6 +154,7 @@ level = "debug"
 [runtime]
 shim_path = %q
 pause_path = %q
+%s
 
 [registry]
 insecure_hosts = [%s]
@@ -159,7 +162,7 @@ insecure_hosts = [%s]
 [cni]
 conf_dir = %q
 bin_dirs = [%s]
-%s`, d.Root, d.State, d.CgroupParent, d.Socket, d.opts.Binaries.Shim, d.opts.Binaries.Pause,
+%s`, d.Root, d.State, d.CgroupParent, d.Socket, d.opts.Binaries.Shim, d.opts.Binaries.Pause, d.opts.RuntimeTOML,
 		quoteAll(d.opts.InsecureHosts), d.CNIConfDir, quoteAll(d.opts.CNIBinDirs), d.opts.ExtraTOML)
 }
 

@@ -1,0 +1,152 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	shimruntime "github.com/berth-runtime/berth/shim/runtime"
+)
+
+// criuCandidates are where a working CRIU is looked for when the config
+// names none, in order: where `make criu` installs one (Debian 12's own,
+// first in PATH otherwise, fails on current kernels), then PATH.
+var criuCandidates = []string{"/usr/local/sbin/criu", "/usr/local/lib/berth/criu", "criu"}
+
+// criuProbe finds, once and in the background, a CRIU that can dump and
+// restore here. It is started by New, so that CheckpointRestoreReady is
+// known early and a CRIU that hangs makes checkpoint calls fail at once
+// instead of hanging them.
+type criuProbe struct {
+	done   chan struct{} // closed once path and err are set
+	cancel context.CancelFunc
+	path   string
+	err    error
+}
+
+// start probes each candidate with shimruntime.ProbeCRIU, each bounded by
+// timeout, in dir.
+func (p *criuProbe) start(candidates []string, dir string, timeout time.Duration, log *slog.Logger) {
+	p.done = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go func() {
+		defer close(p.done)
+		begin := time.Now()
+		p.path, p.err = findCRIU(ctx, candidates, dir, timeout)
+		if p.err != nil {
+			log.Warn("checkpoint/restore unavailable", "error", p.err)
+			return
+		}
+		log.Info("checkpoint/restore ready", "criu", p.path, "probe", time.Since(begin).Round(time.Millisecond))
+	}()
+}
+
+// get returns the working CRIU, waiting for the probe (itself bounded)
+// while ctx allows.
+func (p *criuProbe) get(ctx context.Context) (string, error) {
+	select {
+	case <-p.done:
+		return p.path, p.err
+	case <-ctx.Done():
+		return "", fmt.Errorf("checkpoint/restore unavailable: CRIU is still being probed: %w", errdefs.ErrFailedPrecondition)
+	}
+}
+
+// ready reports the probe's result without waiting; probing is false
+// while it runs.
+func (p *criuProbe) ready() (probing bool, err error) {
+	select {
+	case <-p.done:
+		return false, p.err
+	default:
+		return true, nil
+	}
+}
+
+// stop ends a probe still running (its processes killed, its scratch
+// files removed) and waits for it.
+func (p *criuProbe) stop() {
+	p.cancel()
+	<-p.done
+}
+
+func findCRIU(ctx context.Context, candidates []string, dir string, timeout time.Duration) (string, error) {
+	var why []string
+	for _, c := range candidates {
+		path, err := exec.LookPath(c)
+		if err != nil {
+			if len(candidates) == 1 {
+				why = append(why, err.Error())
+			}
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		err = shimruntime.ProbeCRIU(pctx, path, dir)
+		cancel()
+		if err == nil {
+			return path, nil
+		}
+		why = append(why, err.Error())
+	}
+	if len(why) == 0 {
+		return "", fmt.Errorf("checkpoint/restore unavailable: no CRIU found (run `make criu`): %w", errdefs.ErrFailedPrecondition)
+	}
+	return "", fmt.Errorf("checkpoint/restore unavailable: no working CRIU (%s; run `make criu`): %w",
+		strings.Join(why, "; "), errdefs.ErrFailedPrecondition)
+}
+
+// checkpointCondition is the Status condition saying whether
+// CheckpointContainer, CheckpointPod and restores can work here.
+func (s *Server) checkpointCondition() *runtime.RuntimeCondition {
+	c := &runtime.RuntimeCondition{Type: "CheckpointRestoreReady", Status: true}
+	switch probing, err := s.criu.ready(); {
+	case probing:
+		c.Status = false
+		c.Reason = "CRIUProbing"
+		c.Message = "checking that CRIU can dump and restore a process here"
+	case err != nil:
+		c.Status = false
+		c.Reason = "CRIUUnavailable"
+		c.Message = err.Error()
+	}
+	return c
+}
+
+// criuCleanupGrace is what a shim may need after a CRIU bound passes: kill
+// the runtime's process group and wait for it, thaw or delete the
+// container. The shim is called with this much more than the bound.
+const criuCleanupGrace = 25 * time.Second
+
+// criuBound is how long one CRIU operation may run: the configured
+// runtime.checkpoint_timeout, shortened by the request's own timeout (0:
+// none) and by ctx's deadline less the time left for cleanup, so that the
+// caller gets the answer, and nothing is left behind, before it gives up.
+func (s *Server) criuBound(ctx context.Context, reqTimeout time.Duration) time.Duration {
+	bound := s.cfg.Runtime.CheckpointTimeoutDuration()
+	if reqTimeout > 0 && reqTimeout < bound {
+		bound = reqTimeout
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		left -= min(criuCleanupGrace, left/2)
+		if left < bound {
+			bound = max(left, time.Second)
+		}
+	}
+	return bound
+}
+
+// criuCallContext is the context for a shim call that runs CRIU within
+// bound: it survives the request's cancellation long enough for the shim
+// to finish and clean up, since a CRIU abandoned mid-dump is what leaves
+// frozen and traced containers behind.
+func criuCallContext(ctx context.Context, bound time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), bound+criuCleanupGrace)
+}
