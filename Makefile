@@ -12,19 +12,14 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: kits all setup setup-runc criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench
+.PHONY: test-fresh kits all setup setup-runc criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench
 
 all: build
 
-# setup installs the system packages berth needs, when they are missing.
+# setup installs the system packages berth needs, when they are missing,
+# without starting the services some of them ship (test/lib/apt-install.sh).
 setup:
-	@missing=""; for p in $(PKGS_RUN) $(PKGS_TEST); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "setup: installing$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	@test/lib/apt-install.sh $(PKGS_RUN) $(PKGS_TEST)
 	@command -v $(GO) >/dev/null || { echo "setup: Go >= 1.26 is required in PATH"; exit 1; }
 	@$(MAKE) --no-print-directory setup-runc
 	@$(MAKE) --no-print-directory criu
@@ -41,13 +36,7 @@ RUNC_VERSION := 1.5.2
 RUNC_DIR := /usr/local/lib/berth
 setup-runc:
 	@if $(RUNC_DIR)/runc --version 2>/dev/null | grep -qx 'runc version $(RUNC_VERSION)'; then exit 0; fi; \
-	for p in libseccomp-dev pkg-config gcc; do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "setup: installing$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || exit 1; \
-	fi; \
+	test/lib/apt-install.sh libseccomp-dev pkg-config gcc || exit 1; \
 	echo "setup: building runc $(RUNC_VERSION) into $(RUNC_DIR)"; \
 	tmp=$$(mktemp -d) && \
 	GOBIN=$$tmp CGO_ENABLED=1 GOFLAGS= $(GO) install -tags seccomp github.com/opencontainers/runc@v$(RUNC_VERSION) && \
@@ -76,6 +65,12 @@ test: setup build vet kits test-go conformance kubelet-e2e
 # kits sets up the shared conformance and kubelet kits first, so the Go
 # tests that use the kit's registry mirror run instead of skipping.
 SHARED ?= $(CURDIR)/../shared
+# The kit's loopback registry: 127.0.0.1:5000 unless an operator's own
+# docker-registry service holds that port; the kit, the conformance and
+# kubelet suites and the Go tests all read it from here.
+REGISTRY_ADDR ?= $(shell if [ -d /run/systemd/system ] && systemctl is-active --quiet docker-registry 2>/dev/null; \
+	then echo 127.0.0.1:5001; else echo 127.0.0.1:5000; fi)
+export REGISTRY_ADDR
 kits:
 	$(SHARED)/conformance/setup >/dev/null
 	$(SHARED)/kubelet/setup >/dev/null
@@ -90,6 +85,13 @@ conformance: build
 # kubelet-e2e runs ../shared/kubelet's checks with a real kubelet.
 kubelet-e2e: build
 	BERTH_BIN=$(BIN) test/kubelet/run.sh
+
+# test-fresh runs the README's two commands from a clean clone with every
+# artefact setup builds (runc, CRIU, the kits' binaries and images, the CNI
+# config) moved aside first, as on a fresh machine; run it before
+# submitting. What it moved aside is kept (path printed).
+test-fresh:
+	test/fresh.sh
 
 test-unit:
 	$(GO) test -count=1 -race $$($(GO) list ./... | grep -v /test/)
@@ -114,8 +116,7 @@ stress: build
 # bench measures berthd against Debian's containerd side by side (see
 # test/bench/README.md); BENCH_FLAGS=-quick runs the smoke version.
 bench: setup build
-	@dpkg-query -W -f='$${Status}' containerd 2>/dev/null | grep -q "ok installed" || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd; }
+	@test/lib/apt-install.sh containerd
 	@kit=$${CONFORMANCE_KIT:-../shared/conformance}; if [ -x "$$kit/setup" ]; then \
 	  "$$kit/setup" >&2 || echo "bench: conformance kit setup failed: no critest rows, pause built from berth-pause" >&2; fi
 	$(GO) run ./test/bench -berth-bin $(BIN) -json $(BIN)/bench-results.json $(BENCH_FLAGS)

@@ -11,6 +11,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -77,7 +78,7 @@ func parseFlags(args []string) (params, error) {
 	fs.IntVar(&p.PullLayers, "pull-layers", 8, "layers of the large image")
 	fs.StringVar(&p.Subnet, "subnet", "10.235.0.0/24", "subnet of the bench's own CNI bridge")
 	fs.StringVar(&p.JSON, "json", "bench-results.json", "JSON report path (make bench: bin/bench-results.json)")
-	fs.StringVar(&p.KitRegistry, "kit-registry", "127.0.0.1:5000", "conformance kit registry to copy pause:3.10 from ('' builds one from berth-pause)")
+	fs.StringVar(&p.KitRegistry, "kit-registry", cmp.Or(os.Getenv("REGISTRY_ADDR"), "127.0.0.1:5000"), "conformance kit registry to copy pause:3.10 from ('' builds one from berth-pause)")
 	fs.StringVar(&p.DaemonLog, "daemon-log-level", "info", "log level of both daemons")
 	fs.StringVar(&p.BerthHandler, "berth-handler", "", "RuntimeClass handler berth's pods ask for: '' (runc, like containerd) or crun (an experiment: the floor stays runc)")
 	fs.StringVar(&p.Runc, "runc", defaultRunc(), "OCI runtime of berth, containerd and the floor alike (default: berth's bundled runc when installed)")

@@ -25,9 +25,10 @@ var (
 	regData = envOr(envRegData, "/var/lib/cri-conformance/registry")
 )
 
-// kitRegistry is the conformance kit's loopback registry; the mirror tree
-// sends registry.k8s.io there.
-const kitRegistry = "127.0.0.1:5000"
+// kitRegistry is the conformance kit's loopback registry (the kit's
+// REGISTRY_ADDR, which the Makefile moves off :5000 when an operator's own
+// registry service holds it); the mirror tree sends registry.k8s.io there.
+var kitRegistry = envOr("REGISTRY_ADDR", "127.0.0.1:5000")
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
