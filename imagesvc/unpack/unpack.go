@@ -138,10 +138,13 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 		return e.whiteout(dir, base)
 	}
 	if name == "." {
+		// The layer dir's owner and mode are the store's: a tar must not
+		// widen them (a 0777 or foreign-owned root) nor narrow them (a
+		// 0700 root would shut non-root container users out of "/").
 		if hdr.Typeflag != tar.TypeDir {
 			return fmt.Errorf("layer root is not a directory: %w", errdefs.ErrInvalidArgument)
 		}
-		return e.dir(".", hdr)
+		return nil
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
