@@ -161,10 +161,22 @@ func New(o Options) (*Server, error) {
 		s.log.Info("idmapped mounts unavailable: user namespaces off", "error", idmapErr)
 	}
 	s.features = probeHandlers(context.Background(), o.Config.Runtime.Handlers, idmapErr == nil, s.log)
-	for _, d := range []string{s.sandboxesDir(), s.containersDir(), s.socketsDir()} {
+	// The bundles' dir stays 0711: runc resolves a user namespace
+	// container's rootfs as the mapped root. Each bundle is 0700 (or open
+	// to the mapped root's group only), so that opens no container to
+	// other users.
+	for _, d := range []string{s.containersDir(), s.socketsDir()} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("create state dir: %w", err)
 		}
+	}
+	// Pod dirs hold the pods' hosts, resolv.conf and /dev/shm: closed to
+	// other users, also on a node an older berth (0711) set up.
+	if err := os.MkdirAll(s.sandboxesDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	if err := os.Chmod(s.sandboxesDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("close sandboxes dir to other users: %w", err)
 	}
 	return s, nil
 }
