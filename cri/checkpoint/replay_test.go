@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -241,4 +242,40 @@ func TestReplayKeepsSpecialBits(t *testing.T) {
 		}
 		check(t, rootfs)
 	})
+}
+
+// TestWriteVolumeSwappedDir: a directory of a volume swapped for a symlink
+// to a host directory while the volume is archived (another pod or a host
+// process sharing it) must not put the host file into the archive.
+func TestWriteVolumeSwappedDir(t *testing.T) {
+	host := t.TempDir()
+	if err := os.WriteFile(filepath.Join(host, "f"), []byte("host secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	if err := os.Mkdir(filepath.Join(src, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "sub", "f"), []byte("volume"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	err := tarTree(context.Background(), &buf, src, func(rel, _ string, _ fs.DirEntry) (bool, error) {
+		if rel == "sub/f" {
+			// the swap, between the walk's listing and the archiving
+			if err := os.Rename(filepath.Join(src, "sub"), filepath.Join(src, "old")); err != nil {
+				return false, err
+			}
+			if err := os.Symlink(host, filepath.Join(src, "sub")); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+	if bytes.Contains(buf.Bytes(), []byte("host secret")) {
+		t.Fatalf("the host file went into the archive (err %v)", err)
+	}
+	if err == nil {
+		t.Error("archiving through a swapped-in symlink succeeded")
+	}
 }
