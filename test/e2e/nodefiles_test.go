@@ -51,7 +51,8 @@ func topDirs(d *testutil.Daemon) []string {
 	}
 }
 
-// An older berth made its stores 0711: a restart closes them.
+// An older berth made its stores and user namespace bundles 0711: a
+// restart closes them.
 func testUpgradedNodeClosed(t *testing.T, d *testutil.Daemon) {
 	if err := d.Stop(); err != nil {
 		t.Fatalf("stop berthd: %v", err)
@@ -64,7 +65,20 @@ func testUpgradedNodeClosed(t *testing.T, d *testutil.Daemon) {
 			t.Fatal(err)
 		}
 	}
+	// A user namespace container's bundle, as an older berth left it.
+	bundle := filepath.Join(d.State, "containers", "upgraded-bundle")
+	if err := os.Mkdir(bundle, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(bundle)
 	d.Restart(t)
+	fi, err := os.Stat(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		t.Errorf("a bundle an older berth left 0711 is %v after a restart, want closed to others", fi.Mode().Perm())
+	}
 	for _, p := range topDirs(d) {
 		fi, err := os.Stat(p)
 		if err != nil {
