@@ -279,3 +279,43 @@ func TestWriteVolumeSwappedDir(t *testing.T) {
 		t.Error("archiving through a swapped-in symlink succeeded")
 	}
 }
+
+// TestReplayRefusesSymlinkedArchive: a rootfs-diff.tar or volume archive
+// that is a symlink (kept by an archive, or placed in a pod checkpoint)
+// must not replay the tar it points to, another tenant's perhaps.
+func TestReplayRefusesSymlinkedArchive(t *testing.T) {
+	other := filepath.Join(t.TempDir(), "other.tar")
+	if err := os.WriteFile(other, hostileTar(t, []tarEnt{{name: "leak", typ: tar.TypeReg, body: "other tenant"}}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("rootfs", func(t *testing.T) {
+		dir := dumpDir(t)
+		if err := os.Symlink(other, filepath.Join(dir, RootFsDiffTar)); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rootfs := t.TempDir()
+		if err := c.ApplyRootfsDiff(rootfs); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("ApplyRootfsDiff = %v, want InvalidArgument", err)
+		}
+		if _, err := os.Lstat(filepath.Join(rootfs, "leak")); err == nil {
+			t.Error("the symlinked tar was replayed")
+		}
+	})
+	t.Run("volume", func(t *testing.T) {
+		link := filepath.Join(t.TempDir(), "v.tar")
+		if err := os.Symlink(other, link); err != nil {
+			t.Fatal(err)
+		}
+		dst := t.TempDir()
+		if err := ApplyVolume(context.Background(), link, dst); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("ApplyVolume = %v, want InvalidArgument", err)
+		}
+		if _, err := os.Lstat(filepath.Join(dst, "leak")); err == nil {
+			t.Error("the symlinked tar was replayed")
+		}
+	})
+}

@@ -84,7 +84,7 @@ func isWhiteout(p string, d fs.DirEntry) bool {
 // rootfs-diff.tar (one made with the root file system left out) applies
 // nothing.
 func (c *Checkpoint) ApplyRootfsDiff(rootfs string) error {
-	f, err := os.Open(filepath.Join(c.Dir, RootFsDiffTar))
+	f, err := openArchive(filepath.Join(c.Dir, RootFsDiffTar))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil
@@ -108,6 +108,24 @@ func (c *Checkpoint) ApplyRootfsDiff(rootfs string) error {
 		}
 	}
 	return nil
+}
+
+// openArchive opens a tar that is a member of a checkpoint: never through
+// a symlink (the checkpoint's author could aim one at another tenant's
+// archive on the node), and only a regular file.
+func openArchive(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("%q is a symlink: %w", path, errdefs.ErrInvalidArgument)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%q is not a regular file: %w", path, errdefs.ErrInvalidArgument)
+	}
+	return f, nil
 }
 
 // replay unpacks a rootfs diff or volume archive over dst, replacing
