@@ -63,10 +63,12 @@ func (s *Service) PrepareRootfs(ctx context.Context, containerID, imageID, targe
 
 func (s *Service) mountRootfs(ctx context.Context, containerID string, img Image, target string, undo *[]func()) error {
 	cdir := s.containerDir(containerID)
-	if err := os.MkdirAll(filepath.Dir(cdir), 0o711); err != nil {
+	// The upper dir is "/" of the container and must stay 0755; the
+	// containers dir's 0700 (New) is what keeps other users out.
+	if err := os.MkdirAll(filepath.Dir(cdir), 0o700); err != nil {
 		return err
 	}
-	if err := os.Mkdir(cdir, 0o711); err != nil {
+	if err := os.Mkdir(cdir, 0o700); err != nil {
 		return fmt.Errorf("create container dir: %w", err)
 	}
 	*undo = append(*undo, func() { _ = os.RemoveAll(cdir) })

@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -166,6 +167,15 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	if s.layers, err = snapshot.NewLayers(filepath.Join(s.root, "layers")); err != nil {
 		return nil, err
+	}
+	// Writable layers are containers' files: closed to other users, also
+	// on a node an older berth (0711) set up.
+	cdir := filepath.Join(s.root, "containers")
+	if err := os.MkdirAll(cdir, 0o700); err != nil {
+		return nil, fmt.Errorf("create containers dir: %w", err)
+	}
+	if err := os.Chmod(cdir, 0o700); err != nil {
+		return nil, fmt.Errorf("close containers dir to other users: %w", err)
 	}
 	if err := initBuckets(s.db); err != nil {
 		return nil, err

@@ -145,10 +145,12 @@ func (c *Controller) Create(ctx context.Context, s Spec) (Pod, error) {
 	pod := Pod{ID: s.ID, Dir: filepath.Clean(s.Dir), NoInfra: !s.SharePID}
 	cl := &cleaner{log: log}
 
-	if err := os.MkdirAll(filepath.Dir(pod.Dir), 0o755); err != nil {
+	// 0700: the pod's files are its containers' (bind mounts, which need
+	// no traversal by the container's user), no other user's.
+	if err := os.MkdirAll(filepath.Dir(pod.Dir), 0o700); err != nil {
 		return Pod{}, fmt.Errorf("create parent of sandbox %q dir: %w", s.ID, err)
 	}
-	if err := os.Mkdir(pod.Dir, 0o755); err != nil {
+	if err := os.Mkdir(pod.Dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return Pod{}, fmt.Errorf("sandbox %q dir %q: %w", s.ID, pod.Dir, errdefs.ErrAlreadyExists)
 		}

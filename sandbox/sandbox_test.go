@@ -47,6 +47,16 @@ func TestCreateDefaults(t *testing.T) {
 	if p != want {
 		t.Fatalf("pod:\n got %+v\nwant %+v", p, want)
 	}
+	// Pod files are their containers' (bind mounts): no other user's.
+	for _, d := range []string{spec.Dir, filepath.Dir(spec.Dir)} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s is %v, want 0700", d, fi.Mode().Perm())
+		}
+	}
 
 	for _, ns := range []struct{ pin, self string }{
 		{p.NetNS, "/proc/self/ns/net"}, {p.IPCNS, "/proc/self/ns/ipc"}, {p.UTSNS, "/proc/self/ns/uts"},

@@ -12,11 +12,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/klauspost/compress/zstd"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // WriteArchive tars the contents of dir (a dump directory laid out as the
@@ -56,15 +58,21 @@ func WriteArchive(ctx context.Context, dir, path string) (retErr error) {
 	return nil
 }
 
-// addFile writes one file system entry to tw under name.
 // tarTree writes the entries below root to w as a tar stream, each named by
 // its slash-separated path relative to root. keep, when not nil, decides
 // per entry: false leaves it out, an error (filepath.SkipDir included) is
-// handed to the walk.
+// handed to the walk. Entries are opened relative to root without
+// following any symlink (see addFile): root may be a pod's volume, which
+// other processes can change while it is archived.
 func tarTree(ctx context.Context, w io.Writer, root string, keep func(rel, path string, d fs.DirEntry) (bool, error)) error {
+	rootfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %q: %w", root, err)
+	}
+	defer unix.Close(rootfd)
 	bw := bufio.NewWriterSize(w, 1<<20)
 	tw := tar.NewWriter(bw)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -81,7 +89,7 @@ func tarTree(ctx context.Context, w io.Writer, root string, keep func(rel, path 
 				return err
 			}
 		}
-		return addFile(tw, p, rel, d)
+		return addFile(tw, rootfd, rel)
 	})
 	if err == nil {
 		err = tw.Close()
@@ -92,15 +100,29 @@ func tarTree(ctx context.Context, w io.Writer, root string, keep func(rel, path 
 	return err
 }
 
-func addFile(tw *tar.Writer, path, name string, d fs.DirEntry) error {
-	info, err := d.Info()
+// addFile writes the entry name below rootfd to tw. It is opened once,
+// with no symlink followed on the way nor at its end, and its header and
+// contents are read from that descriptor: a directory swapped for a
+// symlink between the walk and the open fails the archive instead of
+// putting a host file into it.
+func addFile(tw *tar.Writer, rootfd int, name string) error {
+	fd, err := unix.Openat2(rootfd, name, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return fmt.Errorf("open %q: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	info, err := f.Stat()
 	if err != nil {
 		return err
 	}
 	link := ""
 	if info.Mode()&fs.ModeSymlink != 0 {
-		if link, err = os.Readlink(path); err != nil {
-			return err
+		if link, err = readlinkFd(fd); err != nil {
+			return fmt.Errorf("read symlink %q: %w", name, err)
 		}
 	}
 	hdr, err := tar.FileInfoHeader(info, link)
@@ -119,13 +141,27 @@ func addFile(tw *tar.Writer, path, name string, d fs.DirEntry) error {
 	if !info.Mode().IsRegular() {
 		return nil
 	}
-	f, err := os.Open(path)
+	// The O_PATH descriptor reopened: the very file that was stat'ed.
+	rf, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(fd), os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	_, err = io.Copy(tw, f)
+	defer rf.Close()
+	_, err = io.CopyN(tw, rf, hdr.Size)
 	return err
+}
+
+func readlinkFd(fd int) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(fd, "", buf)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
 }
 
 // Checkpoint is an archive unpacked into Dir.

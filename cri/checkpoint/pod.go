@@ -1,13 +1,10 @@
 package checkpoint
 
 import (
-	"archive/tar"
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -169,9 +166,9 @@ func WriteVolume(ctx context.Context, src, path string) (retErr error) {
 // ApplyVolume unpacks a volume archive into directory dst (created if
 // missing), replacing entries of the same name: the restored containers
 // find the files their checkpointed processes had open, at the sizes
-// they had.
+// they had. Entries are resolved inside dst, as ApplyRootfsDiff's are.
 func ApplyVolume(ctx context.Context, path, dst string) error {
-	f, err := os.Open(path)
+	f, err := openArchive(path)
 	if err != nil {
 		return fmt.Errorf("open volume archive %q: %w", path, err)
 	}
@@ -179,27 +176,8 @@ func ApplyVolume(ctx context.Context, path, dst string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("create volume directory %q: %w", dst, err)
 	}
-	tr := tar.NewReader(bufio.NewReader(f))
-	for {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("volume archive %q is corrupt: %v: %w", path, err, errdefs.ErrInvalidArgument)
-		}
-		target, err := within(dst, hdr.Name)
-		if err != nil {
-			return err
-		}
-		if target == dst {
-			continue
-		}
-		if err := replaceEntry(dst, tr, hdr, target); err != nil {
-			return fmt.Errorf("restore volume entry %q into %q: %w", hdr.Name, dst, err)
-		}
+	if err := replay(ctx, bufio.NewReader(f), dst); err != nil {
+		return fmt.Errorf("restore volume archive %q into %q: %w", path, dst, err)
 	}
+	return nil
 }

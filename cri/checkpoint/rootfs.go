@@ -1,7 +1,6 @@
 package checkpoint
 
 import (
-	"archive/tar"
 	"bufio"
 	"context"
 	"errors"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-runtime/berth/imagesvc/unpack"
 )
 
 // WriteRootfsDiff records a container's writable-layer changes into dir:
@@ -76,11 +77,14 @@ func isWhiteout(p string, d fs.DirEntry) bool {
 
 // ApplyRootfsDiff replays the checkpoint's writable-layer changes onto a
 // freshly prepared rootfs: rootfs-diff.tar unpacked over it (owners, modes
-// and times kept), then the deleted.files removed. An archive without a
+// with their setuid, setgid and sticky bits, and times kept), then the
+// deleted.files removed. Both go through imagesvc's extractor, which
+// resolves every path inside rootfs and never follows a symlink out of
+// it: the archive is the pod author's input. An archive without a
 // rootfs-diff.tar (one made with the root file system left out) applies
 // nothing.
 func (c *Checkpoint) ApplyRootfsDiff(rootfs string) error {
-	f, err := os.Open(filepath.Join(c.Dir, RootFsDiffTar))
+	f, err := openArchive(filepath.Join(c.Dir, RootFsDiffTar))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil
@@ -88,25 +92,8 @@ func (c *Checkpoint) ApplyRootfsDiff(rootfs string) error {
 		return fmt.Errorf("open %s: %w", RootFsDiffTar, err)
 	}
 	defer f.Close()
-	tr := tar.NewReader(bufio.NewReader(f))
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("%s is corrupt: %v: %w", RootFsDiffTar, err, errdefs.ErrInvalidArgument)
-		}
-		target, err := within(rootfs, hdr.Name)
-		if err != nil {
-			return err
-		}
-		if target == rootfs {
-			continue
-		}
-		if err := replaceEntry(rootfs, tr, hdr, target); err != nil {
-			return fmt.Errorf("apply %s entry %q: %w", RootFsDiffTar, hdr.Name, err)
-		}
+	if err := replay(context.Background(), bufio.NewReader(f), rootfs); err != nil {
+		return fmt.Errorf("apply %s: %w", RootFsDiffTar, err)
 	}
 	var deleted []string
 	if err := readJSON(c.Dir, DeletedFilesFile, &deleted); err != nil {
@@ -116,77 +103,44 @@ func (c *Checkpoint) ApplyRootfsDiff(rootfs string) error {
 		return err
 	}
 	for _, p := range deleted {
-		target, err := within(rootfs, p)
-		if err != nil {
-			return err
-		}
-		if target == rootfs {
-			continue
-		}
-		if err := mkdirBelow(rootfs, filepath.Dir(target)); err != nil {
-			return fmt.Errorf("delete %q: %w", p, err)
-		}
-		if err := os.RemoveAll(target); err != nil {
+		if err := unpack.Remove(rootfs, p); err != nil {
 			return fmt.Errorf("delete %q: %w", p, err)
 		}
 	}
 	return nil
 }
 
-// replaceEntry writes one diff entry at target, replacing what the image
-// had there.
-func replaceEntry(root string, tr *tar.Reader, hdr *tar.Header, target string) error {
-	if err := mkdirBelow(root, filepath.Dir(target)); err != nil {
-		return err
+// openArchive opens a tar that is a member of a checkpoint: never through
+// a symlink (the checkpoint's author could aim one at another tenant's
+// archive on the node), and only a regular file.
+func openArchive(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("%q is a symlink: %w", path, errdefs.ErrInvalidArgument)
 	}
-	mode := os.FileMode(hdr.Mode).Perm() | os.FileMode(hdr.Mode)&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky)
-	fi, lerr := os.Lstat(target)
-	exists := lerr == nil
-	switch hdr.Typeflag {
-	case tar.TypeDir:
-		if exists && !fi.IsDir() {
-			if err := os.Remove(target); err != nil {
-				return err
-			}
-			exists = false
-		}
-		if !exists {
-			if err := os.Mkdir(target, 0o700); err != nil {
-				return err
-			}
-		}
-	case tar.TypeReg, tar.TypeSymlink:
-		if exists {
-			if err := os.RemoveAll(target); err != nil {
-				return err
-			}
-		}
-		if hdr.Typeflag == tar.TypeSymlink {
-			if err := os.Symlink(hdr.Linkname, target); err != nil {
-				return err
-			}
-			return os.Lchown(target, hdr.Uid, hdr.Gid)
-		}
-		f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(f, tr)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("unsupported type %q: %w", hdr.Typeflag, errdefs.ErrInvalidArgument)
+	if err != nil {
+		return nil, err
 	}
-	if err := os.Lchown(target, hdr.Uid, hdr.Gid); err != nil {
-		return err
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%q is not a regular file: %w", path, errdefs.ErrInvalidArgument)
 	}
-	// chmod after chown, which clears setuid bits.
-	if err := os.Chmod(target, mode); err != nil {
-		return err
+	return f, nil
+}
+
+// replay unpacks a rootfs diff or volume archive over dst, replacing
+// entries of the same name. Device nodes are refused (the writers never
+// archive one, and one placed in a host directory would be reachable
+// there), as are overlay whiteouts and xattrs: only what the writers put
+// in is taken.
+func replay(ctx context.Context, r io.Reader, dst string) error {
+	err := unpack.Extract(ctx, dst, r, unpack.Options{})
+	if err != nil && !errdefs.IsInvalidArgument(err) && ctx.Err() == nil {
+		var errno unix.Errno
+		if !errors.As(err, &errno) {
+			// A malformed tar stream: the archive's fault.
+			return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+		}
 	}
-	return os.Chtimes(target, hdr.AccessTime, hdr.ModTime)
+	return err
 }

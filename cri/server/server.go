@@ -162,10 +162,8 @@ func New(o Options) (*Server, error) {
 		s.log.Info("idmapped mounts unavailable: user namespaces off", "error", idmapErr)
 	}
 	s.features = probeHandlers(context.Background(), o.Config.Runtime.Handlers, idmapErr == nil, s.log)
-	for _, d := range []string{s.sandboxesDir(), s.containersDir(), s.socketsDir()} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
-			return nil, fmt.Errorf("create state dir: %w", err)
-		}
+	if err := s.makeStateDirs(); err != nil {
+		return nil, err
 	}
 	criu := criuCandidates
 	if o.Config.Runtime.CriuPath != "" {
@@ -178,6 +176,45 @@ func New(o Options) (*Server, error) {
 // Close stops what New started in the background (the CRIU probe) and
 // waits for it; call it once the server no longer serves.
 func (s *Server) Close() { s.criu.stop() }
+
+// makeStateDirs creates the state dirs with their modes and closes what an
+// older berth left open, so an upgraded node is protected too.
+func (s *Server) makeStateDirs() error {
+	// The bundles' dir stays 0711: runc resolves a user namespace
+	// container's rootfs as the mapped root. Each bundle is 0700 (or open
+	// to the mapped root's group only), so that opens no container to
+	// other users.
+	for _, d := range []string{s.containersDir(), s.socketsDir()} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return fmt.Errorf("create state dir: %w", err)
+		}
+	}
+	// Pod dirs hold the pods' hosts, resolv.conf and /dev/shm.
+	if err := os.MkdirAll(s.sandboxesDir(), 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	if err := os.Chmod(s.sandboxesDir(), 0o700); err != nil {
+		return fmt.Errorf("close sandboxes dir to other users: %w", err)
+	}
+	// Older berths made a user namespace container's bundle 0711. runc
+	// passes through it as the mapped root only while it sets the rootfs
+	// up (runc create), so closing it under a live container is safe.
+	bundles, err := os.ReadDir(s.containersDir())
+	if err != nil {
+		return fmt.Errorf("read bundles: %w", err)
+	}
+	for _, b := range bundles {
+		fi, err := b.Info()
+		if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o007 == 0 {
+			continue
+		}
+		p := filepath.Join(s.containersDir(), b.Name())
+		if err := os.Chmod(p, fi.Mode().Perm()&^0o007); err != nil {
+			return fmt.Errorf("close bundle %q to other users: %w", p, err)
+		}
+	}
+	return nil
+}
 
 func ownOOMScoreAdj() (int, error) {
 	data, err := os.ReadFile("/proc/self/oom_score_adj")

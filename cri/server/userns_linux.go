@@ -178,13 +178,19 @@ func overlayDirs(target string) (lowers []string, upper, work string, err error)
 
 // prepareUsernsRootfs readies a user namespace pod's container rootfs: the
 // bundle must be traversable by the mapped root (runc mounts the rootfs
-// from inside the namespace), and the layers idmapped.
+// from inside the namespace), and the layers idmapped. Only the mapped
+// root's group may traverse it: open to all, it would hand the
+// container's files, setuid binaries included, to every local user.
 func prepareUsernsRootfs(pod *runtime.PodSandboxConfig, bundle, rootfs string) error {
 	m, ok := specgen.PodUserns(pod)
 	if !ok {
 		return nil
 	}
-	if err := os.Chmod(bundle, 0o711); err != nil {
+	_, gid := m.HostRoot()
+	if err := os.Chown(bundle, 0, int(gid)); err != nil {
+		return fmt.Errorf("open bundle %q to the mapped root: %w", bundle, err)
+	}
+	if err := os.Chmod(bundle, 0o710); err != nil {
 		return fmt.Errorf("open bundle %q to the mapped root: %w", bundle, err)
 	}
 	return idmapRootfs(rootfs, m)

@@ -27,6 +27,11 @@ func New(root string) (*Store, error) {
 			return nil, fmt.Errorf("create content dir: %w", err)
 		}
 	}
+	// Blobs are private images' layers: closed to other users, also in a
+	// store an older berth made.
+	if err := os.Chmod(root, 0o700); err != nil {
+		return nil, fmt.Errorf("close content store to other users: %w", err)
+	}
 	// Ingest files are never valid after a restart: drop leftovers of a crash.
 	stale, err := os.ReadDir(filepath.Join(root, "ingest"))
 	if err != nil {

@@ -34,8 +34,16 @@ type Layers struct {
 // NewLayers opens (creating) the layer store at root and removes leftovers of
 // interrupted unpacks and removals.
 func NewLayers(root string) (*Layers, error) {
-	if err := os.MkdirAll(root, 0o711); err != nil {
+	// 0700: layers hold every image's setuid binaries and device nodes,
+	// which must not be any local user's to run or open (the class of
+	// CVE-2021-41091 and CVE-2021-41103). Layer dirs inside stay 0755, the
+	// mode "/" shows in a container. Chmod closes a store an older berth
+	// made 0711.
+	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("create layer store: %w", err)
+	}
+	if err := os.Chmod(root, 0o700); err != nil {
+		return nil, fmt.Errorf("close layer store to other users: %w", err)
 	}
 	entries, err := os.ReadDir(root)
 	if err != nil {
@@ -78,8 +86,9 @@ func (l *Layers) Begin() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("create temp layer dir: %w", err)
 	}
-	// MkdirTemp makes 0700; a layer root without a "./" entry must still
-	// be traversable by non-root container users.
+	// MkdirTemp makes 0700; the layer root is "/" of read-only image
+	// mounts and must be traversable by non-root container users. The
+	// store's 0700 keeps other users of the host out.
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("chmod temp layer dir: %w", err)

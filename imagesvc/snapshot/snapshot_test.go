@@ -153,3 +153,31 @@ func TestMountOverlay(t *testing.T) {
 		t.Errorf("unmount of missing path: %v", err)
 	}
 }
+
+// TestLayersClosed: the store is 0700 (also one an older berth made 0711),
+// each layer 0755 inside it: other users are kept out by the store, while
+// "/" of an image mount stays traversable.
+func TestLayersClosed(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "layers")
+	if err := os.Mkdir(root, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewLayers(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := l.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Abort(tmp)
+	for p, want := range map[string]os.FileMode{root: 0o700, tmp: 0o755} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s is %v, want %v", p, fi.Mode().Perm(), want)
+		}
+	}
+}

@@ -67,23 +67,47 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
 
-// Apply extracts the tar stream r into the existing directory dir. Entries are
-// created with *at syscalls relative to dir; parents are resolved with
-// RESOLVE_IN_ROOT, so symlinks inside the layer can never lead outside it.
-// Paths that escape dir (absolute, "..") and hardlinks whose target escapes
-// are rejected with errdefs.ErrInvalidArgument; device nodes are created
-// when running as root (skipped otherwise); runs of zero blocks become holes.
-// On error dir is left partly written: the caller removes it.
+// Apply extracts the image layer tar stream r into the existing directory
+// dir: Extract with whiteouts, xattrs and device nodes, as a layer needs.
 func Apply(ctx context.Context, dir string, r io.Reader, log *slog.Logger) error {
-	if log == nil {
-		log = slog.Default()
+	return Extract(ctx, dir, r, Options{Whiteouts: true, Xattrs: true, Devices: true, Logger: log})
+}
+
+// Options say what Extract takes from a stream besides names, contents,
+// owners (when running as root), modes and times.
+type Options struct {
+	// Whiteouts turns OCI whiteouts into overlayfs ones (image layers);
+	// without it a ".wh." name is an ordinary file.
+	Whiteouts bool
+	// Xattrs sets the entries' SCHILY.xattr records (never overlay's own).
+	Xattrs bool
+	// Devices creates device nodes when running as root (skipped
+	// otherwise); without it a device entry is refused: a tar that is not
+	// a layer has no business putting one in a directory of the host.
+	Devices bool
+	Logger  *slog.Logger // nil => slog.Default()
+}
+
+// Extract extracts the tar stream r into the existing directory dir.
+// Entries are created with *at syscalls relative to dir; parents are
+// resolved with RESOLVE_IN_ROOT, so symlinks inside the tree can never lead
+// outside it. Paths that escape dir (absolute, "..") and hardlinks whose
+// target escapes are rejected with errdefs.ErrInvalidArgument; runs of zero
+// blocks become holes. The "./" entry is checked but never applied: dir's
+// own owner and mode are its creator's, and a tar must not widen them (a
+// 0777 or foreign-owned root) nor hide the tree from the users that must
+// traverse it. Existing entries are replaced; an existing directory keeps
+// its contents. On error dir is left partly written: the caller removes it.
+func Extract(ctx context.Context, dir string, r io.Reader, o Options) error {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	rootfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open layer dir %q: %w", dir, err)
+		return fmt.Errorf("open dir %q: %w", dir, err)
 	}
 	defer unix.Close(rootfd)
-	e := &extractor{rootfd: rootfd, log: log, chown: unix.Geteuid() == 0}
+	e := &extractor{rootfd: rootfd, log: o.Logger, chown: unix.Geteuid() == 0, opts: o}
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -94,13 +118,43 @@ func Apply(ctx context.Context, dir string, r io.Reader, log *slog.Logger) error
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("read layer tar: %w", err)
+			return fmt.Errorf("read tar: %w", err)
 		}
 		if err := e.entry(hdr, tr); err != nil {
 			return fmt.Errorf("extract %q: %w", hdr.Name, err)
 		}
 	}
 	return e.finishDirs()
+}
+
+// Remove deletes name (a path relative to dir; a leading "/" means dir) and
+// everything below it, resolving its parents as Extract does, so a symlink
+// in the tree cannot point the removal outside dir. A missing entry or
+// parent is fine; dir itself is never removed.
+func Remove(dir, name string) error {
+	name, err := cleanName("./" + strings.TrimLeft(name, "/"))
+	if err != nil {
+		return err
+	}
+	if name == "." {
+		return nil
+	}
+	rootfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open dir %q: %w", dir, err)
+	}
+	defer unix.Close(rootfd)
+	e := &extractor{rootfd: rootfd}
+	pdir, base := path.Split(name)
+	parent, err := e.openDir(path.Clean("./"+pdir), false)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	return removeAt(parent, base)
 }
 
 type dirTime struct {
@@ -112,6 +166,7 @@ type extractor struct {
 	rootfd int
 	log    *slog.Logger
 	chown  bool
+	opts   Options
 	dirs   []dirTime
 }
 
@@ -134,18 +189,22 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	}
 	dir, base := path.Split(name)
 	dir = path.Clean("./" + dir)
-	if strings.HasPrefix(base, whiteoutPrefix) {
+	if e.opts.Whiteouts && strings.HasPrefix(base, whiteoutPrefix) {
 		return e.whiteout(dir, base)
 	}
 	if name == "." {
+		// dir's owner and mode are its creator's (see Extract).
 		if hdr.Typeflag != tar.TypeDir {
-			return fmt.Errorf("layer root is not a directory: %w", errdefs.ErrInvalidArgument)
+			return fmt.Errorf("root entry is not a directory: %w", errdefs.ErrInvalidArgument)
 		}
-		return e.dir(".", hdr)
+		return nil
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
 	case tar.TypeChar, tar.TypeBlock:
+		if !e.opts.Devices {
+			return fmt.Errorf("device node %d:%d: %w", hdr.Devmajor, hdr.Devminor, errdefs.ErrInvalidArgument)
+		}
 		if hdr.Typeflag == tar.TypeChar && hdr.Devmajor == 0 && hdr.Devminor == 0 {
 			// overlayfs reads a 0:0 character device as a whiteout: only
 			// .wh. entries may delete lower files.
@@ -401,6 +460,9 @@ func (e *extractor) attrsAt(parent int, base string, hdr *tar.Header) error {
 // xattrs sets extended attributes where the filesystem allows; overlay's own
 // attributes from a layer could redirect lookups, so they are never taken.
 func (e *extractor) xattrs(fd int, name string, hdr *tar.Header) {
+	if !e.opts.Xattrs {
+		return
+	}
 	for k, v := range hdr.PAXRecords {
 		attr, ok := strings.CutPrefix(k, paxXattr)
 		if !ok {
