@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -57,26 +55,6 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (Image, erro
 		return Image{}, fmt.Errorf("pull %q: %w", r.String(), err)
 	}
 	return img, nil
-}
-
-func authenticator(a *Auth, domain string, h hosts.Host) authn.Authenticator {
-	if a == nil || *a == (Auth{}) {
-		return authn.Anonymous
-	}
-	if a.ServerAddress != "" {
-		// As containerd: credentials naming a server go to that server only.
-		srv := a.ServerAddress
-		if u, err := url.Parse(srv); err == nil && u.Host != "" {
-			srv = u.Host
-		}
-		if srv != domain && srv != h.Host && !(domain == "docker.io" && srv == "index.docker.io") {
-			return authn.Anonymous
-		}
-	}
-	return authn.FromConfig(authn.AuthConfig{
-		Username: a.Username, Password: a.Password, Auth: a.Auth,
-		IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken,
-	})
 }
 
 // source fetches manifests and blobs of one repository from one host, or

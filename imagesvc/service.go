@@ -62,9 +62,9 @@ type Options struct {
 // Auth are registry credentials, in the CRI AuthConfig shape.
 type Auth struct {
 	Username, Password, Auth, IdentityToken, RegistryToken string
-	// ServerAddress, when set, limits the credentials to that registry
-	// (a host or URL); otherwise they go to every host of the pull,
-	// mirrors included, as containerd does.
+	// ServerAddress names the registry host the credentials are for (a
+	// host or URL); empty means the image's registry. They are sent to
+	// that host only, never to a mirror of it.
 	ServerAddress string
 }
 
