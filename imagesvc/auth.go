@@ -1,6 +1,9 @@
 package imagesvc
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net/url"
 	"strings"
 
@@ -65,4 +68,18 @@ func namesHost(named string, h hosts.Host) bool {
 		port = ":80"
 	}
 	return named+port == host || named == host+port
+}
+
+// key identifies a's credentials among concurrent pulls without keeping
+// them readable in memory: "" for anonymous, else a SHA-256 of every field.
+func (a *Auth) key() string {
+	if a == nil || *a == (Auth{}) {
+		return ""
+	}
+	h := sha256.New()
+	for _, f := range []string{a.Username, a.Password, a.Auth, a.IdentityToken, a.RegistryToken, a.ServerAddress} {
+		// length-prefixed, so no two different Auths encode alike.
+		fmt.Fprintf(h, "%d:%s", len(f), f)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

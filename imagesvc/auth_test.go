@@ -3,9 +3,14 @@ package imagesvc
 import (
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/berth-runtime/berth/imagesvc/hosts"
 )
@@ -100,5 +105,59 @@ func TestNamesHost(t *testing.T) {
 		if got := namesHost(serverHost(tc.server), tc.host); got != tc.want {
 			t.Errorf("credentials for %q sent to %s: %v, want %v", tc.server, tc.host.URL(), got, tc.want)
 		}
+	}
+}
+
+// gate holds every blob GET until release is closed, signalling the first.
+type gate struct {
+	inner   http.Handler
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+		g.once.Do(func() { close(g.started) })
+		<-g.release
+	}
+	g.inner.ServeHTTP(w, r)
+}
+
+func TestJoinedPullNeedsOwnCredentials(t *testing.T) {
+	g := &gate{inner: quietRegistry(), started: make(chan struct{}), release: make(chan struct{})}
+	ar := &authRegistry{inner: g, mode: "basic", user: "u", pass: "secret-pw"}
+	srv := httptest.NewServer(ar)
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	close(g.release)
+	pushWithAuth(t, host, "lib/private:1", testImage(t), "u", "secret-pw")
+	g.release = make(chan struct{})
+	e := envWith(t, func(o *Options) { o.InsecureHosts = []string{host} })
+
+	ref := host + "/lib/private:1"
+	errs := make(chan error, 1)
+	go func() {
+		_, err := e.svc.Pull(ctx, ref, &Auth{Username: "u", Password: "secret-pw"})
+		errs <- err
+	}()
+	<-g.started // the private pull is under way, holding its first blob
+	anon := make(chan error, 1)
+	go func() {
+		_, err := e.svc.Pull(ctx, ref, nil)
+		anon <- err
+	}()
+	// long enough for an anonymous caller to join the pull in flight.
+	time.Sleep(200 * time.Millisecond)
+	close(g.release)
+	if err := <-errs; err != nil {
+		t.Fatalf("pull with credentials: %v", err)
+	}
+	err := <-anon
+	if err == nil {
+		t.Fatal("a pull without credentials succeeded by joining one with them")
+	}
+	if !errdefs.IsUnauthorized(err) {
+		t.Errorf("pull without credentials: %v, want Unauthenticated", err)
 	}
 }

@@ -35,8 +35,9 @@ const maxSmallBlob = 16 << 20
 // Pull fetches ref (normalised) and unpacks its layers, returning the
 // record. Concurrent pulls of one reference share one download; a layer whose
 // chain ID is already unpacked is neither downloaded nor unpacked again.
-// auth may be nil for anonymous pulls; callers that join a pull already
-// under way share it, credentials of the first caller included. When ref has both tag and digest the
+// auth may be nil for anonymous pulls. Only callers with the same
+// credentials share a pull: one that joined another's would get an image
+// its own credentials may not reach. When ref has both tag and digest the
 // digest is pulled and the tag is not recorded (it was not verified).
 //
 // The registry's hosts (mirrors, then the upstream server, from the
@@ -48,7 +49,7 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (Image, erro
 	if err != nil {
 		return Image{}, err
 	}
-	img, err := s.pulls.Do(ctx, r.String(), func(ctx context.Context) (Image, error) {
+	img, err := s.pulls.Do(ctx, r.String()+"\x00"+auth.key(), func(ctx context.Context) (Image, error) {
 		return s.pull(ctx, r, auth)
 	})
 	if err != nil {
