@@ -55,8 +55,10 @@ type Options struct {
 	// "name@sha256:...") of images reported pinned, which kubelet's image
 	// GC never removes; normalised like any reference.
 	PinnedImages []string
-	Platform     *ocispec.Platform // nil => linux/runtime.GOARCH
-	Logger       *slog.Logger
+	// Limits bound each pull (zero fields: defaults).
+	Limits   Limits
+	Platform *ocispec.Platform // nil => linux/runtime.GOARCH
+	Logger   *slog.Logger
 }
 
 // Auth are registry credentials, in the CRI AuthConfig shape.
@@ -113,6 +115,7 @@ type Service struct {
 	pinned   pinnedSet
 
 	progressInterval time.Duration
+	limits           Limits
 	layers           *snapshot.Layers
 	sem              chan struct{} // download slots
 
@@ -140,6 +143,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		active: map[digest.Digest]int{},
 
 		progressInterval: o.ProgressInterval,
+		limits:           o.Limits.withDefaults(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	"github.com/klauspost/compress/gzip"
@@ -39,9 +40,113 @@ var (
 	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
 )
 
+// Option bounds what Decompress and Apply take from a hostile layer.
+type Option func(*options) error
+
+type options struct {
+	maxWindow uint64  // 0: zstd's own default (512 MiB)
+	budget    *Budget // nil: unbounded
+}
+
+// WithMaxWindow refuses zstd frames whose window (the history a decoder
+// must keep in memory) is over n bytes. The zstd CLI refuses windows over
+// 128 MiB unless told otherwise; the library's default is 512 MiB.
+func WithMaxWindow(n uint64) Option {
+	return func(o *options) error {
+		if n < zstd.MinWindowSize {
+			return fmt.Errorf("zstd window limit %d is under the format's minimum %d: %w", n, zstd.MinWindowSize, errdefs.ErrInvalidArgument)
+		}
+		o.maxWindow = n
+		return nil
+	}
+}
+
+// WithBudget charges what Apply extracts to b.
+func WithBudget(b *Budget) Option {
+	return func(o *options) error {
+		if b == nil {
+			return fmt.Errorf("nil unpack budget: %w", errdefs.ErrInvalidArgument)
+		}
+		o.budget = b
+		return nil
+	}
+}
+
+func applyOptions(opts []Option) (options, error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// Budget is how much several layers may unpack together (the layers of
+// one image), shared by the goroutines that unpack them. Each entry costs
+// a tar header block (512 bytes) plus a regular file's size, charged
+// before the file is written: a header claiming terabytes (a sparse file,
+// or a lie) is refused before a byte of it lands on disk, and a flood of
+// empty entries is counted too.
+type Budget struct {
+	limit  int64
+	used   atomic.Int64
+	parent *Budget // of a Sub budget
+}
+
+// NewBudget returns a budget of limit bytes.
+func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
+
+// Sub returns a budget that charges b and can give back what it charged:
+// one try at a layer, so a retried download is not counted twice.
+func (b *Budget) Sub() *Budget {
+	if b == nil {
+		return nil
+	}
+	if b.parent != nil {
+		b = b.parent
+	}
+	return &Budget{limit: b.limit, parent: b}
+}
+
+// Release gives back to the parent what a Sub budget charged.
+func (b *Budget) Release() {
+	if b != nil && b.parent != nil {
+		b.parent.used.Add(-b.used.Swap(0))
+	}
+}
+
+func (b *Budget) charge(n int64) error {
+	if b == nil {
+		return nil
+	}
+	top := b
+	if b.parent != nil {
+		top = b.parent
+	}
+	over := func() error {
+		return fmt.Errorf("image unpacks to more than %d bytes (unpacked size limit): %w", top.limit, errdefs.ErrResourceExhausted)
+	}
+	// n is bounded first, so the sum cannot overflow.
+	if n < 0 || n > top.limit {
+		return over()
+	}
+	if top != b {
+		b.used.Add(n)
+	}
+	if top.used.Add(n) > top.limit {
+		return over()
+	}
+	return nil
+}
+
 // Decompress returns the uncompressed stream of a layer blob, detecting gzip,
 // zstd or plain tar by magic bytes (media types are not always truthful).
-func Decompress(r io.Reader) (io.ReadCloser, error) {
+func Decompress(r io.Reader, opts ...Option) (io.ReadCloser, error) {
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	br := bufio.NewReaderSize(r, 64<<10)
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -55,15 +160,38 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 		}
 		return zr, nil
 	case bytes.HasPrefix(magic, zstdMagic):
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		zopts := []zstd.DOption{zstd.WithDecoderConcurrency(1)}
+		if o.maxWindow > 0 {
+			// MaxMemory too: a single-segment frame has no window
+			// descriptor, its content size is the window, checked
+			// against MaxMemory only.
+			zopts = append(zopts, zstd.WithDecoderMaxWindow(o.maxWindow), zstd.WithDecoderMaxMemory(o.maxWindow))
+		}
+		zr, err := zstd.NewReader(br, zopts...)
 		if err != nil {
 			return nil, fmt.Errorf("open zstd layer: %w", err)
 		}
-		return zr.IOReadCloser(), nil
+		return &zstdReader{rc: zr.IOReadCloser(), max: o.maxWindow}, nil
 	default:
 		return io.NopCloser(br), nil
 	}
 }
+
+// zstdReader tells a window over the limit apart from a corrupt stream.
+type zstdReader struct {
+	rc  io.ReadCloser
+	max uint64
+}
+
+func (z *zstdReader) Read(p []byte) (int, error) {
+	n, err := z.rc.Read(p)
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		err = fmt.Errorf("zstd layer needs a window over the %d byte limit: %w: %w", z.max, err, errdefs.ErrResourceExhausted)
+	}
+	return n, err
+}
+
+func (z *zstdReader) Close() error { return z.rc.Close() }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
 
@@ -74,16 +202,20 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b 
 // are rejected with errdefs.ErrInvalidArgument; device nodes are created
 // when running as root (skipped otherwise); runs of zero blocks become holes.
 // On error dir is left partly written: the caller removes it.
-func Apply(ctx context.Context, dir string, r io.Reader, log *slog.Logger) error {
+func Apply(ctx context.Context, dir string, r io.Reader, log *slog.Logger, opts ...Option) error {
 	if log == nil {
 		log = slog.Default()
+	}
+	o, err := applyOptions(opts)
+	if err != nil {
+		return err
 	}
 	rootfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open layer dir %q: %w", dir, err)
 	}
 	defer unix.Close(rootfd)
-	e := &extractor{rootfd: rootfd, log: log, chown: unix.Geteuid() == 0}
+	e := &extractor{rootfd: rootfd, log: log, chown: unix.Geteuid() == 0, budget: o.budget}
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -95,6 +227,13 @@ func Apply(ctx context.Context, dir string, r io.Reader, log *slog.Logger) error
 		}
 		if err != nil {
 			return fmt.Errorf("read layer tar: %w", err)
+		}
+		cost := int64(512)
+		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
+			cost += hdr.Size
+		}
+		if err := e.budget.charge(cost); err != nil {
+			return fmt.Errorf("extract %q: %w", hdr.Name, err)
 		}
 		if err := e.entry(hdr, tr); err != nil {
 			return fmt.Errorf("extract %q: %w", hdr.Name, err)
@@ -113,6 +252,7 @@ type extractor struct {
 	log    *slog.Logger
 	chown  bool
 	dirs   []dirTime
+	budget *Budget // nil: unbounded
 }
 
 // cleanName makes a tar path relative to the layer root, or rejects it.
