@@ -48,12 +48,7 @@ func (tr *trickle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		tr.inner.ServeHTTP(w, r)
 		return
 	}
-	rec := httptest.NewRecorder()
-	tr.inner.ServeHTTP(rec, r)
-	body := rec.Body.Bytes()
-	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
-	w.WriteHeader(http.StatusOK)
-	for _, b := range body {
+	for _, b := range startBody(w, r, tr.inner) {
 		select {
 		case <-r.Context().Done():
 			return
