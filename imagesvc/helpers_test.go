@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -274,4 +275,15 @@ func layerDirs(t *testing.T, e *env) []string {
 		out = append(out, x.Name())
 	}
 	return out
+}
+
+// startBody serves r from inner into a recorder and answers it with inner's
+// length and a 200, returning the body for the caller to send (or not).
+func startBody(w http.ResponseWriter, r *http.Request, inner http.Handler) []byte {
+	rec := httptest.NewRecorder()
+	inner.ServeHTTP(rec, r)
+	body := rec.Body.Bytes()
+	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	w.WriteHeader(http.StatusOK)
+	return body
 }

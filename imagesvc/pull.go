@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -31,14 +29,12 @@ import (
 	"github.com/berth-runtime/berth/imagesvc/unpack"
 )
 
-// maxSmallBlob bounds manifests and configs read into memory.
-const maxSmallBlob = 16 << 20
-
 // Pull fetches ref (normalised) and unpacks its layers, returning the
 // record. Concurrent pulls of one reference share one download; a layer whose
 // chain ID is already unpacked is neither downloaded nor unpacked again.
-// auth may be nil for anonymous pulls; callers that join a pull already
-// under way share it, credentials of the first caller included. When ref has both tag and digest the
+// auth may be nil for anonymous pulls. Only callers with the same
+// credentials share a pull: one that joined another's would get an image
+// its own credentials may not reach. When ref has both tag and digest the
 // digest is pulled and the tag is not recorded (it was not verified).
 //
 // The registry's hosts (mirrors, then the upstream server, from the
@@ -50,33 +46,13 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (Image, erro
 	if err != nil {
 		return Image{}, err
 	}
-	img, err := s.pulls.Do(ctx, r.String(), func(ctx context.Context) (Image, error) {
+	img, err := s.pulls.Do(ctx, r.String()+"\x00"+auth.key(), func(ctx context.Context) (Image, error) {
 		return s.pull(ctx, r, auth)
 	})
 	if err != nil {
 		return Image{}, fmt.Errorf("pull %q: %w", r.String(), err)
 	}
 	return img, nil
-}
-
-func authenticator(a *Auth, domain string, h hosts.Host) authn.Authenticator {
-	if a == nil || *a == (Auth{}) {
-		return authn.Anonymous
-	}
-	if a.ServerAddress != "" {
-		// As containerd: credentials naming a server go to that server only.
-		srv := a.ServerAddress
-		if u, err := url.Parse(srv); err == nil && u.Host != "" {
-			srv = u.Host
-		}
-		if srv != domain && srv != h.Host && !(domain == "docker.io" && srv == "index.docker.io") {
-			return authn.Anonymous
-		}
-	}
-	return authn.FromConfig(authn.AuthConfig{
-		Username: a.Username, Password: a.Password, Auth: a.Auth,
-		IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken,
-	})
 }
 
 // source fetches manifests and blobs of one repository from one host, or
@@ -87,6 +63,8 @@ type source struct {
 	repo   name.Repository
 	prog   *progress
 	local  func(d digest.Digest) (io.ReadCloser, error)
+	// budget is what the pull may still unpack, set by pullFrom.
+	budget *unpack.Budget
 }
 
 // where names the source in logs and errors.
@@ -97,17 +75,21 @@ func (src source) where() string {
 	return src.host.URL()
 }
 
-// manifest fetches the manifest d (not yet verified).
-func (src source) manifest(ctx context.Context, d digest.Digest) ([]byte, types.MediaType, error) {
+// manifest fetches the manifest d (not yet verified); a registry's is
+// bounded by the transport, a local one by limit.
+func (src source) manifest(ctx context.Context, d digest.Digest, limit int64) ([]byte, types.MediaType, error) {
 	if src.local != nil {
 		rc, err := src.local(d)
 		if err != nil {
 			return nil, "", err
 		}
 		defer rc.Close()
-		raw, err := io.ReadAll(io.LimitReader(rc, maxSmallBlob+1))
+		raw, err := io.ReadAll(io.LimitReader(rc, limit+1))
 		if err != nil {
 			return nil, "", err
+		}
+		if int64(len(raw)) > limit {
+			return nil, "", manifestTooLarge(-1, limit)
 		}
 		return raw, sniffMediaType(raw), nil
 	}
@@ -154,7 +136,7 @@ func (s *Service) source(r reference.Reference, h hosts.Host, auth *Auth, prog *
 	}
 	puller, err := remote.NewPuller(
 		remote.WithAuth(authenticator(auth, r.Domain, h)),
-		remote.WithTransport(h.Transport),
+		remote.WithTransport(&limitTransport{base: h.Transport, timeout: s.limits.ProgressTimeout, maxManifest: s.limits.MaxManifestSize}),
 		remote.WithUserAgent("berth"),
 	)
 	if err != nil {
@@ -272,7 +254,10 @@ func (s *Service) pullFrom(ctx context.Context, src source, top resolved, n name
 	if err != nil {
 		return Image{}, err
 	}
-	cfgBytes, err := s.smallBlob(ctx, src, manifest.Config)
+	if n := len(manifest.Layers); n > s.limits.MaxLayers {
+		return Image{}, fmt.Errorf("image has %d layers, over the limit of %d: %w", n, s.limits.MaxLayers, errdefs.ErrResourceExhausted)
+	}
+	cfgBytes, err := s.config(ctx, src, manifest.Config)
 	if err != nil {
 		return Image{}, fmt.Errorf("fetch config: %w", err)
 	}
@@ -293,6 +278,7 @@ func (s *Service) pullFrom(ctx context.Context, src source, top resolved, n name
 	release := s.hold(append(slices.Clone(chains), allBlobs...))
 	defer release()
 	src.prog.plan(manifest.Layers, chains, s.layers.Exists)
+	src.budget = unpack.NewBudget(s.limits.MaxUnpackedSize)
 	if err := s.fetchLayers(ctx, src, manifest.Layers, cfg.RootFS.DiffIDs, chains); err != nil {
 		return Image{}, err
 	}
@@ -357,7 +343,7 @@ func (s *Service) resolveManifest(ctx context.Context, src source, top resolved)
 	raw, mt := top.raw, top.mt
 	if raw == nil {
 		var err error
-		if raw, mt, err = src.manifest(ctx, top.digest); err != nil {
+		if raw, mt, err = src.manifest(ctx, top.digest, s.limits.MaxManifestSize); err != nil {
 			return fail(fmt.Errorf("fetch manifest: %w", err))
 		}
 	}
@@ -370,7 +356,7 @@ func (s *Service) resolveManifest(ctx context.Context, src source, top resolved)
 		if err != nil {
 			return fail(err)
 		}
-		if raw, mt, err = src.manifest(ctx, child); err != nil {
+		if raw, mt, err = src.manifest(ctx, child, s.limits.MaxManifestSize); err != nil {
 			return fail(fmt.Errorf("fetch platform manifest: %w", err))
 		}
 		if err := verifyBytes(child, raw); err != nil {
@@ -449,22 +435,31 @@ func (s *Service) pickPlatform(raw []byte) (digest.Digest, error) {
 	return best, nil
 }
 
-// smallBlob returns a verified manifest-sized blob, from the store or the registry.
-func (s *Service) smallBlob(ctx context.Context, src source, d ocispec.Descriptor) ([]byte, error) {
+// config returns the verified image config d, from the store or the
+// source. Its size is checked before it is fetched, and the read is cut
+// off past it for a descriptor that lies.
+func (s *Service) config(ctx context.Context, src source, d ocispec.Descriptor) ([]byte, error) {
+	limit := s.limits.MaxConfigSize
+	tooLarge := func(size string) error {
+		return fmt.Errorf("image config %q is %s, over the %d byte limit: %w", d.Digest, size, limit, errdefs.ErrResourceExhausted)
+	}
+	if d.Size > limit {
+		return nil, tooLarge(fmt.Sprintf("%d bytes", d.Size))
+	}
 	if b, err := s.content.ReadBlob(d.Digest); err == nil {
 		return b, nil
-	}
-	if d.Size > maxSmallBlob {
-		return nil, fmt.Errorf("blob %q is %d bytes: %w", d.Digest, d.Size, errdefs.ErrInvalidArgument)
 	}
 	rc, err := src.blob(ctx, d.Digest)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxSmallBlob+1))
+	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
 	if err != nil {
 		return nil, remoteErr(err)
+	}
+	if int64(len(b)) > limit {
+		return nil, tooLarge("larger")
 	}
 	return b, verifyBytes(d.Digest, b)
 }
@@ -559,12 +554,14 @@ func (s *Service) fetchLayerOnce(ctx context.Context, src source, desc ocispec.D
 	if err != nil {
 		return cr.counted(), err
 	}
+	try := src.budget.Sub()
 	defer func() {
 		if err != nil {
 			s.layers.Abort(tmp)
+			try.Release()
 		}
 	}()
-	if err := s.extract(ctx, compressed, tmp, diffID); err != nil {
+	if err := s.extract(ctx, compressed, tmp, diffID, try); err != nil {
 		return cr.counted(), err
 	}
 	if w != nil {
@@ -600,15 +597,15 @@ type blobWriter interface {
 	Close() error
 }
 
-func (s *Service) extract(ctx context.Context, compressed io.Reader, dir string, diffID digest.Digest) error {
-	dr, err := unpack.Decompress(compressed)
+func (s *Service) extract(ctx context.Context, compressed io.Reader, dir string, diffID digest.Digest, budget *unpack.Budget) error {
+	dr, err := unpack.Decompress(compressed, unpack.WithMaxWindow(uint64(s.limits.MaxZstdWindow)))
 	if err != nil {
 		return layerErr(err)
 	}
 	defer dr.Close()
 	dg := digest.SHA256.Digester()
 	tr := io.TeeReader(dr, dg.Hash())
-	if err := unpack.Apply(ctx, dir, tr, s.log); err != nil {
+	if err := unpack.Apply(ctx, dir, tr, s.log, unpack.WithBudget(budget)); err != nil {
 		return layerErr(err)
 	}
 	// the tar's trailing padding counts for the diff ID; the compressed
@@ -634,7 +631,7 @@ func layerErr(err error) error {
 	var errno syscall.Errno
 	var nerr net.Error
 	switch {
-	case errdefs.IsUnavailable(err), errdefs.IsInvalidArgument(err), errdefs.IsNotFound(err),
+	case errdefs.IsUnavailable(err), errdefs.IsInvalidArgument(err), errdefs.IsNotFound(err), errdefs.IsResourceExhausted(err),
 		errdefs.IsUnauthorized(err), errdefs.IsPermissionDenied(err),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &errno), errors.As(err, &nerr):
@@ -647,6 +644,10 @@ func layerErr(err error) error {
 func remoteErr(err error) error {
 	if err == nil {
 		return nil
+	}
+	if errdefs.IsResourceExhausted(err) || errdefs.IsDeadlineExceeded(err) {
+		// a limit of the pull's, not trouble on the network: never retried.
+		return err
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {

@@ -428,11 +428,7 @@ func (d *dropOnce) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.inner.ServeHTTP(w, r)
 		return
 	}
-	rec := httptest.NewRecorder()
-	d.inner.ServeHTTP(rec, r)
-	body := rec.Body.Bytes()
-	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
-	w.WriteHeader(http.StatusOK)
+	body := startBody(w, r, d.inner)
 	w.Write(body[:len(body)/2])
 	w.(http.Flusher).Flush()
 	conn, _, err := w.(http.Hijacker).Hijack()

@@ -56,16 +56,18 @@ type Options struct {
 	// "name@sha256:...") of images reported pinned, which kubelet's image
 	// GC never removes; normalised like any reference.
 	PinnedImages []string
-	Platform     *ocispec.Platform // nil => linux/runtime.GOARCH
-	Logger       *slog.Logger
+	// Limits bound each pull (zero fields: defaults).
+	Limits   Limits
+	Platform *ocispec.Platform // nil => linux/runtime.GOARCH
+	Logger   *slog.Logger
 }
 
 // Auth are registry credentials, in the CRI AuthConfig shape.
 type Auth struct {
 	Username, Password, Auth, IdentityToken, RegistryToken string
-	// ServerAddress, when set, limits the credentials to that registry
-	// (a host or URL); otherwise they go to every host of the pull,
-	// mirrors included, as containerd does.
+	// ServerAddress names the registry host the credentials are for (a
+	// host or URL); empty means the image's registry. They are sent to
+	// that host only, never to a mirror of it.
 	ServerAddress string
 }
 
@@ -114,6 +116,7 @@ type Service struct {
 	pinned   pinnedSet
 
 	progressInterval time.Duration
+	limits           Limits
 	layers           *snapshot.Layers
 	sem              chan struct{} // download slots
 
@@ -141,6 +144,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		active: map[digest.Digest]int{},
 
 		progressInterval: o.ProgressInterval,
+		limits:           o.Limits.withDefaults(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()

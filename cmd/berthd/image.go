@@ -69,7 +69,9 @@ func loadImages(ctx context.Context, cfg config.Config, in io.Reader, stdout, st
 	}
 	defer db.Close()
 	log, _ := newLogger(cfg.Log, stderr)
-	svc, err := imagesvc.New(ctx, imagesvc.Options{Root: cfg.Root, DB: db, Logger: log, HostsDir: cfg.Registry.ConfigPath})
+	svc, err := imagesvc.New(ctx, imagesvc.Options{
+		Root: cfg.Root, DB: db, Logger: log, HostsDir: cfg.Registry.ConfigPath, Limits: imageLimits(cfg.Registry),
+	})
 	if err != nil {
 		return fmt.Errorf("open image store: %w", err)
 	}
@@ -78,4 +80,20 @@ func loadImages(ctx context.Context, cfg config.Config, in io.Reader, stdout, st
 		fmt.Fprintf(stdout, "loaded %s %v\n", img.ID, img.RepoTags)
 	}
 	return err
+}
+
+// imageLimits are the [registry] bounds in imagesvc's terms.
+func imageLimits(r config.Registry) imagesvc.Limits {
+	l := imagesvc.Limits{
+		ProgressTimeout: r.ProgressTimeout(),
+		MaxLayers:       r.MaxLayers,
+		MaxManifestSize: r.MaxManifestSize,
+		MaxConfigSize:   r.MaxConfigSize,
+		MaxZstdWindow:   r.MaxZstdWindow,
+		MaxUnpackedSize: r.MaxUnpackedSize,
+	}
+	if l.ProgressTimeout == 0 {
+		l.ProgressTimeout = -1 // "0s" turns it off, as in containerd; imagesvc reads 0 as its default
+	}
+	return l
 }

@@ -111,6 +111,22 @@ type Registry struct {
 	ConfigPath    string   `toml:"config_path" comment:"certs.d directory: <host>/hosts.toml per registry (mirrors, TLS, plain HTTP), as containerd reads it"`
 	InsecureHosts []string `toml:"insecure_hosts" comment:"registry hosts (host:port) reached over plain HTTP"`
 	PinnedImages  []string `toml:"pinned_images" comment:"image references (tag or digest) reported pinned to kubelet, whose image GC then never removes them; RemoveImage still removes them, as in containerd"`
+	// The bounds below keep one image or registry from taking the node:
+	// berthd's memory is the node's (OOMScoreAdjust=-999), its download
+	// slots are shared by every pull, its disk holds every image.
+	PullProgressTimeout string `toml:"pull_progress_timeout" comment:"a registry request that receives under 32 KiB in this long is cancelled and the pull fails, freeing its download slot (Go duration, as containerd's image_pull_progress_timeout; \"0s\": never)"`
+	MaxLayers           int    `toml:"max_layers" comment:"images with more layers are refused before anything is downloaded"`
+	MaxManifestSize     int64  `toml:"max_manifest_size" comment:"largest manifest or index read into memory, in bytes (4 MiB, as containerd and the distribution registry)"`
+	MaxConfigSize       int64  `toml:"max_config_size" comment:"largest image config read into memory, in bytes (8 MiB)"`
+	MaxZstdWindow       int64  `toml:"max_zstd_window" comment:"largest window (history kept in memory) a zstd layer may ask for, in bytes (128 MiB, the zstd CLI's own limit)"`
+	MaxUnpackedSize     int64  `toml:"max_unpacked_size" comment:"most one pull may unpack onto disk, in bytes: file sizes plus 512 per tar entry, over all layers it unpacks (64 GiB)"`
+}
+
+// ProgressTimeout is PullProgressTimeout parsed (0: none); Validate
+// guarantees it parses.
+func (r Registry) ProgressTimeout() time.Duration {
+	d, _ := time.ParseDuration(r.PullProgressTimeout)
+	return d
 }
 
 // CNI configures pod networking.
@@ -145,7 +161,11 @@ func Default() Config {
 			},
 			CheckpointTimeout: "5m",
 		},
-		Registry:  Registry{ConfigPath: "/etc/berth/certs.d", InsecureHosts: []string{}, PinnedImages: []string{}},
+		Registry: Registry{
+			ConfigPath: "/etc/berth/certs.d", InsecureHosts: []string{}, PinnedImages: []string{},
+			PullProgressTimeout: "5m", MaxLayers: 128, MaxManifestSize: 4 << 20, MaxConfigSize: 8 << 20,
+			MaxZstdWindow: 128 << 20, MaxUnpackedSize: 64 << 30,
+		},
 		Streaming: Streaming{Address: "127.0.0.1:0"},
 		CNI: CNI{
 			ConfDir:       "/etc/cni/net.d",
@@ -291,6 +311,9 @@ func (c *Config) Validate() error {
 			return bad("registry.pinned_images", fmt.Sprintf("%q is not an image reference", ref))
 		}
 	}
+	if err := c.Registry.validateLimits(bad); err != nil {
+		return err
+	}
 	for _, d := range c.CNI.BinDirs {
 		if !filepath.IsAbs(d) {
 			return bad("cni.bin_dirs", fmt.Sprintf("%q is not an absolute path", d))
@@ -343,4 +366,35 @@ func hasCapSysResource() bool {
 	}
 	const bit = unix.CAP_SYS_RESOURCE
 	return data[bit/32].Effective&(1<<(bit%32)) != 0
+}
+
+// zstdMinWindow and zstdMaxWindow are the format's bounds on a window.
+const (
+	zstdMinWindow = 1 << 10
+	zstdMaxWindow = 1<<41 + 7<<38
+)
+
+func (r Registry) validateLimits(bad func(key, why string) error) error {
+	if d, err := time.ParseDuration(r.PullProgressTimeout); err != nil || d < 0 {
+		return bad("registry.pull_progress_timeout", fmt.Sprintf("%q is not a duration of 0s or more", r.PullProgressTimeout))
+	}
+	if r.MaxLayers <= 0 {
+		return bad("registry.max_layers", fmt.Sprintf("%d is not a positive number of layers", r.MaxLayers))
+	}
+	for _, kv := range []struct {
+		key string
+		v   int64
+	}{
+		{"registry.max_manifest_size", r.MaxManifestSize},
+		{"registry.max_config_size", r.MaxConfigSize},
+		{"registry.max_unpacked_size", r.MaxUnpackedSize},
+	} {
+		if kv.v <= 0 {
+			return bad(kv.key, fmt.Sprintf("%d is not a positive number of bytes", kv.v))
+		}
+	}
+	if r.MaxZstdWindow < zstdMinWindow || r.MaxZstdWindow > zstdMaxWindow {
+		return bad("registry.max_zstd_window", fmt.Sprintf("%d is outside zstd's window sizes (%d to %d bytes)", r.MaxZstdWindow, int64(zstdMinWindow), int64(zstdMaxWindow)))
+	}
+	return nil
 }

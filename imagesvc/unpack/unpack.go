@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	"github.com/klauspost/compress/gzip"
@@ -39,9 +40,113 @@ var (
 	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
 )
 
+// Option bounds what Decompress and Apply take from a hostile layer.
+type Option func(*options) error
+
+type options struct {
+	maxWindow uint64  // 0: zstd's own default (512 MiB)
+	budget    *Budget // nil: unbounded
+}
+
+// WithMaxWindow refuses zstd frames whose window (the history a decoder
+// must keep in memory) is over n bytes. The zstd CLI refuses windows over
+// 128 MiB unless told otherwise; the library's default is 512 MiB.
+func WithMaxWindow(n uint64) Option {
+	return func(o *options) error {
+		if n < zstd.MinWindowSize {
+			return fmt.Errorf("zstd window limit %d is under the format's minimum %d: %w", n, zstd.MinWindowSize, errdefs.ErrInvalidArgument)
+		}
+		o.maxWindow = n
+		return nil
+	}
+}
+
+// WithBudget charges what Apply extracts to b.
+func WithBudget(b *Budget) Option {
+	return func(o *options) error {
+		if b == nil {
+			return fmt.Errorf("nil unpack budget: %w", errdefs.ErrInvalidArgument)
+		}
+		o.budget = b
+		return nil
+	}
+}
+
+func applyOptions(opts []Option) (options, error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// Budget is how much several layers may unpack together (the layers of
+// one image), shared by the goroutines that unpack them. Each entry costs
+// a tar header block (512 bytes) plus a regular file's size, charged
+// before the file is written: a header claiming terabytes (a sparse file,
+// or a lie) is refused before a byte of it lands on disk, and a flood of
+// empty entries is counted too.
+type Budget struct {
+	limit  int64
+	used   atomic.Int64
+	parent *Budget // of a Sub budget
+}
+
+// NewBudget returns a budget of limit bytes.
+func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
+
+// Sub returns a budget that charges b and can give back what it charged:
+// one try at a layer, so a retried download is not counted twice.
+func (b *Budget) Sub() *Budget {
+	if b == nil {
+		return nil
+	}
+	if b.parent != nil {
+		b = b.parent
+	}
+	return &Budget{limit: b.limit, parent: b}
+}
+
+// Release gives back to the parent what a Sub budget charged.
+func (b *Budget) Release() {
+	if b != nil && b.parent != nil {
+		b.parent.used.Add(-b.used.Swap(0))
+	}
+}
+
+func (b *Budget) charge(n int64) error {
+	if b == nil {
+		return nil
+	}
+	top := b
+	if b.parent != nil {
+		top = b.parent
+	}
+	over := func() error {
+		return fmt.Errorf("image unpacks to more than %d bytes (unpacked size limit): %w", top.limit, errdefs.ErrResourceExhausted)
+	}
+	// n is bounded first, so the sum cannot overflow.
+	if n < 0 || n > top.limit {
+		return over()
+	}
+	if top != b {
+		b.used.Add(n)
+	}
+	if top.used.Add(n) > top.limit {
+		return over()
+	}
+	return nil
+}
+
 // Decompress returns the uncompressed stream of a layer blob, detecting gzip,
 // zstd or plain tar by magic bytes (media types are not always truthful).
-func Decompress(r io.Reader) (io.ReadCloser, error) {
+func Decompress(r io.Reader, opts ...Option) (io.ReadCloser, error) {
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	br := bufio.NewReaderSize(r, 64<<10)
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -55,22 +160,50 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 		}
 		return zr, nil
 	case bytes.HasPrefix(magic, zstdMagic):
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		zopts := []zstd.DOption{zstd.WithDecoderConcurrency(1)}
+		if o.maxWindow > 0 {
+			// MaxMemory too: a single-segment frame has no window
+			// descriptor, its content size is the window, checked
+			// against MaxMemory only.
+			zopts = append(zopts, zstd.WithDecoderMaxWindow(o.maxWindow), zstd.WithDecoderMaxMemory(o.maxWindow))
+		}
+		zr, err := zstd.NewReader(br, zopts...)
 		if err != nil {
 			return nil, fmt.Errorf("open zstd layer: %w", err)
 		}
-		return zr.IOReadCloser(), nil
+		return &zstdReader{rc: zr.IOReadCloser(), max: o.maxWindow}, nil
 	default:
 		return io.NopCloser(br), nil
 	}
 }
 
+// zstdReader tells a window over the limit apart from a corrupt stream.
+type zstdReader struct {
+	rc  io.ReadCloser
+	max uint64
+}
+
+func (z *zstdReader) Read(p []byte) (int, error) {
+	n, err := z.rc.Read(p)
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		err = fmt.Errorf("zstd layer needs a window over the %d byte limit: %w: %w", z.max, err, errdefs.ErrResourceExhausted)
+	}
+	return n, err
+}
+
+func (z *zstdReader) Close() error { return z.rc.Close() }
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
 
 // Apply extracts the image layer tar stream r into the existing directory
 // dir: Extract with whiteouts, xattrs and device nodes, as a layer needs.
-func Apply(ctx context.Context, dir string, r io.Reader, log *slog.Logger) error {
-	return Extract(ctx, dir, r, Options{Whiteouts: true, Xattrs: true, Devices: true, Logger: log})
+// opts bound what it takes (WithBudget).
+func Apply(ctx context.Context, dir string, r io.Reader, log *slog.Logger, opts ...Option) error {
+	o, err := applyOptions(opts)
+	if err != nil {
+		return err
+	}
+	return Extract(ctx, dir, r, Options{Whiteouts: true, Xattrs: true, Devices: true, Logger: log, Budget: o.budget})
 }
 
 // Options say what Extract takes from a stream besides names, contents,
@@ -86,6 +219,8 @@ type Options struct {
 	// a layer has no business putting one in a directory of the host.
 	Devices bool
 	Logger  *slog.Logger // nil => slog.Default()
+	// Budget is charged what is extracted; nil: unbounded.
+	Budget *Budget
 }
 
 // Extract extracts the tar stream r into the existing directory dir.
@@ -107,7 +242,7 @@ func Extract(ctx context.Context, dir string, r io.Reader, o Options) error {
 		return fmt.Errorf("open dir %q: %w", dir, err)
 	}
 	defer unix.Close(rootfd)
-	e := &extractor{rootfd: rootfd, log: o.Logger, chown: unix.Geteuid() == 0, opts: o}
+	e := &extractor{rootfd: rootfd, log: o.Logger, chown: unix.Geteuid() == 0, opts: o, budget: o.Budget}
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -119,6 +254,13 @@ func Extract(ctx context.Context, dir string, r io.Reader, o Options) error {
 		}
 		if err != nil {
 			return fmt.Errorf("read tar: %w", err)
+		}
+		cost := int64(512)
+		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
+			cost += hdr.Size
+		}
+		if err := e.budget.charge(cost); err != nil {
+			return fmt.Errorf("extract %q: %w", hdr.Name, err)
 		}
 		if err := e.entry(hdr, tr); err != nil {
 			return fmt.Errorf("extract %q: %w", hdr.Name, err)
@@ -168,6 +310,7 @@ type extractor struct {
 	chown  bool
 	opts   Options
 	dirs   []dirTime
+	budget *Budget // nil: unbounded
 }
 
 // cleanName makes a tar path relative to the layer root, or rejects it.

@@ -116,6 +116,12 @@ func TestConfig(t *testing.T) {
 	if grpc, _ := def["grpc"].(map[string]any); grpc["address"] != "/run/berth/berth.sock" {
 		t.Errorf("default grpc.address = %v, want /run/berth/berth.sock", grpc["address"])
 	}
+	reg, _ := def["registry"].(map[string]any)
+	for _, key := range []string{"pull_progress_timeout", "max_layers", "max_manifest_size", "max_config_size", "max_zstd_window", "max_unpacked_size"} {
+		if _, ok := reg[key]; !ok {
+			t.Errorf("default config has no registry.%s:\n%s", key, out)
+		}
+	}
 	dir, err := os.MkdirTemp("/tmp", "bc")
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +139,8 @@ func TestConfig(t *testing.T) {
 		{"bad log level", top + grpc + "[log]\nlevel = \"loud\"\n", "log.level"},
 		{"relative state", fmt.Sprintf("root = %q\nstate = \"relative/dir\"\n", dir+"/root") + grpc, "state"},
 		{"wrong type", top + "cgroup_parent = 3\n" + grpc, "cgroup_parent"},
+		{"no layers allowed", top + grpc + "[registry]\nmax_layers = 0\n", "registry.max_layers"},
+		{"negative progress timeout", top + grpc + "[registry]\npull_progress_timeout = \"-1m\"\n", "registry.pull_progress_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".toml")
