@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -24,6 +28,7 @@ func TestSecurity(t *testing.T) {
 		{"DroppedCapability", testDroppedCapability},
 		{"ReadonlyRootfs", testReadonlyRootfs},
 		{"SeccompRuntimeDefault", testSeccompDefault},
+		{"SeccompAllowList", testSeccompAllowList},
 		{"OOMKilled", testOOMKilled},
 		{"UserAndGroups", testUserAndGroups},
 		{"Sysctls", testSysctls},
@@ -116,6 +121,69 @@ func testSeccompDefault(t *testing.T, d *testutil.Daemon) {
 		}
 	}
 	removePod(t, d, podID)
+}
+
+// RuntimeDefault is an allow-list: syscalls it does not name (io_uring,
+// ustat) and personality() turning ASLR off fail with EPERM, while
+// unconfined the same probe gets the kernel's own answer (success, EINVAL
+// for ustat), so the refusal is seccomp's.
+func testSeccompAllowList(t *testing.T, d *testutil.Daemon) {
+	ref := sysprobeImage(t)
+	pod := podConfig(t, d, "seccompallow")
+	podID := runPod(t, d, pod)
+	probes := []string{"io_uring_setup", "ustat", "personality_addr_no_randomize"}
+	for _, tc := range []struct {
+		profile runtimeapi.SecurityProfile_ProfileType
+		eperm   bool
+	}{
+		{runtimeapi.SecurityProfile_Unconfined, false},
+		{runtimeapi.SecurityProfile_RuntimeDefault, true},
+	} {
+		cfg := ctrConfig("probe"+strings.ToLower(tc.profile.String()), ref, append([]string{"/bin/sysprobe", "getpid"}, probes...)...)
+		secCtx(cfg).Seccomp = &runtimeapi.SecurityProfile{ProfileType: tc.profile}
+		st, out, _ := runToExit(t, d, podID, pod, cfg)
+		if st.ExitCode != 0 || !strings.Contains(out, "getpid=ok\n") {
+			t.Errorf("seccomp %s: exit %d output %q", tc.profile, st.ExitCode, out)
+			continue
+		}
+		for _, p := range probes {
+			if !strings.Contains(out, p+"=") || strings.Contains(out, p+"=EPERM\n") != tc.eperm {
+				t.Errorf("seccomp %s: want %s EPERM %v in %q", tc.profile, p, tc.eperm, out)
+			}
+		}
+	}
+	removePod(t, d, podID)
+}
+
+// sysprobeImage pushes the busybox image with testdata/sysprobe, a static
+// Go program making raw syscalls busybox never makes, as /bin/sysprobe.
+func sysprobeImage(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sysprobe")
+	cmd := exec.Command("go", "build", "-o", bin, "./testdata/sysprobe")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build sysprobe: %v\n%s", err, out)
+	}
+	body, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := testutil.NewLayer([]testutil.File{{Path: "/bin/sysprobe", Body: string(body), Mode: 0o755}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := testutil.NewImage(testutil.ImageSpec{Extra: []v1.Layer{layer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pushed, err := reg.Push(ctx, "sysprobe:"+randID(), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pushed.Ref
 }
 
 // A process that outgrows its memory limit is OOM-killed and reported as
