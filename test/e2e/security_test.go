@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +33,7 @@ func TestSecurity(t *testing.T) {
 		{"OOMKilled", testOOMKilled},
 		{"UserAndGroups", testUserAndGroups},
 		{"Sysctls", testSysctls},
-		{"ConfiningLSMRefused", testLSMRefused},
+		{"AppArmor", testAppArmor},
 		{"DevicesAndPrivileged", testDevices},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -259,26 +260,57 @@ func testSysctls(t *testing.T, d *testutil.Daemon) {
 	removePod(t, d, badID)
 }
 
-// This host has neither AppArmor nor SELinux: asking for confinement is
-// refused with a clear message, never run unconfined.
-func testLSMRefused(t *testing.T, d *testutil.Daemon) {
+// AppArmor as containerd and CRI-O do it. Where the host enforces
+// AppArmor, RuntimeDefault confines the container in berth-default and a
+// Localhost profile that is not loaded is refused naming it; where it does
+// not (this CI host), RuntimeDefault runs without a profile and any
+// Localhost profile is refused naming it, never run unconfined. Unconfined
+// always runs, and verbose Status says which case this is.
+func testAppArmor(t *testing.T, d *testutil.Daemon) {
+	enabled := hostAppArmor()
+	resp, err := d.Runtime.Status(context.Background(), true)
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if got, want := resp.GetInfo()["apparmor"], fmt.Sprintf(`"enabled":%v`, enabled); !strings.Contains(got, want) {
+		t.Errorf("Status info apparmor = %q, want %s", got, want)
+	}
 	pod := podConfig(t, d, "lsm")
 	podID := runPod(t, d, pod)
 	cfg := shConfig("aa", "true")
 	secCtx(cfg).Apparmor = &runtimeapi.SecurityProfile{
-		ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "k8s-deny-write",
+		ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "berth-e2e-not-loaded",
 	}
 	ensureImage(t, d, cfg.Image.Image)
-	_, err := d.Runtime.CreateContainer(context.Background(), podID, cfg, pod)
-	if c := code(err); c == codes.OK || !strings.Contains(strings.ToLower(err.Error()), "apparmor") {
-		t.Errorf("apparmor localhost profile: %v, want a refusal naming apparmor", err)
+	_, err = d.Runtime.CreateContainer(context.Background(), podID, cfg, pod)
+	if code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "berth-e2e-not-loaded") {
+		t.Errorf("apparmor localhost profile: %v, want FailedPrecondition naming the profile", err)
 	}
 	unconfined := shConfig("un", "true")
 	secCtx(unconfined).Apparmor = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
 	if st, _, _ := runToExit(t, d, podID, pod, unconfined); st.ExitCode != 0 {
 		t.Errorf("unconfined apparmor: exit %d", st.ExitCode)
 	}
+	probe := "true"
+	if enabled {
+		probe = "cat /proc/self/attr/current"
+	}
+	rd := shConfig("rd", probe)
+	secCtx(rd).Apparmor = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+	st, out, _ := runToExit(t, d, podID, pod, rd)
+	if st.ExitCode != 0 || enabled && strings.TrimSpace(out) != "berth-default (enforce)" {
+		t.Errorf("RuntimeDefault apparmor (host enforces: %v): exit %d output %q", enabled, st.ExitCode, out)
+	}
 	removePod(t, d, podID)
+}
+
+// hostAppArmor is whether the kernel enforces AppArmor, as runc decides it.
+func hostAppArmor() bool {
+	if _, err := os.Stat("/sys/kernel/security/apparmor"); err != nil {
+		return false
+	}
+	b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	return err == nil && strings.HasPrefix(string(b), "Y")
 }
 
 // A requested device appears under its container path and is usable; a
