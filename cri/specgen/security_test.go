@@ -219,7 +219,7 @@ func TestSeccompRuntimeDefault(t *testing.T) {
 	for _, name := range []string{
 		"io_uring_setup", "io_uring_enter", "io_uring_register", "mount", "umount2", "unshare", "setns",
 		"pivot_root", "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "kexec_load", "reboot",
-		"init_module", "open_by_handle_at", "userfaultfd", "berth_future_syscall",
+		"init_module", "open_by_handle_at", "userfaultfd", "kcmp", "pidfd_getfd", "berth_future_syscall",
 	} {
 		if always, filtered, _ := seccompRules(p, name); always || len(filtered) > 0 {
 			t.Errorf("%s is allowed without capabilities", name)
@@ -263,7 +263,7 @@ func TestSeccompRuntimeDefault(t *testing.T) {
 		"SYS_BOOT":   {"reboot"},
 		"SYS_MODULE": {"init_module", "finit_module", "delete_module"},
 		"SYS_TIME":   {"settimeofday", "clock_settime"},
-		"SYS_PTRACE": {"process_vm_readv", "kcmp"},
+		"SYS_PTRACE": {"kcmp", "pidfd_getfd"},
 	} {
 		ps := gen(t, cap)
 		for _, name := range names {
