@@ -17,8 +17,12 @@ export PATH := $(PATH):/usr/local/go/bin
 all: build
 
 # setup installs the system packages berth needs, when they are missing.
+# apparmor (apparmor_parser) only where the kernel enforces AppArmor: berthd
+# loads its RuntimeDefault profile, berth-default, with it.
 setup:
-	@missing=""; for p in $(PKGS_RUN) $(PKGS_TEST); do \
+	@pkgs="$(PKGS_RUN) $(PKGS_TEST)"; \
+	grep -qs '^Y' /sys/module/apparmor/parameters/enabled && pkgs="$$pkgs apparmor"; \
+	missing=""; for p in $$pkgs; do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
