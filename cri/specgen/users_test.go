@@ -215,3 +215,46 @@ func TestGenerateWithRootfsUsers(t *testing.T) {
 		t.Fatalf("user = %+v", u)
 	}
 }
+
+// The walk used on kernels without openat2 never follows a symlink, at
+// the last component or above it.
+func TestOpenPathNoSymlinks(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "real/etc/passwd"), "x")
+	writeFile(t, filepath.Join(root, "etc/passwd"), "x")
+	if err := os.Symlink("passwd", filepath.Join(root, "etc/group")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real/etc", filepath.Join(root, "linked")); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dir)
+	mode := func(rel string) (uint32, error) {
+		fd, err := openPathNoSymlinks(dir, root, rel)
+		if err != nil {
+			return 0, err
+		}
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Mode & unix.S_IFMT, nil
+	}
+	if m, err := mode("etc/passwd"); err != nil || m != unix.S_IFREG {
+		t.Errorf("etc/passwd: mode %#o, %v; want a regular file", m, err)
+	}
+	if m, err := mode("etc/group"); err != nil || m != unix.S_IFLNK {
+		t.Errorf("etc/group: mode %#o, %v; want the symlink itself", m, err)
+	}
+	if _, err := mode("linked/passwd"); err == nil {
+		t.Error("linked/passwd: a symlinked directory was followed")
+	}
+	if m, err := mode("../../etc/passwd"); err != nil || m != unix.S_IFREG {
+		t.Errorf("../../etc/passwd: mode %#o, %v; want the rootfs' own file", m, err)
+	}
+}
