@@ -17,9 +17,13 @@ export PATH := $(PATH):/usr/local/go/bin
 all: build
 
 # setup installs the system packages berth needs, when they are missing,
-# without starting the services some of them ship (test/lib/apt-install.sh).
+# without starting the services some of them ship (test/lib/apt-install.sh);
+# apparmor (apparmor_parser) only where the kernel enforces AppArmor: berthd
+# loads its RuntimeDefault profile, berth-default, with it.
 setup:
-	@test/lib/apt-install.sh $(PKGS_RUN) $(PKGS_TEST)
+	@pkgs="$(PKGS_RUN) $(PKGS_TEST)"; \
+	grep -qs '^Y' /sys/module/apparmor/parameters/enabled && pkgs="$$pkgs apparmor"; \
+	test/lib/apt-install.sh $$pkgs
 	@command -v $(GO) >/dev/null || { echo "setup: Go >= 1.26 is required in PATH"; exit 1; }
 	@$(MAKE) --no-print-directory setup-runc
 	@$(MAKE) --no-print-directory criu

@@ -224,6 +224,7 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 		CDI:            s.cdi,
 		OOMScoreAdjMin: s.oomScoreAdjMin,
 		AllCaps:        s.allCaps,
+		AppArmor:       s.apparmor,
 
 		RecursiveReadOnly: s.features[rec.RuntimeHandler].RecursiveReadOnly,
 	})

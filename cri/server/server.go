@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-runtime/berth/cri/apparmor"
 	"github.com/berth-runtime/berth/cri/cgroups"
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/cri/events"
@@ -104,6 +105,8 @@ type Server struct {
 	features map[string]handlerFeatures
 	// cdi resolves CDI devices from the config's cdi.spec_dirs.
 	cdi *specgen.CDIRegistry
+	// apparmor is the host's AppArmor, probed (and berth-default loaded) in New.
+	apparmor *apparmor.Host
 
 	tasksMu sync.Mutex       // guards tasks
 	tasks   map[string]*task // live shim connections by container ID
@@ -162,6 +165,14 @@ func New(o Options) (*Server, error) {
 		s.log.Info("idmapped mounts unavailable: user namespaces off", "error", idmapErr)
 	}
 	s.features = probeHandlers(context.Background(), o.Config.Runtime.Handlers, idmapErr == nil, s.log)
+	s.apparmor = apparmor.New(s.log)
+	if s.apparmor.Enabled() {
+		// A failure is logged by the loader; containers asking for the
+		// profile retry the load, and are refused while it fails.
+		_ = s.apparmor.LoadDefault()
+	} else {
+		s.log.Info("AppArmor is not enabled on this host: RuntimeDefault applies no AppArmor profile, Localhost profiles are refused")
+	}
 	if err := s.makeStateDirs(); err != nil {
 		return nil, err
 	}
@@ -270,9 +281,23 @@ func (s *Server) Status(ctx context.Context, r *runtime.StatusRequest) (*runtime
 		if err != nil {
 			return nil, fmt.Errorf("encode config: %w", err)
 		}
-		resp.Info = map[string]string{"config": string(cfg)}
+		aa, err := json.Marshal(s.apparmorInfo())
+		if err != nil {
+			return nil, fmt.Errorf("encode apparmor status: %w", err)
+		}
+		resp.Info = map[string]string{"config": string(cfg), "apparmor": string(aa)}
 	}
 	return resp, nil
+}
+
+// apparmorInfo is the AppArmor part of verbose Status: whether it is
+// enforced and which profile RuntimeDefault applies.
+func (s *Server) apparmorInfo() map[string]any {
+	info := map[string]any{"enabled": s.apparmor.Enabled()}
+	if s.apparmor.Enabled() {
+		info["default_profile"] = apparmor.DefaultProfileName
+	}
+	return info
 }
 
 // RuntimeConfig reports the cgroup driver kubelet must match (config's

@@ -4,7 +4,8 @@
 //
 // It is pure apart from reading the container rootfs' /etc/passwd and
 // /etc/group (see NewRootfsUsers): everything it needs from the host — the
-// pinned namespace paths, the pod files, the cgroup parent — arrives in
-// Input, so it is table-tested and fuzzed without root. Defaults follow
+// pinned namespace paths, the pod files, the cgroup parent, the host's
+// AppArmor — arrives in Input, so it is table-tested and fuzzed without
+// root. Defaults follow
 // containerd's CRI plugin so workloads see what they would see there.
 package specgen

@@ -10,62 +10,10 @@ import (
 	"slices"
 
 	"github.com/containerd/errdefs"
+	mobyseccomp "github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
-
-const (
-	errnoEPERM  uint = 1
-	errnoENOSYS uint = 38
-)
-
-// seccompDeny is one block of the RuntimeDefault denylist: the syscalls
-// are refused with EPERM unless the container holds one of liftedBy.
-type seccompDeny struct {
-	names    []string
-	liftedBy []string
-}
-
-// runtimeDefaultDeny lists what Docker's default profile keeps from
-// unprivileged containers. NOTE: berth's RuntimeDefault is a denylist on a
-// default-allow profile, weaker than Docker's allowlist (new syscalls are
-// allowed until listed here) but small enough to audit. personality() is
-// not filtered by argument yet.
-var runtimeDefaultDeny = []seccompDeny{
-	{names: []string{
-		"add_key", "keyctl", "request_key", // the keyring is not namespaced
-		"create_module", "get_kernel_syms", "query_module", "nfsservctl",
-		"sysfs", "_sysctl", "uselib", "ustat", "vm86", "vm86old", "userfaultfd",
-	}},
-	{names: []string{
-		"mount", "umount", "umount2", "unshare", "setns", "pivot_root",
-		"swapon", "swapoff", "name_to_handle_at", "quotactl", "quotactl_fd",
-		"lookup_dcookie", "fsopen", "fsconfig", "fsmount", "fspick",
-		"move_mount", "open_tree", "mount_setattr",
-	}, liftedBy: []string{"CAP_SYS_ADMIN"}},
-	{names: []string{"bpf"}, liftedBy: []string{"CAP_SYS_ADMIN", "CAP_BPF"}},
-	{names: []string{"perf_event_open"}, liftedBy: []string{"CAP_SYS_ADMIN", "CAP_PERFMON"}},
-	{names: []string{"reboot", "kexec_load", "kexec_file_load"}, liftedBy: []string{"CAP_SYS_BOOT"}},
-	{names: []string{"init_module", "finit_module", "delete_module"}, liftedBy: []string{"CAP_SYS_MODULE"}},
-	{names: []string{"acct"}, liftedBy: []string{"CAP_SYS_PACCT"}},
-	{names: []string{"ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd"}, liftedBy: []string{"CAP_SYS_PTRACE"}},
-	{names: []string{"iopl", "ioperm"}, liftedBy: []string{"CAP_SYS_RAWIO"}},
-	{names: []string{"settimeofday", "stime", "clock_settime", "clock_adjtime"}, liftedBy: []string{"CAP_SYS_TIME"}},
-	{names: []string{"get_mempolicy", "set_mempolicy", "mbind", "move_pages"}, liftedBy: []string{"CAP_SYS_NICE"}},
-	{names: []string{"open_by_handle_at"}, liftedBy: []string{"CAP_DAC_READ_SEARCH"}},
-}
-
-// cloneNamespaceFlags are the clone(2) flags that create namespaces;
-// unshare is denied above, clone must be filtered by argument.
-var cloneNamespaceFlags = []uint64{
-	0x00020000, // CLONE_NEWNS
-	0x02000000, // CLONE_NEWCGROUP
-	0x04000000, // CLONE_NEWUTS
-	0x08000000, // CLONE_NEWIPC
-	0x10000000, // CLONE_NEWUSER
-	0x20000000, // CLONE_NEWPID
-	0x40000000, // CLONE_NEWNET
-}
 
 func seccompFor(p *runtime.SecurityProfile, caps []string) (*specs.LinuxSeccomp, error) {
 	if p == nil {
@@ -76,7 +24,7 @@ func seccompFor(p *runtime.SecurityProfile, caps []string) (*specs.LinuxSeccomp,
 	case runtime.SecurityProfile_Unconfined:
 		return nil, nil
 	case runtime.SecurityProfile_RuntimeDefault:
-		return RuntimeDefaultSeccomp(caps), nil
+		return RuntimeDefaultSeccomp(caps)
 	case runtime.SecurityProfile_Localhost:
 		return LoadSeccompProfile(p.GetLocalhostRef())
 	}
@@ -84,39 +32,22 @@ func seccompFor(p *runtime.SecurityProfile, caps []string) (*specs.LinuxSeccomp,
 }
 
 // RuntimeDefaultSeccomp returns berth's RuntimeDefault profile for a
-// container whose bounding set is caps.
-func RuntimeDefaultSeccomp(caps []string) *specs.LinuxSeccomp {
-	eperm, enosys := errnoEPERM, errnoENOSYS
-	has := func(lift []string) bool {
-		return slices.ContainsFunc(lift, func(c string) bool { return slices.Contains(caps, c) })
+// container whose bounding set is caps: Docker's default profile, as
+// containerd and CRI-O apply it, from the maintained
+// github.com/moby/profiles/seccomp module. It is an allow-list: a syscall
+// it does not name fails with EPERM (runc answers numbers above any the
+// profile names with ENOSYS, so libc falls back from syscalls of newer
+// kernels). Rules are added by the container's capabilities and the host's
+// kernel version, and clone/clone3 namespace flags, personality and socket
+// families are filtered by argument.
+func RuntimeDefaultSeccomp(caps []string) (*specs.LinuxSeccomp, error) {
+	// The module decides cap-gated rules from the spec's bounding set only.
+	rs := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: slices.Clone(caps)}}}
+	p, err := mobyseccomp.GetDefaultProfile(rs)
+	if err != nil {
+		return nil, fmt.Errorf("build RuntimeDefault seccomp profile: %w", err)
 	}
-	s := &specs.LinuxSeccomp{
-		DefaultAction: specs.ActAllow,
-		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
-	}
-	for _, d := range runtimeDefaultDeny {
-		if len(d.liftedBy) > 0 && has(d.liftedBy) {
-			continue
-		}
-		s.Syscalls = append(s.Syscalls, specs.LinuxSyscall{
-			Names: slices.Clone(d.names), Action: specs.ActErrno, ErrnoRet: &eperm,
-		})
-	}
-	if has([]string{"CAP_SYS_ADMIN"}) {
-		return s
-	}
-	for _, f := range cloneNamespaceFlags {
-		s.Syscalls = append(s.Syscalls, specs.LinuxSyscall{
-			Names: []string{"clone"}, Action: specs.ActErrno, ErrnoRet: &eperm,
-			Args: []specs.LinuxSeccompArg{{Index: 0, Value: f, ValueTwo: f, Op: specs.OpMaskedEqual}},
-		})
-	}
-	// clone3 passes its flags in memory seccomp cannot read; ENOSYS makes
-	// libc fall back to clone, which is filtered (Docker does the same).
-	s.Syscalls = append(s.Syscalls, specs.LinuxSyscall{
-		Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys,
-	})
-	return s
+	return p, nil
 }
 
 // maxProfileSize bounds a localhost profile; real ones are a few dozen KiB.

@@ -12,7 +12,10 @@ import (
 
 func applySecurity(s *specs.Spec, in Input, _ nsModes) error {
 	sc := in.Config.GetLinux().GetSecurityContext()
-	if err := checkLSM(sc); err != nil {
+	if err := checkSELinux(sc); err != nil {
+		return err
+	}
+	if err := applyAppArmor(s, sc, in.AppArmor); err != nil {
 		return err
 	}
 	s.Process.NoNewPrivileges = sc.GetNoNewPrivs()
@@ -66,19 +69,11 @@ func applyPrivileged(s *specs.Spec, all []string) {
 	}
 }
 
-// checkLSM refuses confinement berth cannot provide instead of running
-// the container less confined than asked. AppArmor RuntimeDefault is
-// accepted as "no profile": berth ships none, like containerd on hosts
-// without AppArmor.
-func checkLSM(sc *runtime.LinuxContainerSecurityContext) error {
+// checkSELinux refuses SELinux labels, which berth cannot apply, instead
+// of running the container less confined than asked.
+func checkSELinux(sc *runtime.LinuxContainerSecurityContext) error {
 	if o := sc.GetSelinuxOptions(); o.GetUser() != "" || o.GetRole() != "" || o.GetType() != "" || o.GetLevel() != "" {
 		return fmt.Errorf("selinux options: %w", errdefs.ErrNotImplemented)
-	}
-	if sc.GetApparmor().GetProfileType() == runtime.SecurityProfile_Localhost {
-		return fmt.Errorf("apparmor profile %q: %w", sc.GetApparmor().GetLocalhostRef(), errdefs.ErrNotImplemented)
-	}
-	if p := sc.GetApparmorProfile(); strings.HasPrefix(p, "localhost/") {
-		return fmt.Errorf("apparmor profile %q: %w", p, errdefs.ErrNotImplemented)
 	}
 	return nil
 }

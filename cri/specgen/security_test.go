@@ -96,47 +96,67 @@ func TestMaskedPathsOverride(t *testing.T) {
 	}
 }
 
-func deniedSyscalls(s *specs.LinuxSeccomp) map[string]bool {
-	out := map[string]bool{}
-	for _, sc := range s.Syscalls {
-		if sc.Action == specs.ActErrno && len(sc.Args) == 0 {
-			for _, n := range sc.Names {
-				out[n] = true
-			}
+// seccompRules sorts the rules naming syscall into those allowing it
+// whatever the arguments, those allowing it for some arguments only, and
+// the errno of an unconditional errno rule (0: none).
+func seccompRules(p *specs.LinuxSeccomp, syscall string) (always bool, filtered []specs.LinuxSyscall, errno uint) {
+	for _, r := range p.Syscalls {
+		if !slices.Contains(r.Names, syscall) {
+			continue
+		}
+		switch {
+		case r.Action == specs.ActAllow && len(r.Args) == 0:
+			always = true
+		case r.Action == specs.ActAllow:
+			filtered = append(filtered, r)
+		case r.Action == specs.ActErrno && len(r.Args) == 0 && r.ErrnoRet != nil:
+			errno = *r.ErrnoRet
 		}
 	}
-	return out
+	return always, filtered, errno
 }
 
-func TestSeccomp(t *testing.T) {
-	rd := &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault}
-	tests := []struct {
-		name         string
-		profile      *runtime.SecurityProfile
-		add          []string
-		wantNil      bool
-		wantErr      error
-		denied       []string
-		allowed      []string
-		cloneFilters int
+// allowedWithArg reports whether a filtered rule allows syscall when its
+// argument index holds v.
+func allowedWithArg(rules []specs.LinuxSyscall, index uint, v uint64) bool {
+	for _, r := range rules {
+		ok := true
+		for _, a := range r.Args {
+			if a.Index != index {
+				continue
+			}
+			switch a.Op {
+			case specs.OpEqualTo:
+				ok = ok && v == a.Value
+			case specs.OpLessThan:
+				ok = ok && v < a.Value
+			case specs.OpMaskedEqual:
+				ok = ok && v&a.Value == a.ValueTwo
+			default:
+				ok = false
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func TestSeccompProfileTypes(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		profile *runtime.SecurityProfile
+		wantErr error
 	}{
-		{name: "nil is unconfined", wantNil: true},
-		{name: "unconfined", profile: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Unconfined}, wantNil: true},
+		{name: "nil is unconfined"},
+		{name: "unconfined", profile: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Unconfined}},
 		{name: "localhost missing", profile: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: "/nonexistent/p.json"}, wantErr: errdefs.ErrInvalidArgument},
 		{name: "localhost relative", profile: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: "p.json"}, wantErr: errdefs.ErrInvalidArgument},
-		{name: "runtime default", profile: rd,
-			denied:       []string{"mount", "unshare", "setns", "ptrace", "bpf", "kexec_load", "keyctl", "reboot", "init_module", "clone3"},
-			cloneFilters: len(cloneNamespaceFlags)},
-		{name: "sys_admin lifts mount", profile: rd, add: []string{"SYS_ADMIN"},
-			denied: []string{"ptrace", "keyctl"}, allowed: []string{"mount", "unshare", "setns", "bpf", "clone3"}},
-		{name: "sys_ptrace lifts ptrace", profile: rd, add: []string{"SYS_PTRACE"},
-			denied: []string{"mount"}, allowed: []string{"ptrace", "process_vm_readv"}, cloneFilters: len(cloneNamespaceFlags)},
-	}
-	for _, tt := range tests {
+	} {
 		t.Run(tt.name, func(t *testing.T) {
 			in := baseInput()
 			sc(in).Seccomp = tt.profile
-			sc(in).Capabilities = &runtime.Capability{AddCapabilities: tt.add}
 			s, err := Generate(in)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
@@ -147,37 +167,110 @@ func TestSeccomp(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tt.wantNil {
-				if s.Linux.Seccomp != nil {
-					t.Fatalf("seccomp = %+v, want none", s.Linux.Seccomp)
-				}
-				return
-			}
-			p := s.Linux.Seccomp
-			if p == nil || p.DefaultAction != specs.ActAllow || !slices.Contains(p.Architectures, specs.ArchX86_64) {
-				t.Fatalf("profile = %+v", p)
-			}
-			denied := deniedSyscalls(p)
-			for _, n := range tt.denied {
-				if !denied[n] {
-					t.Errorf("%s not denied", n)
-				}
-			}
-			for _, n := range tt.allowed {
-				if denied[n] {
-					t.Errorf("%s denied", n)
-				}
-			}
-			clone := 0
-			for _, sc := range p.Syscalls {
-				if slices.Equal(sc.Names, []string{"clone"}) && len(sc.Args) == 1 && sc.Args[0].Op == specs.OpMaskedEqual {
-					clone++
-				}
-			}
-			if clone != tt.cloneFilters {
-				t.Errorf("%d clone filters, want %d", clone, tt.cloneFilters)
+			if s.Linux.Seccomp != nil {
+				t.Fatalf("seccomp = %+v, want none", s.Linux.Seccomp)
 			}
 		})
+	}
+}
+
+// RuntimeDefault is an allow-list: unlisted syscalls fail with EPERM,
+// io_uring and namespace-creating calls are not listed, personality,
+// socket and clone are allowed for some arguments only, and capabilities
+// add what they make safe.
+func TestSeccompRuntimeDefault(t *testing.T) {
+	const (
+		cloneNewUser  = 0x10000000
+		cloneNewNS    = 0x00020000
+		afInet        = 2
+		afAlg         = 38
+		afVsock       = 40
+		addrNoRandom  = 0x0040000
+		perLinux32    = 0x0008
+		personaQuery  = 0xffffffff
+		errnoEPERM    = 1
+		errnoENOSYS   = 38
+		cloneSigchild = 17
+	)
+	rd := &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault}
+	gen := func(t *testing.T, add ...string) *specs.LinuxSeccomp {
+		t.Helper()
+		in := baseInput()
+		sc(in).Seccomp = rd
+		sc(in).Capabilities = &runtime.Capability{AddCapabilities: add}
+		p := mustGenerate(t, in).Linux.Seccomp
+		if p == nil {
+			t.Fatal("no seccomp profile for RuntimeDefault")
+		}
+		return p
+	}
+	p := gen(t)
+	if p.DefaultAction != specs.ActErrno || p.DefaultErrnoRet == nil || *p.DefaultErrnoRet != errnoEPERM {
+		t.Fatalf("default action %s errno %v, want SCMP_ACT_ERRNO with EPERM", p.DefaultAction, p.DefaultErrnoRet)
+	}
+	if !slices.Contains(p.Architectures, specs.ArchX86_64) {
+		t.Errorf("architectures %v lack x86_64", p.Architectures)
+	}
+	for _, name := range []string{"read", "write", "openat", "execve", "exit_group", "futex", "mmap"} {
+		if always, _, _ := seccompRules(p, name); !always {
+			t.Errorf("%s is not allowed", name)
+		}
+	}
+	for _, name := range []string{
+		"io_uring_setup", "io_uring_enter", "io_uring_register", "mount", "umount2", "unshare", "setns",
+		"pivot_root", "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "kexec_load", "reboot",
+		"init_module", "open_by_handle_at", "userfaultfd", "kcmp", "pidfd_getfd", "berth_future_syscall",
+	} {
+		if always, filtered, _ := seccompRules(p, name); always || len(filtered) > 0 {
+			t.Errorf("%s is allowed without capabilities", name)
+		}
+	}
+	always, pers, _ := seccompRules(p, "personality")
+	if always || !allowedWithArg(pers, 0, 0) || !allowedWithArg(pers, 0, perLinux32) || !allowedWithArg(pers, 0, personaQuery) {
+		t.Errorf("personality: always %v, filtered %+v; want PER_LINUX, PER_LINUX32 and the query only", always, pers)
+	}
+	if allowedWithArg(pers, 0, addrNoRandom) {
+		t.Error("personality(ADDR_NO_RANDOMIZE) is allowed: it turns ASLR off")
+	}
+	always, sock, _ := seccompRules(p, "socket")
+	if always || !allowedWithArg(sock, 0, afInet) || allowedWithArg(sock, 0, afAlg) || allowedWithArg(sock, 0, afVsock) {
+		t.Errorf("socket: always %v, AF_INET %v AF_ALG %v AF_VSOCK %v; want AF_INET only", always,
+			allowedWithArg(sock, 0, afInet), allowedWithArg(sock, 0, afAlg), allowedWithArg(sock, 0, afVsock))
+	}
+	always, clone, _ := seccompRules(p, "clone")
+	if always || !allowedWithArg(clone, 0, cloneSigchild) || allowedWithArg(clone, 0, cloneSigchild|cloneNewUser) ||
+		allowedWithArg(clone, 0, cloneNewNS) {
+		t.Errorf("clone: always %v, rules %+v; want namespace flags refused", always, clone)
+	}
+	// clone3 passes its flags in memory seccomp cannot read: ENOSYS makes
+	// libc fall back to the filtered clone.
+	if always, _, errno := seccompRules(p, "clone3"); always || errno != errnoENOSYS {
+		t.Errorf("clone3: always %v errno %d, want ENOSYS", always, errno)
+	}
+
+	admin := gen(t, "SYS_ADMIN")
+	for _, name := range []string{"mount", "umount2", "unshare", "setns", "clone", "clone3", "bpf", "perf_event_open"} {
+		if always, _, _ := seccompRules(admin, name); !always {
+			t.Errorf("with CAP_SYS_ADMIN %s is not allowed", name)
+		}
+	}
+	for _, name := range []string{"io_uring_setup", "keyctl", "kexec_load", "reboot", "init_module"} {
+		if always, filtered, _ := seccompRules(admin, name); always || len(filtered) > 0 {
+			t.Errorf("with CAP_SYS_ADMIN %s is allowed", name)
+		}
+	}
+	for cap, names := range map[string][]string{
+		"SYS_BOOT":   {"reboot"},
+		"SYS_MODULE": {"init_module", "finit_module", "delete_module"},
+		"SYS_TIME":   {"settimeofday", "clock_settime"},
+		"SYS_PTRACE": {"kcmp", "pidfd_getfd"},
+	} {
+		ps := gen(t, cap)
+		for _, name := range names {
+			if always, _, _ := seccompRules(ps, name); !always {
+				t.Errorf("with CAP_%s %s is not allowed", cap, name)
+			}
+		}
 	}
 }
 

@@ -53,6 +53,8 @@ type Input struct {
 	// DevRoot is where host devices are listed for privileged containers;
 	// "" => /dev.
 	DevRoot string
+	// AppArmor is the host's AppArmor; nil => a host without AppArmor.
+	AppArmor AppArmor
 }
 
 // SandboxNamespaces are paths of namespaces to join (e.g. netns pins, or
@@ -107,9 +109,9 @@ const (
 )
 
 // Generate builds the OCI spec for in. Invalid requests fail with
-// errdefs.ErrInvalidArgument naming the field; features berth does not
-// implement (AppArmor/SELinux confinement where the host lacks it)
-// fail with errdefs.ErrNotImplemented rather than being silently ignored.
+// errdefs.ErrInvalidArgument naming the field; confinement berth cannot
+// provide (SELinux labels; an AppArmor profile on a host without AppArmor
+// or one not loaded) fails rather than being silently ignored.
 func Generate(in Input) (*specs.Spec, error) {
 	if err := validate(in); err != nil {
 		return nil, err

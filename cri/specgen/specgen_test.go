@@ -46,7 +46,7 @@ func TestValidation(t *testing.T) {
 		{"selinux", func(in *Input) { sc(*in).SelinuxOptions = &runtime.SELinuxOption{Type: "spc_t"} }, errdefs.ErrNotImplemented, "selinux"},
 		{"apparmor localhost", func(in *Input) {
 			sc(*in).Apparmor = &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: "p"}
-		}, errdefs.ErrNotImplemented, "apparmor"},
+		}, errdefs.ErrFailedPrecondition, "apparmor"},
 		{"userns", func(in *Input) {
 			in.Sandbox.Linux.SecurityContext.NamespaceOptions = &runtime.NamespaceOption{
 				UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_POD, Uids: []*runtime.IDMapping{{Length: 65536}}},

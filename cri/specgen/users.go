@@ -177,9 +177,11 @@ func splitDB(data string, minFields int) [][]string {
 }
 
 // readFile reads rel inside the rootfs; a missing file reads as empty so
-// images without /etc/passwd still run numeric users.
+// images without /etc/passwd still run numeric users. Anything but a
+// regular file is refused: the image chooses what sits there, and opening
+// a FIFO, a device node or a host file for it runs on the host as root.
 func (r *RootfsUsers) readFile(rel string) (string, error) {
-	f, err := openInRoot(r.rootfs, rel)
+	f, err := openRegularInRoot(r.rootfs, rel)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
@@ -194,30 +196,100 @@ func (r *RootfsUsers) readFile(rel string) (string, error) {
 	return string(data), nil
 }
 
-// openInRoot opens rel with openat2(RESOLVE_IN_ROOT), so "..", absolute
-// symlinks and magic links in the image cannot reach host files. Kernels
-// without openat2 (before 5.6) fall back to a plain join.
-func openInRoot(root, rel string) (*os.File, error) {
+// openRegularInRoot opens rel for reading only if it is a regular file
+// inside root. The path is resolved with openat2(RESOLVE_IN_ROOT), so "..",
+// absolute symlinks and magic links in the image cannot reach host files,
+// and the last component is not followed even inside root. It is first
+// opened O_PATH, which has no side effects on devices and never blocks on
+// FIFOs, checked with fstat, and only then reopened for reading.
+func openRegularInRoot(root, rel string) (*os.File, error) {
+	pathFD, err := openPathInRoot(root, rel)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(pathFD)
+	var st unix.Stat_t
+	if err := unix.Fstat(pathFD, &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: filepath.Join(root, rel), Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("%s is a %s, not a regular file: %w", rel, fileType(st.Mode), errdefs.ErrInvalidArgument)
+	}
+	// Reopening through the O_PATH descriptor reads exactly the inode that
+	// was checked, whatever happens to the path meanwhile.
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pathFD), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "reopen", Path: filepath.Join(root, rel), Err: err}
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(root, rel)), nil
+}
+
+func fileType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		return "symlink"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFCHR:
+		return "character device"
+	case unix.S_IFBLK:
+		return "block device"
+	case unix.S_IFSOCK:
+		return "socket"
+	case unix.S_IFDIR:
+		return "directory"
+	}
+	return fmt.Sprintf("file of mode %#o", mode&unix.S_IFMT)
+}
+
+// openPathInRoot returns an O_PATH descriptor of rel resolved inside root
+// without following a symlink at its last component (which then is the
+// descriptor's file, found by fstat).
+func openPathInRoot(root, rel string) (int, error) {
 	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: root, Err: err}
+		return -1, &os.PathError{Op: "open", Path: root, Err: err}
 	}
 	defer unix.Close(dir)
 	how := &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK,
+		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	}
 	for attempt := 0; ; attempt++ {
 		fd, err := unix.Openat2(dir, rel, how)
 		switch {
 		case err == nil:
-			return os.NewFile(uintptr(fd), filepath.Join(root, rel)), nil
+			return fd, nil
 		case (errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN)) && attempt < 10:
 			// EAGAIN: a concurrent rename raced the resolution; retry a few times.
 			continue
 		case errors.Is(err, unix.ENOSYS):
-			return os.Open(filepath.Join(root, filepath.Clean("/"+rel)))
+			return openPathNoSymlinks(dir, root, rel)
 		}
-		return nil, &os.PathError{Op: "openat2", Path: filepath.Join(root, rel), Err: err}
+		return -1, &os.PathError{Op: "openat2", Path: filepath.Join(root, rel), Err: err}
 	}
+}
+
+// openPathNoSymlinks is openPathInRoot for kernels without openat2 (before
+// 5.6): it walks rel one component at a time and refuses any symlink, which
+// is stricter than RESOLVE_IN_ROOT but never leaves root.
+func openPathNoSymlinks(dir int, root, rel string) (int, error) {
+	parts := strings.Split(filepath.Clean("/" + rel)[1:], "/")
+	cur, err := unix.Dup(dir)
+	if err != nil {
+		return -1, &os.PathError{Op: "dup", Path: root, Err: err}
+	}
+	for i, p := range parts {
+		flags := unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC
+		if i < len(parts)-1 {
+			flags |= unix.O_DIRECTORY
+		}
+		next, err := unix.Openat(cur, p, flags, 0)
+		unix.Close(cur)
+		if err != nil {
+			return -1, &os.PathError{Op: "openat", Path: filepath.Join(root, rel), Err: err}
+		}
+		cur = next
+	}
+	return cur, nil
 }

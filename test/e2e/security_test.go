@@ -2,11 +2,16 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -24,10 +29,11 @@ func TestSecurity(t *testing.T) {
 		{"DroppedCapability", testDroppedCapability},
 		{"ReadonlyRootfs", testReadonlyRootfs},
 		{"SeccompRuntimeDefault", testSeccompDefault},
+		{"SeccompAllowList", testSeccompAllowList},
 		{"OOMKilled", testOOMKilled},
 		{"UserAndGroups", testUserAndGroups},
 		{"Sysctls", testSysctls},
-		{"ConfiningLSMRefused", testLSMRefused},
+		{"AppArmor", testAppArmor},
 		{"DevicesAndPrivileged", testDevices},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,6 +124,69 @@ func testSeccompDefault(t *testing.T, d *testutil.Daemon) {
 	removePod(t, d, podID)
 }
 
+// RuntimeDefault is an allow-list: syscalls it does not name (io_uring,
+// ustat) and personality() turning ASLR off fail with EPERM, while
+// unconfined the same probe gets the kernel's own answer (success, EINVAL
+// for ustat), so the refusal is seccomp's.
+func testSeccompAllowList(t *testing.T, d *testutil.Daemon) {
+	ref := sysprobeImage(t)
+	pod := podConfig(t, d, "seccompallow")
+	podID := runPod(t, d, pod)
+	probes := []string{"io_uring_setup", "ustat", "personality_addr_no_randomize"}
+	for _, tc := range []struct {
+		profile runtimeapi.SecurityProfile_ProfileType
+		eperm   bool
+	}{
+		{runtimeapi.SecurityProfile_Unconfined, false},
+		{runtimeapi.SecurityProfile_RuntimeDefault, true},
+	} {
+		cfg := ctrConfig("probe"+strings.ToLower(tc.profile.String()), ref, append([]string{"/bin/sysprobe", "getpid"}, probes...)...)
+		secCtx(cfg).Seccomp = &runtimeapi.SecurityProfile{ProfileType: tc.profile}
+		st, out, _ := runToExit(t, d, podID, pod, cfg)
+		if st.ExitCode != 0 || !strings.Contains(out, "getpid=ok\n") {
+			t.Errorf("seccomp %s: exit %d output %q", tc.profile, st.ExitCode, out)
+			continue
+		}
+		for _, p := range probes {
+			if !strings.Contains(out, p+"=") || strings.Contains(out, p+"=EPERM\n") != tc.eperm {
+				t.Errorf("seccomp %s: want %s EPERM %v in %q", tc.profile, p, tc.eperm, out)
+			}
+		}
+	}
+	removePod(t, d, podID)
+}
+
+// sysprobeImage pushes the busybox image with testdata/sysprobe, a static
+// Go program making raw syscalls busybox never makes, as /bin/sysprobe.
+func sysprobeImage(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sysprobe")
+	cmd := exec.Command("go", "build", "-o", bin, "./testdata/sysprobe")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build sysprobe: %v\n%s", err, out)
+	}
+	body, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := testutil.NewLayer([]testutil.File{{Path: "/bin/sysprobe", Body: string(body), Mode: 0o755}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := testutil.NewImage(testutil.ImageSpec{Extra: []v1.Layer{layer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pushed, err := reg.Push(ctx, "sysprobe:"+randID(), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pushed.Ref
+}
+
 // A process that outgrows its memory limit is OOM-killed and reported as
 // OOMKilled; a container stopped with SIGTERM is not.
 func testOOMKilled(t *testing.T, d *testutil.Daemon) {
@@ -191,26 +260,57 @@ func testSysctls(t *testing.T, d *testutil.Daemon) {
 	removePod(t, d, badID)
 }
 
-// This host has neither AppArmor nor SELinux: asking for confinement is
-// refused with a clear message, never run unconfined.
-func testLSMRefused(t *testing.T, d *testutil.Daemon) {
+// AppArmor as containerd and CRI-O do it. Where the host enforces
+// AppArmor, RuntimeDefault confines the container in berth-default and a
+// Localhost profile that is not loaded is refused naming it; where it does
+// not (this CI host), RuntimeDefault runs without a profile and any
+// Localhost profile is refused naming it, never run unconfined. Unconfined
+// always runs, and verbose Status says which case this is.
+func testAppArmor(t *testing.T, d *testutil.Daemon) {
+	enabled := hostAppArmor()
+	resp, err := d.Runtime.Status(context.Background(), true)
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if got, want := resp.GetInfo()["apparmor"], fmt.Sprintf(`"enabled":%v`, enabled); !strings.Contains(got, want) {
+		t.Errorf("Status info apparmor = %q, want %s", got, want)
+	}
 	pod := podConfig(t, d, "lsm")
 	podID := runPod(t, d, pod)
 	cfg := shConfig("aa", "true")
 	secCtx(cfg).Apparmor = &runtimeapi.SecurityProfile{
-		ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "k8s-deny-write",
+		ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "berth-e2e-not-loaded",
 	}
 	ensureImage(t, d, cfg.Image.Image)
-	_, err := d.Runtime.CreateContainer(context.Background(), podID, cfg, pod)
-	if c := code(err); c == codes.OK || !strings.Contains(strings.ToLower(err.Error()), "apparmor") {
-		t.Errorf("apparmor localhost profile: %v, want a refusal naming apparmor", err)
+	_, err = d.Runtime.CreateContainer(context.Background(), podID, cfg, pod)
+	if code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "berth-e2e-not-loaded") {
+		t.Errorf("apparmor localhost profile: %v, want FailedPrecondition naming the profile", err)
 	}
 	unconfined := shConfig("un", "true")
 	secCtx(unconfined).Apparmor = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
 	if st, _, _ := runToExit(t, d, podID, pod, unconfined); st.ExitCode != 0 {
 		t.Errorf("unconfined apparmor: exit %d", st.ExitCode)
 	}
+	probe := "true"
+	if enabled {
+		probe = "cat /proc/self/attr/current"
+	}
+	rd := shConfig("rd", probe)
+	secCtx(rd).Apparmor = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+	st, out, _ := runToExit(t, d, podID, pod, rd)
+	if st.ExitCode != 0 || enabled && strings.TrimSpace(out) != "berth-default (enforce)" {
+		t.Errorf("RuntimeDefault apparmor (host enforces: %v): exit %d output %q", enabled, st.ExitCode, out)
+	}
 	removePod(t, d, podID)
+}
+
+// hostAppArmor is whether the kernel enforces AppArmor, as runc decides it.
+func hostAppArmor() bool {
+	if _, err := os.Stat("/sys/kernel/security/apparmor"); err != nil {
+		return false
+	}
+	b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	return err == nil && strings.HasPrefix(string(b), "Y")
 }
 
 // A requested device appears under its container path and is usable; a
