@@ -3,10 +3,11 @@
 # missing, without starting their services. On a host booted with systemd,
 # installing docker-registry or containerd starts and enables their units:
 # docker-registry then holds 127.0.0.1:5000, which the conformance kit's
-# registry needs, and neither was asked for. So the install runs with a
-# policy-rc.d that refuses every start, and the units of packages this
-# call installed are disabled afterwards. A service the operator had
-# before (its package already installed) is never touched.
+# registry needs, and neither was asked for (the tests run their own). So
+# the install runs with a policy-rc.d that refuses every start, and the
+# units of those two, when this call installed them, are disabled
+# afterwards. A service the operator had before (its package already
+# installed) is never touched, nor are host services such as apparmor's.
 set -euo pipefail
 
 missing=()
@@ -27,6 +28,7 @@ apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if [ -d /run/systemd/system ]; then
 	for p in "${missing[@]}"; do
+		case "$p" in docker-registry | containerd) ;; *) continue ;; esac
 		# The units a package ships (its /lib/systemd/system files).
 		for unit in $(dpkg-query -L "$p" 2>/dev/null | grep -E '^/(usr/)?lib/systemd/system/[^/]+\.(service|socket)$' || true); do
 			u=$(basename "$unit")
