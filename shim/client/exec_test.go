@@ -302,6 +302,11 @@ func TestUpdateAndReopenLog(t *testing.T) {
 		t.Errorf("Update(nil): %v, want InvalidArgument", err)
 	}
 
+	// Rotate only once the log holds a line, or there is none to keep.
+	waitFor(t, "ticks in the log", func() bool {
+		b, _ := os.ReadFile(e.logPath)
+		return strings.Contains(string(b), " stdout F tick\n")
+	})
 	rotated := e.logPath + ".1"
 	if err := os.Rename(e.logPath, rotated); err != nil {
 		t.Fatal(err)
