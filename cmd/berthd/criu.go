@@ -31,8 +31,15 @@ func criuCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	// A directory of its own: the probe clears what earlier probes left
+	// in the one it is given.
+	dir, err := os.MkdirTemp("", "berthd-criu-probe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
 	start := time.Now()
-	if err := shimruntime.ProbeCRIU(ctx, fs.Arg(0), os.TempDir()); err != nil {
+	if err := shimruntime.ProbeCRIU(ctx, fs.Arg(0), dir); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: dump and restore work (%s)\n", fs.Arg(0), time.Since(start).Round(time.Millisecond))

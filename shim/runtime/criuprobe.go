@@ -45,7 +45,9 @@ func ProbeCRIU(ctx context.Context, criu, dir string) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("probe criu: %w", err)
 	}
-	defer os.RemoveAll(work)
+	// Retried: a restored copy killed through its parent's death signal
+	// may still write its count for a moment.
+	defer removeAllRetry(work)
 	images := filepath.Join(work, "images")
 	if err := os.Mkdir(images, 0o700); err != nil {
 		return fmt.Errorf("probe criu: %w", err)
@@ -125,6 +127,15 @@ func ProbeCRIU(ctx context.Context, criu, dir string) (retErr error) {
 		return fmt.Errorf("probe criu: restored count %d does not follow %d", after, dumped)
 	}
 	return nil
+}
+
+func removeAllRetry(dir string) {
+	for range 50 {
+		if err := os.RemoveAll(dir); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // waitCount waits until the probe's count exceeds min.
