@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -31,15 +33,16 @@ type criuProbe struct {
 }
 
 // start probes each candidate with shimruntime.ProbeCRIU, each bounded by
-// timeout, in dir.
-func (p *criuProbe) start(candidates []string, dir string, timeout time.Duration, log *slog.Logger) {
+// timeout, in dir; proof is the file that remembers a success until
+// reboot.
+func (p *criuProbe) start(candidates []string, dir, proof string, timeout time.Duration, log *slog.Logger) {
 	p.done = make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	go func() {
 		defer close(p.done)
 		begin := time.Now()
-		p.path, p.err = findCRIU(ctx, candidates, dir, timeout)
+		p.path, p.err = findCRIU(ctx, candidates, dir, proof, timeout)
 		if p.err != nil {
 			log.Warn("checkpoint/restore unavailable", "error", p.err)
 			return
@@ -85,7 +88,7 @@ const criuProbeTimeout = 30 * time.Second
 // criuProbeTries is how often a candidate is probed before it is judged.
 const criuProbeTries = 2
 
-func findCRIU(ctx context.Context, candidates []string, dir string, timeout time.Duration) (string, error) {
+func findCRIU(ctx context.Context, candidates []string, dir, proofFile string, timeout time.Duration) (string, error) {
 	var why []string
 	for _, c := range candidates {
 		path, err := exec.LookPath(c)
@@ -95,6 +98,10 @@ func findCRIU(ctx context.Context, candidates []string, dir string, timeout time
 			}
 			continue
 		}
+		proof, perr := proofOf(path)
+		if perr == nil && proof.holds(proofFile) {
+			return path, nil
+		}
 		// A second try before giving up: one probe in the e2e suite, with
 		// two daemons probing at once on a loaded machine, saw a restored
 		// copy that never ran on; the next never has.
@@ -103,6 +110,9 @@ func findCRIU(ctx context.Context, candidates []string, dir string, timeout time
 			err = shimruntime.ProbeCRIU(pctx, path, dir)
 			cancel()
 			if err == nil {
+				if perr == nil {
+					proof.save(proofFile)
+				}
 				return path, nil
 			}
 			if ctx.Err() != nil || try == criuProbeTries-1 {
@@ -165,4 +175,49 @@ func (s *Server) criuBound(ctx context.Context, reqTimeout time.Duration) time.D
 // frozen and traced containers behind.
 func criuCallContext(ctx context.Context, bound time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), bound+criuCleanupGrace)
+}
+
+// criuProof records a probe's success until reboot (it lives in the state
+// dir), so that restarting berthd does not probe again: the same CRIU
+// binary on the same kernel in the same boot works as it did. A failure is
+// never recorded; the next start probes again.
+type criuProof struct {
+	Path    string `json:"path"`
+	Size    int64  `json:"size"`
+	ModTime int64  `json:"mod_time"`
+	BootID  string `json:"boot_id"`
+}
+
+func proofOf(path string) (criuProof, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return criuProof{}, err
+	}
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return criuProof{}, err
+	}
+	return criuProof{Path: path, Size: fi.Size(), ModTime: fi.ModTime().UnixNano(), BootID: strings.TrimSpace(string(boot))}, nil
+}
+
+// holds reports whether file records this very proof.
+func (p criuProof) holds(file string) bool {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	var got criuProof
+	return json.Unmarshal(b, &got) == nil && got == p
+}
+
+// save records p in file, atomically; a failure only costs a probe later.
+func (p criuProof) save(file string) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return
+	}
+	tmp := file + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		_ = os.Rename(tmp, file)
+	}
 }

@@ -180,7 +180,7 @@ func New(o Options) (*Server, error) {
 	if o.Config.Runtime.CriuPath != "" {
 		criu = []string{o.Config.Runtime.CriuPath}
 	}
-	s.criu.start(criu, s.checkpointsDir(), o.Config.Runtime.CheckpointTimeoutDuration(), s.log)
+	s.criu.start(criu, s.checkpointsDir(), filepath.Join(o.Config.State, "criu-proof.json"), o.Config.Runtime.CheckpointTimeoutDuration(), s.log)
 	return s, nil
 }
 
