@@ -105,6 +105,7 @@ leaks() { # leaks ID...: print anything berth left behind for these ids; non-zer
   if find /sys/fs/cgroup -path '*berth*' -type d ! -name berth.slice ! -path '*/berth.service*' ! -name berth-nodevm.service 2>/dev/null | grep .; then bad=1; fi
   return $bad
 }
+not_clean() { ! leaks "$@" >/dev/null; }
 part_lifecycle() {
   local d=/tmp/lc; mkdir -p $d
   cat > $d/pod.json <<JSON
@@ -151,6 +152,8 @@ JSON
   local i st
   for i in $(seq 1 60); do st=$(crictl inspect -o go-template --template '{{.status.state}} {{.status.reason}}' "$oom"); case $st in CONTAINER_EXITED*) break;; esac; sleep 1; done
   check "OOM kill reported as OOMKilled ($st)" test "$st" = "CONTAINER_EXITED OOMKilled" || ok=1
+  # Positive control: while the pod runs, the leak check must see its scope, shim and mounts.
+  check "leak check finds the running pod's scope, shim and mounts" not_clean "$pod" "$ctr" || ok=1
   t=$(date +%s.%N)
   crictl stop "$ctr" >/dev/null && crictl rm "$ctr" "$oom" >/dev/null && crictl stopp "$pod" >/dev/null && crictl rmp "$pod" >/dev/null || ok=1
   echo "stop+remove: $(echo "$(date +%s.%N) $t" | awk '{printf "%.1f", $1 - $2}')s"

@@ -10,6 +10,7 @@
 #   full   env unit lifecycle, then the whole critest suite
 #   PARTS  any of env unit lifecycle critest (env and unit always run first)
 # Env: NODEVM_CRITEST_FOCUS / NODEVM_CRITEST_SKIP (ginkgo regexps),
+#      NODEVM_CRITEST_ARGS (more critest flags, e.g. -runtime-handler=crun),
 #      NODEVM_TIMEOUT (qemu wall-clock limit, seconds), NODEVM_OUT (results
 #      dir, default test/nodevm/out), NODEVM_IMAGE (an image directory to
 #      boot instead of build-image.sh's), CONFORMANCE_KIT, BERTH_BIN.
@@ -17,6 +18,9 @@
 # kit's summary line; exits non-zero when a part failed or critest failed
 # outside the kit's expected-failures.txt.
 set -uo pipefail
+# The whole script is one function, read before it runs: editing this file
+# while a run is in progress cannot change the run.
+main() {
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 kit=${CONFORMANCE_KIT:-$top/../shared/conformance}
@@ -31,7 +35,7 @@ mode=${1:-ci}
 case "$mode" in
   ci)   parts="env unit lifecycle critest"; focus=${NODEVM_CRITEST_FOCUS:-AppArmor}; timeout=${NODEVM_TIMEOUT:-1200} ;;
   full) parts="env unit lifecycle critest"; focus=${NODEVM_CRITEST_FOCUS:-}; timeout=${NODEVM_TIMEOUT:-5400} ;;
-  *)    parts="env unit $*"; focus=${NODEVM_CRITEST_FOCUS:-}; timeout=${NODEVM_TIMEOUT:-5400} ;;
+  *)    parts="env unit $(printf '%s\n' "$@" | grep -vx 'env\|unit' | tr '\n' ' ')"; focus=${NODEVM_CRITEST_FOCUS:-}; timeout=${NODEVM_TIMEOUT:-5400} ;;
 esac
 for p in $parts; do case $p in env|unit|lifecycle|critest) ;; *) die "unknown part $p" ;; esac; done
 
@@ -91,6 +95,7 @@ echo "$reg" > "$pl/nodevm/registry"
 : > "$pl/nodevm/critest-args"
 [ -n "$focus" ] && echo "-ginkgo.focus=$focus" >> "$pl/nodevm/critest-args"
 [ -n "${NODEVM_CRITEST_SKIP:-}" ] && echo "-ginkgo.skip=$NODEVM_CRITEST_SKIP" >> "$pl/nodevm/critest-args"
+for a in ${NODEVM_CRITEST_ARGS:-}; do echo "$a" >> "$pl/nodevm/critest-args"; done
 mb=$(( $(du -sm "$pl" | cut -f1) + 64 ))
 mkfs.ext4 -q -F -L berthpay -d "$pl" "$work/payload.img" "${mb}M" >/dev/null || die "payload image"
 mkfs.ext4 -q -F -L berthres "$work/results.img" 512M >/dev/null || die "results image"
@@ -151,3 +156,5 @@ fi
 } | tee "$OUT/timings.txt"
 log "results in $OUT"
 exit $status
+}
+main "$@"
