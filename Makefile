@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: test-fresh kits all setup setup-runc criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench
+.PHONY: test-fresh kits all setup setup-runc criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench test-node-vm test-node-vm-ci
 
 all: build
 
@@ -96,6 +96,17 @@ kubelet-e2e: build
 # submitting. What it moved aside is kept (path printed).
 test-fresh:
 	test/fresh.sh
+
+# test-node-vm boots a stock Debian 12 node (systemd, cgroup v2, AppArmor)
+# under qemu and runs berth there from its systemd unit with the systemd
+# cgroup driver: the crictl lifecycle, then the full critest suite
+# (docs/node-vm.md). test-node-vm-ci is the part CI can afford: the same
+# boot, unit and lifecycle, and only critest's AppArmor specs.
+test-node-vm: setup build kits
+	BERTH_BIN=$(BIN) test/nodevm/run.sh full
+
+test-node-vm-ci: setup build kits
+	BERTH_BIN=$(BIN) test/nodevm/run.sh ci
 
 test-unit:
 	$(GO) test -count=1 -race $$($(GO) list ./... | grep -v /test/)

@@ -117,6 +117,8 @@ type Server struct {
 	// reporting; events fans lifecycle events out to GetContainerEvents.
 	stats  *statsCollector
 	events *events.Broadcaster[*runtime.ContainerEventResponse]
+	// oom keeps the OOM kill counts of running containers' cgroups (v2).
+	oom *cgroups.OOMWatcher
 }
 
 // New validates o and returns a server; call Recover before serving.
@@ -151,6 +153,11 @@ func New(o Options) (*Server, error) {
 		}
 		s.oomScoreAdjMin = &v
 	}
+	oom, err := s.stats.cg.NewOOMWatcher()
+	if err != nil {
+		return nil, err
+	}
+	s.oom = oom
 	s.hugetlb = hugetlbUsable("/sys/fs/cgroup")
 	caps, err := specgen.CurrentCapabilities()
 	if err != nil {

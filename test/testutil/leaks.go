@@ -253,12 +253,21 @@ func runcList(root string) ([]string, error) {
 }
 
 // cgroupRoots lists the mounted cgroup hierarchies, once each.
-func cgroupRoots() []string {
-	entries, _ := os.ReadDir("/sys/fs/cgroup")
+func cgroupRoots() []string { return cgroupRootsAt("/sys/fs/cgroup") }
+
+// cgroupRootsAt lists the hierarchies mounted at mnt: mnt itself when it
+// is cgroup v2's unified hierarchy (it carries cgroup.controllers, and its
+// subdirectories are cgroups, not hierarchies), else one per v1
+// controller mount below it.
+func cgroupRootsAt(mnt string) []string {
+	if _, err := os.Stat(filepath.Join(mnt, "cgroup.controllers")); err == nil {
+		return []string{mnt}
+	}
+	entries, _ := os.ReadDir(mnt)
 	seen := map[string]bool{}
 	var roots []string
 	for _, e := range entries {
-		p, err := filepath.EvalSymlinks(filepath.Join("/sys/fs/cgroup", e.Name()))
+		p, err := filepath.EvalSymlinks(filepath.Join(mnt, e.Name()))
 		if err != nil || seen[p] {
 			continue
 		}
@@ -269,16 +278,18 @@ func cgroupRoots() []string {
 		roots = append(roots, p)
 	}
 	if len(roots) == 0 {
-		roots = append(roots, "/sys/fs/cgroup")
+		roots = append(roots, mnt)
 	}
 	return roots
 }
 
 // cgroupsBelow lists every cgroup below parent in every hierarchy, deepest
 // first, so removing them in order works.
-func cgroupsBelow(parent string) []string {
+func cgroupsBelow(parent string) []string { return cgroupsBelowIn(cgroupRoots(), parent) }
+
+func cgroupsBelowIn(roots []string, parent string) []string {
 	var out []string
-	for _, root := range cgroupRoots() {
+	for _, root := range roots {
 		top := filepath.Join(root, parent)
 		_ = filepath.WalkDir(top, func(p string, de fs.DirEntry, err error) error {
 			if err != nil {
