@@ -68,7 +68,8 @@ grep -E '^(setup|criu):' "$log" || true
 echo "fresh: make run served on $sock"
 
 echo "fresh: CI=true bash .ci/run (log: $work/ci.log)"
-CI=true bash .ci/run </dev/null 2>&1 | tee "$work/ci.log" | grep -E '^(ok|FAIL|---|setup|criu|[0-9]+ passed)' || true
-rc=${PIPESTATUS[0]}
+rc=0
+CI=true bash .ci/run </dev/null >"$work/ci.log" 2>&1 || rc=$?
+grep -E '^(ok|FAIL|--- FAIL|setup:|criu:|[0-9]+ passed)' "$work/ci.log" || true
 echo "fresh: .ci/run exited $rc; clone in $work"
 exit "$rc"
