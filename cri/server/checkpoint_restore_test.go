@@ -1,0 +1,46 @@
+package server
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/berth-runtime/berth/cri/config"
+	"github.com/berth-runtime/berth/imagesvc"
+)
+
+func TestCheckRestoreImage(t *testing.T) {
+	img := imagesvc.Image{
+		ID:          "sha256:c",
+		RepoTags:    []string{"registry.example:5000/ckpt/counter:v1"},
+		RepoDigests: []string{"registry.example:5000/ckpt/counter@sha256:" + strings.Repeat("a", 64)},
+	}
+	hub := imagesvc.Image{ID: "sha256:h", RepoTags: []string{"docker.io/library/ckpt:v1"}}
+	for _, tc := range []struct {
+		name string
+		rt   config.Runtime
+		img  imagesvc.Image
+		want error // nil: allowed
+		key  string
+	}{
+		{"default config", config.Default().Runtime, img, errdefs.ErrFailedPrecondition, "runtime.restore_from_images"},
+		{"off with an allow-list", config.Runtime{RestoreImageRegistries: []string{"registry.example:5000"}}, img, errdefs.ErrFailedPrecondition, "runtime.restore_from_images"},
+		{"on, empty allow-list", config.Runtime{RestoreFromImages: true}, img, errdefs.ErrPermissionDenied, "runtime.restore_image_registries"},
+		{"on, other registry", config.Runtime{RestoreFromImages: true, RestoreImageRegistries: []string{"registry.example", "other:5000"}}, img, errdefs.ErrPermissionDenied, "runtime.restore_image_registries"},
+		{"on, allowed", config.Runtime{RestoreFromImages: true, RestoreImageRegistries: []string{"other", "REGISTRY.example:5000"}}, img, nil, ""},
+		{"docker hub short name", config.Runtime{RestoreFromImages: true, RestoreImageRegistries: []string{"docker.io"}}, hub, nil, ""},
+		{"no names", config.Runtime{RestoreFromImages: true, RestoreImageRegistries: []string{"docker.io"}}, imagesvc.Image{ID: "sha256:n"}, errdefs.ErrPermissionDenied, "runtime.restore_image_registries"},
+	} {
+		err := checkRestoreImage(tc.rt, "ckpt", tc.img)
+		switch {
+		case tc.want == nil && err != nil:
+			t.Errorf("%s: %v, want allowed", tc.name, err)
+		case tc.want != nil && !errors.Is(err, tc.want):
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		case tc.want != nil && !strings.Contains(err.Error(), tc.key):
+			t.Errorf("%s: %v does not name %s", tc.name, err, tc.key)
+		}
+	}
+}
