@@ -79,6 +79,9 @@ func (s *Server) openRestore(ctx context.Context, cfg *runtime.ContainerConfig) 
 		return nil, fmt.Errorf("restore container from %q: %w", img, err)
 	}
 	rcfg, err := restoreConfig(cfg, ckpt)
+	if err == nil {
+		err = s.checkBaseImage(ctx, rcfg.GetImage().GetImage(), layer != "")
+	}
 	if err != nil {
 		_ = os.RemoveAll(dest)
 		return nil, err
@@ -126,6 +129,28 @@ func checkRestoreImage(rt config.Runtime, ref string, img imagesvc.Image) error 
 	if !fromRegistries(img, rt.RestoreImageRegistries) {
 		return fmt.Errorf("checkpoint image %q (known as %q) comes from no registry in runtime.restore_image_registries %q: %w",
 			ref, slices.Concat(img.RepoTags, img.RepoDigests), rt.RestoreImageRegistries, errdefs.ErrPermissionDenied)
+	}
+	return nil
+}
+
+// checkBaseImage checks the image a checkpoint names for its root file
+// system (config.dump's, the checkpoint author's word). berth never pulls
+// it for a restore: it must already be on the node, pulled through
+// PullImage with that caller's credentials. The checkpoint of an image
+// (fromImage) must also name one from the registries allowed for
+// checkpoint images, so that it cannot pick any private image some other
+// pod pulled onto the node. See docs/security.md for what is left.
+func (s *Server) checkBaseImage(ctx context.Context, ref string, fromImage bool) error {
+	img, err := s.images.Get(ctx, ref)
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("the checkpoint's base image %q is not on this node, and a restore never pulls it: pull it first: %w", ref, errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return fmt.Errorf("the checkpoint's base image %q: %w", ref, err)
+	}
+	if fromImage && !fromRegistries(img, s.cfg.Runtime.RestoreImageRegistries) {
+		return fmt.Errorf("the checkpoint's base image %q (known as %q) comes from no registry in runtime.restore_image_registries %q: %w",
+			ref, slices.Concat(img.RepoTags, img.RepoDigests), s.cfg.Runtime.RestoreImageRegistries, errdefs.ErrPermissionDenied)
 	}
 	return nil
 }

@@ -68,7 +68,6 @@ func TestCheckpointImageRestore(t *testing.T) {
 	}
 
 	// kubelet pulls the image of the pod spec, then creates the container.
-	ensureImage(t, dst, images.Busybox.Ref)
 	ensureImage(t, dst, pushed.Ref)
 	dstPodCfg := podConfig(t, dst, "ckimg-dst")
 	dstPod := runPod(t, dst, dstPodCfg)
@@ -80,6 +79,14 @@ func TestCheckpointImageRestore(t *testing.T) {
 			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: nsOptions(false)},
 		},
 	}
+	// The checkpoint's base image is never pulled implicitly: until it
+	// is on the node (pulled through PullImage, with its caller's
+	// credentials), the restore is refused and says which image it needs.
+	_, err = dst.RuntimeClient.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+		PodSandboxId: dstPod, Config: rcfg, SandboxConfig: dstPodCfg,
+	})
+	wantCodeNaming(t, "restore before the base image is pulled", err, codes.FailedPrecondition, images.Busybox.Ref)
+	ensureImage(t, dst, images.Busybox.Ref)
 	restored, err := dst.Runtime.CreateContainer(ctx, dstPod, rcfg, dstPodCfg)
 	if err != nil {
 		t.Fatalf("CreateContainer from checkpoint image: %v", err)
