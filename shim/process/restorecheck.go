@@ -30,6 +30,9 @@ type taskSecurity struct {
 	// seccomp is the Seccomp: field: 0 none, 1 strict, 2 filter.
 	seccomp    int
 	noNewPrivs bool
+	// rootUID, rootGID: any of the real, effective, saved or file system
+	// ids is 0.
+	rootUID, rootGID bool
 }
 
 // parseStatus reads the fields of a /proc/<pid>/status taskSecurity has.
@@ -53,6 +56,18 @@ func parseStatus(r io.Reader) (taskSecurity, error) {
 			t.capBnd, err = strconv.ParseUint(v, 16, 64)
 		case "Seccomp":
 			t.seccomp, err = strconv.Atoi(v)
+		case "Uid", "Gid":
+			root := false
+			for _, f := range strings.Fields(v) {
+				if f == "0" {
+					root = true
+				}
+			}
+			if k == "Uid" {
+				t.rootUID = root
+			} else {
+				t.rootGID = root
+			}
 		case "NoNewPrivs":
 			var n int
 			n, err = strconv.Atoi(v)
@@ -68,8 +83,8 @@ func parseStatus(r io.Reader) (taskSecurity, error) {
 	if err := sc.Err(); err != nil {
 		return taskSecurity{}, err
 	}
-	if seen != 4 {
-		return taskSecurity{}, fmt.Errorf("status lacks CapEff, CapBnd, Seccomp or NoNewPrivs: %w", errdefs.ErrNotImplemented)
+	if seen != 6 {
+		return taskSecurity{}, fmt.Errorf("status lacks Uid, Gid, CapEff, CapBnd, Seccomp or NoNewPrivs: %w", errdefs.ErrNotImplemented)
 	}
 	return t, nil
 }
@@ -122,17 +137,28 @@ func capList(m uint64) string {
 // widerThanSpec lists what a task has beyond what spec grants its
 // process: capabilities in its effective or bounding set the spec's sets
 // lack, no seccomp filter where the spec has one, no no_new_privs where
-// the spec sets it. Empty: the task is within the spec.
+// the spec sets it, user or group 0 where the spec names another and
+// sets no_new_privs. Empty: the task is within the spec.
 func widerThanSpec(t taskSecurity, spec *specs.Spec) []string {
 	var caps specs.LinuxCapabilities
+	var user specs.User
 	nnp := false
 	if p := spec.Process; p != nil {
 		nnp = p.NoNewPrivileges
+		user = p.User
 		if p.Capabilities != nil {
 			caps = *p.Capabilities
 		}
 	}
 	var wider []string
+	// Without no_new_privs a process reaches uid or gid 0 legitimately,
+	// through a setuid or setgid file of its image; with it, never.
+	if nnp && t.rootUID && user.UID != 0 {
+		wider = append(wider, fmt.Sprintf("uid 0 though process.user.uid is %d and noNewPrivileges is set", user.UID))
+	}
+	if nnp && t.rootGID && user.GID != 0 {
+		wider = append(wider, fmt.Sprintf("gid 0 though process.user.gid is %d and noNewPrivileges is set", user.GID))
+	}
 	if extra := t.capEff &^ capMask(caps.Effective); extra != 0 {
 		wider = append(wider, "effective capabilities "+capList(extra)+" not in process.capabilities.effective")
 	}

@@ -16,7 +16,12 @@ import (
 // statusText is a /proc/<pid>/status cut to the lines around the fields
 // parseStatus reads.
 func statusText(capEff, capBnd string, seccomp, nnp int) string {
-	return "Name:\tsh\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t0\t0\t0\t0\n" +
+	return statusIDs("0", "0", capEff, capBnd, seccomp, nnp)
+}
+
+// statusIDs is statusText with the Uid: and Gid: lines given.
+func statusIDs(uids, gids, capEff, capBnd string, seccomp, nnp int) string {
+	return "Name:\tsh\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t" + uids + "\nGid:\t" + gids + "\n" +
 		"CapInh:\t0000000000000000\nCapPrm:\t" + capEff + "\nCapEff:\t" + capEff + "\nCapBnd:\t" + capBnd +
 		"\nCapAmb:\t0000000000000000\nNoNewPrivs:\t" + strconv.Itoa(nnp) + "\nSeccomp:\t" + strconv.Itoa(seccomp) +
 		"\nSeccomp_filters:\t1\nSpeculation_Store_Bypass:\tthread vulnerable\n"
@@ -43,6 +48,11 @@ func specWith(caps []string, seccomp, nnp bool) *specs.Spec {
 	return s
 }
 
+func asUser(s *specs.Spec, uid, gid uint32) *specs.Spec {
+	s.Process.User = specs.User{UID: uid, GID: gid}
+	return s
+}
+
 func TestWiderThanSpec(t *testing.T) {
 	const dflt = "00000000a80425fb"
 	for _, tc := range []struct {
@@ -66,6 +76,14 @@ func TestWiderThanSpec(t *testing.T) {
 			[]string{"effective capabilities CAP_CHOWN", "bounding capabilities CAP_CHOWN"}},
 		{"seccomp off", statusText(dflt, dflt, 0, 1), specWith(runcDefaultCaps, true, true), []string{"no seccomp filter"}},
 		{"no_new_privs off", statusText(dflt, dflt, 2, 0), specWith(runcDefaultCaps, true, true), []string{"no_new_privs off"}},
+		{"non-root spec, non-root task", statusIDs("1000\t1000\t1000\t1000", "1000\t1000\t1000\t1000", "0000000000000000", dflt, 2, 1),
+			asUser(specWith(runcDefaultCaps, true, true), 1000, 1000), nil},
+		{"non-root spec, saved uid 0", statusIDs("1000\t1000\t0\t1000", "1000\t1000\t1000\t1000", "0000000000000000", dflt, 2, 1),
+			asUser(specWith(runcDefaultCaps, true, true), 1000, 1000), []string{"uid 0 though process.user.uid is 1000"}},
+		{"non-root spec, root group", statusIDs("1000\t1000\t1000\t1000", "0\t0\t0\t0", "0000000000000000", dflt, 2, 1),
+			asUser(specWith(runcDefaultCaps, true, true), 1000, 1000), []string{"gid 0 though process.user.gid is 1000"}},
+		{"uid 0 through a setuid file, no no_new_privs", statusIDs("1000\t0\t0\t0", "1000\t1000\t1000\t1000", "0000000000000000", dflt, 2, 0),
+			asUser(specWith(runcDefaultCaps, true, false), 1000, 1000), nil},
 		{"everything wider", statusText("000001ffffffffff", "000001ffffffffff", 0, 0), specWith(runcDefaultCaps, true, true),
 			[]string{"effective", "bounding", "seccomp", "no_new_privs"}},
 	} {
@@ -91,7 +109,7 @@ func TestParseStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (taskSecurity{capEff: 0xa80425fb, capBnd: 0x1ffffffffff, seccomp: 2, noNewPrivs: true}); st != want {
+	if want := (taskSecurity{capEff: 0xa80425fb, capBnd: 0x1ffffffffff, seccomp: 2, noNewPrivs: true, rootUID: true, rootGID: true}); st != want {
 		t.Errorf("parsed %+v, want %+v", st, want)
 	}
 	if _, err := parseStatus(strings.NewReader("Name:\tsh\nCapEff:\t0\n")); err == nil {
