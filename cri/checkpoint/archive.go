@@ -3,8 +3,6 @@ package checkpoint
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -13,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/containerd/errdefs"
-	"github.com/klauspost/compress/zstd"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-runtime/berth/imagesvc/unpack"
 )
 
 // WriteArchive tars the contents of dir (a dump directory laid out as the
@@ -175,10 +173,13 @@ type Checkpoint struct {
 func (c *Checkpoint) Images() string { return filepath.Join(c.Dir, CheckpointDirectory) }
 
 // Extract unpacks the archive at path into dest (which must not exist) and
-// validates it: every name stays inside dest, the tar is complete, and
-// config.dump, spec.dump and the CRIU inventory are there. On failure dest
-// is removed: a corrupt or truncated archive leaves nothing behind. The
-// archive may be gzip- or zstd-compressed.
+// validates it as Open does. The archive may be gzip- or zstd-compressed.
+// It goes through imagesvc's extractor taking directories and regular
+// files only: every name stays inside dest, and a symlink, hardlink,
+// device node or FIFO member is refused with InvalidArgument, so no file
+// berth or CRIU later opens in dest can lead elsewhere on the host. On
+// failure dest is removed: a corrupt, truncated or refused archive leaves
+// nothing behind.
 func Extract(ctx context.Context, path, dest string) (_ *Checkpoint, retErr error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -196,16 +197,13 @@ func Extract(ctx context.Context, path, dest string) (_ *Checkpoint, retErr erro
 			_ = os.RemoveAll(dest)
 		}
 	}()
-	r, err := decompress(f)
+	r, err := unpack.Decompress(f)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint archive %q: %v: %w", path, err, errdefs.ErrInvalidArgument)
 	}
 	defer r.Close()
-	if err := untar(ctx, r, dest); err != nil {
-		if errdefs.IsInvalidArgument(err) || ctx.Err() != nil {
-			return nil, fmt.Errorf("checkpoint archive %q: %w", path, err)
-		}
-		return nil, fmt.Errorf("checkpoint archive %q is corrupt or truncated: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	if err := extract(ctx, r, dest, unpack.Options{FilesOnly: true}); err != nil {
+		return nil, fmt.Errorf("checkpoint archive %q is corrupt, truncated or refused: %w", path, err)
 	}
 	c, err := Open(dest)
 	if err != nil {
@@ -224,125 +222,15 @@ func Open(dir string) (*Checkpoint, error) {
 	if err := readJSON(dir, SpecDumpFile, &c.Spec); err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(filepath.Join(c.Images(), inventoryImage)); err != nil {
-		return nil, fmt.Errorf("checkpoint lacks CRIU images (%s/%s): %w", CheckpointDirectory, inventoryImage, errdefs.ErrInvalidArgument)
+	// CRIU reads its images from the directory as root: it must be one,
+	// not a symlink to another checkpoint's or any directory on the node.
+	if fi, err := os.Lstat(c.Images()); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("checkpoint lacks CRIU images (%s/ is missing or not a directory): %w", CheckpointDirectory, errdefs.ErrInvalidArgument)
 	}
+	inv, err := openMember(filepath.Join(c.Images(), inventoryImage))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint lacks CRIU images (%s/%s): %v: %w", CheckpointDirectory, inventoryImage, err, errdefs.ErrInvalidArgument)
+	}
+	inv.Close()
 	return c, nil
-}
-
-type nopCloser struct{ io.Reader }
-
-func (nopCloser) Close() error { return nil }
-
-type zstdCloser struct{ *zstd.Decoder }
-
-func (z zstdCloser) Close() error { z.Decoder.Close(); return nil }
-
-func decompress(f io.Reader) (io.ReadCloser, error) {
-	br := bufio.NewReader(f)
-	magic, _ := br.Peek(4)
-	switch {
-	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
-		return gzip.NewReader(br)
-	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		d, err := zstd.NewReader(br)
-		if err != nil {
-			return nil, err
-		}
-		return zstdCloser{d}, nil
-	}
-	return nopCloser{br}, nil
-}
-
-// untar unpacks regular files, directories and symlinks below dest.
-func untar(ctx context.Context, r io.Reader, dest string) error {
-	tr := tar.NewReader(r)
-	n := 0
-	for {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			if n == 0 {
-				return fmt.Errorf("empty archive: %w", errdefs.ErrInvalidArgument)
-			}
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		n++
-		target, err := within(dest, hdr.Name)
-		if err != nil {
-			return err
-		}
-		if err := writeEntry(dest, tr, hdr, target); err != nil {
-			return err
-		}
-	}
-}
-
-// within joins name to dest, refusing names that climb out of it.
-func within(dest, name string) (string, error) {
-	for _, part := range strings.Split(filepath.ToSlash(name), "/") {
-		if part == ".." {
-			return "", fmt.Errorf("entry %q escapes the archive: %w", name, errdefs.ErrInvalidArgument)
-		}
-	}
-	return filepath.Join(dest, filepath.Clean("/"+name)), nil
-}
-
-// mkdirBelow creates the directories from root down to dir, refusing to
-// pass through a symlink an earlier entry (or the target tree) put there.
-func mkdirBelow(root, dir string) error {
-	rel, err := filepath.Rel(root, dir)
-	if err != nil || rel == "." {
-		return err
-	}
-	cur := root
-	for _, part := range strings.Split(rel, string(filepath.Separator)) {
-		cur = filepath.Join(cur, part)
-		fi, err := os.Lstat(cur)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			if err := os.Mkdir(cur, 0o755); err != nil {
-				return err
-			}
-		case err != nil:
-			return err
-		case fi.Mode()&fs.ModeSymlink != 0:
-			return fmt.Errorf("path %q passes through symlink %q: %w", dir, cur, errdefs.ErrInvalidArgument)
-		case !fi.IsDir():
-			return fmt.Errorf("path %q passes through non-directory %q: %w", dir, cur, errdefs.ErrInvalidArgument)
-		}
-	}
-	return nil
-}
-
-func writeEntry(root string, tr *tar.Reader, hdr *tar.Header, target string) error {
-	if err := mkdirBelow(root, filepath.Dir(target)); err != nil {
-		return err
-	}
-	mode := os.FileMode(hdr.Mode).Perm()
-	switch hdr.Typeflag {
-	case tar.TypeDir:
-		if err := os.Mkdir(target, mode|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		return nil
-	case tar.TypeReg:
-		f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode|0o600)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(f, tr)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		return err
-	case tar.TypeSymlink:
-		return os.Symlink(hdr.Linkname, target)
-	}
-	return fmt.Errorf("entry %q has unsupported type %q: %w", hdr.Name, hdr.Typeflag, errdefs.ErrInvalidArgument)
 }

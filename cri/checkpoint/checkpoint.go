@@ -21,6 +21,7 @@ package checkpoint
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -96,12 +97,27 @@ func WriteJSON(dir, name string, v any) error {
 	return nil
 }
 
-// readJSON reads dir/name into v; a missing or malformed file makes the
-// checkpoint invalid.
+// maxJSON bounds a JSON file of a checkpoint read into memory.
+const maxJSON = 16 << 20
+
+// readJSON reads dir/name into v; a missing, malformed or oversized file,
+// or one that is not a regular file (see openMember), makes the checkpoint
+// invalid.
 func readJSON(dir, name string, v any) error {
-	data, err := os.ReadFile(filepath.Join(dir, name))
+	f, err := openMember(filepath.Join(dir, name))
+	if errdefs.IsInvalidArgument(err) {
+		return fmt.Errorf("checkpoint %s: %w", name, err)
+	}
 	if err != nil {
 		return fmt.Errorf("checkpoint lacks %s: %w", name, errdefs.ErrInvalidArgument)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxJSON+1))
+	if err != nil {
+		return fmt.Errorf("read checkpoint %s: %w", name, err)
+	}
+	if len(data) > maxJSON {
+		return fmt.Errorf("checkpoint %s is over %d bytes: %w", name, maxJSON, errdefs.ErrInvalidArgument)
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("checkpoint %s: %v: %w", name, err, errdefs.ErrInvalidArgument)

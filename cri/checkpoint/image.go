@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // CopyFromLayer copies a checkpoint image's unpacked layer (a shared,
@@ -48,25 +49,23 @@ func CopyFromLayer(ctx context.Context, layer, dest string) (_ *Checkpoint, retE
 	return c, nil
 }
 
+// copyEntry copies one entry of a checkpoint image's layer: directories
+// and regular files only. The layer was unpacked as any image layer is,
+// symlinks and all, but a symlink among a checkpoint's files would make
+// a name berth or CRIU opens mean a file elsewhere on the host.
 func copyEntry(src, dst string, d fs.DirEntry) error {
 	switch {
 	case d.IsDir():
 		return os.Mkdir(dst, 0o700)
-	case d.Type()&fs.ModeSymlink != 0:
-		l, err := os.Readlink(src)
-		if err != nil {
-			return err
-		}
-		return os.Symlink(l, dst)
 	case !d.Type().IsRegular():
-		return fmt.Errorf("entry %q has unsupported type %v: %w", src, d.Type(), errdefs.ErrInvalidArgument)
+		return fmt.Errorf("entry %q is a %v, only directories and regular files are taken: %w", src, typeName(d.Type()), errdefs.ErrInvalidArgument)
 	}
-	in, err := os.Open(src)
+	in, err := openMember(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
@@ -75,4 +74,18 @@ func copyEntry(src, dst string, d fs.DirEntry) error {
 		err = cerr
 	}
 	return err
+}
+
+func typeName(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m&fs.ModeNamedPipe != 0:
+		return "fifo"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return m.String()
 }

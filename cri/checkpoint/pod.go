@@ -168,7 +168,7 @@ func WriteVolume(ctx context.Context, src, path string) (retErr error) {
 // find the files their checkpointed processes had open, at the sizes
 // they had. Entries are resolved inside dst, as ApplyRootfsDiff's are.
 func ApplyVolume(ctx context.Context, path, dst string) error {
-	f, err := openArchive(path)
+	f, err := openMember(path)
 	if err != nil {
 		return fmt.Errorf("open volume archive %q: %w", path, err)
 	}

@@ -84,7 +84,7 @@ func isWhiteout(p string, d fs.DirEntry) bool {
 // rootfs-diff.tar (one made with the root file system left out) applies
 // nothing.
 func (c *Checkpoint) ApplyRootfsDiff(rootfs string) error {
-	f, err := openArchive(filepath.Join(c.Dir, RootFsDiffTar))
+	f, err := openMember(filepath.Join(c.Dir, RootFsDiffTar))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil
@@ -97,7 +97,7 @@ func (c *Checkpoint) ApplyRootfsDiff(rootfs string) error {
 	}
 	var deleted []string
 	if err := readJSON(c.Dir, DeletedFilesFile, &deleted); err != nil {
-		if _, serr := os.Stat(filepath.Join(c.Dir, DeletedFilesFile)); errors.Is(serr, fs.ErrNotExist) {
+		if _, serr := os.Lstat(filepath.Join(c.Dir, DeletedFilesFile)); errors.Is(serr, fs.ErrNotExist) {
 			return nil
 		}
 		return err
@@ -110,10 +110,11 @@ func (c *Checkpoint) ApplyRootfsDiff(rootfs string) error {
 	return nil
 }
 
-// openArchive opens a tar that is a member of a checkpoint: never through
-// a symlink (the checkpoint's author could aim one at another tenant's
-// archive on the node), and only a regular file.
-func openArchive(path string) (*os.File, error) {
+// openMember opens a file that is a member of a checkpoint (a tar, a JSON
+// file, a CRIU image): never through a symlink (the checkpoint's author
+// could aim one at another tenant's archive or any file on the node), and
+// only a regular file (a FIFO would block, a device would be read).
+func openMember(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if errors.Is(err, unix.ELOOP) {
 		return nil, fmt.Errorf("%q is a symlink: %w", path, errdefs.ErrInvalidArgument)
@@ -134,7 +135,14 @@ func openArchive(path string) (*os.File, error) {
 // there), as are overlay whiteouts and xattrs: only what the writers put
 // in is taken.
 func replay(ctx context.Context, r io.Reader, dst string) error {
-	err := unpack.Extract(ctx, dst, r, unpack.Options{})
+	return extract(ctx, r, dst, unpack.Options{})
+}
+
+// extract runs imagesvc's extractor over the tar r into dst. A malformed
+// stream is the archive's fault: InvalidArgument, as is any entry the
+// extractor refuses; a failing system call keeps its own error.
+func extract(ctx context.Context, r io.Reader, dst string, o unpack.Options) error {
+	err := unpack.Extract(ctx, dst, r, o)
 	if err != nil && !errdefs.IsInvalidArgument(err) && ctx.Err() == nil {
 		var errno unix.Errno
 		if !errors.As(err, &errno) {

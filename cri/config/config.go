@@ -91,6 +91,12 @@ type Runtime struct {
 	CriuPath            string             `toml:"criu_path" comment:"CRIU binary for checkpoint and restore; empty: /usr/local/sbin/criu, then PATH. berthd uses it only once it has dumped and restored a throwaway process with it (Status condition CheckpointRestoreReady)"`
 	// CheckpointTimeout is a Go duration string: TOML has no duration type.
 	CheckpointTimeout string `toml:"checkpoint_timeout" comment:"bound on each CRIU checkpoint or restore (CheckpointContainer, CheckpointPod, StartContainer of a restored container) and on berthd's CRIU probe (Go duration); a request's shorter timeout wins; CRIU still running then is killed, the container thawed, and the call fails DeadlineExceeded"`
+	// RestoreFromImages and RestoreImageRegistries gate restoring from
+	// checkpoint images: a checkpoint is a process's whole state, chosen
+	// by whoever publishes the image, so a node takes them only from
+	// registries its operator names.
+	RestoreFromImages      bool     `toml:"restore_from_images" comment:"restore a container whose image is a checkpoint image (an OCI image with the checkpoint annotation) pulled from one of restore_image_registries; off: CreateContainer refuses such an image (FailedPrecondition). Archive paths on the node are not affected"`
+	RestoreImageRegistries []string `toml:"restore_image_registries" comment:"registry hosts (host[:port], as in image references: docker.io, 127.0.0.1:5000) whose checkpoint images may be restored, and from which their base images must come; empty: none (PermissionDenied)"`
 }
 
 // CheckpointTimeoutDuration is CheckpointTimeout parsed; Validate
@@ -159,7 +165,8 @@ func Default() Config {
 				"runc": {Binary: defaultRunc()},
 				"crun": {Binary: "crun"},
 			},
-			CheckpointTimeout: "5m",
+			CheckpointTimeout:      "5m",
+			RestoreImageRegistries: []string{},
 		},
 		Registry: Registry{
 			ConfigPath: "/etc/berth/certs.d", InsecureHosts: []string{}, PinnedImages: []string{},
@@ -304,6 +311,11 @@ func (c *Config) Validate() error {
 	for _, h := range c.Registry.InsecureHosts {
 		if h == "" || strings.ContainsAny(h, "/ ") {
 			return bad("registry.insecure_hosts", fmt.Sprintf("%q is not a host[:port]", h))
+		}
+	}
+	for _, h := range c.Runtime.RestoreImageRegistries {
+		if h == "" || strings.ContainsAny(h, "/ @") {
+			return bad("runtime.restore_image_registries", fmt.Sprintf("%q is not a registry host[:port]", h))
 		}
 	}
 	for _, ref := range c.Registry.PinnedImages {

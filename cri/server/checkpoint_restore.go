@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -14,7 +15,9 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/checkpoint"
+	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/imagesvc"
+	"github.com/berth-runtime/berth/imagesvc/reference"
 )
 
 // restoreSource is a checkpoint a CreateContainer restores from, unpacked
@@ -76,6 +79,9 @@ func (s *Server) openRestore(ctx context.Context, cfg *runtime.ContainerConfig) 
 		return nil, fmt.Errorf("restore container from %q: %w", img, err)
 	}
 	rcfg, err := restoreConfig(cfg, ckpt)
+	if err == nil {
+		err = s.checkBaseImage(ctx, rcfg.GetImage().GetImage(), layer != "")
+	}
 	if err != nil {
 		_ = os.RemoveAll(dest)
 		return nil, err
@@ -94,6 +100,9 @@ func (s *Server) checkpointImageLayer(ctx context.Context, ref string) (string, 
 	if _, ok := img.Annotations[checkpoint.ImageAnnotationName]; !ok {
 		return "", nil
 	}
+	if err := checkRestoreImage(s.cfg.Runtime, ref, img); err != nil {
+		return "", err
+	}
 	if len(img.ChainIDs) != 1 {
 		return "", fmt.Errorf("checkpoint image %q has %d layers, want 1: %w", ref, len(img.ChainIDs), errdefs.ErrInvalidArgument)
 	}
@@ -106,6 +115,62 @@ func (s *Server) checkpointImageLayer(ctx context.Context, ref string) (string, 
 		return "", fmt.Errorf("checkpoint image %q: %w", ref, err)
 	}
 	return dir, nil
+}
+
+// checkRestoreImage decides whether the checkpoint image img (named ref
+// in the request) may be restored on this node: only when the operator
+// turned restoring from images on, and only when the image came from a
+// registry the operator named. A checkpoint is a process's whole state
+// (memory, open files, credentials), chosen by whoever published it.
+func checkRestoreImage(rt config.Runtime, ref string, img imagesvc.Image) error {
+	if !rt.RestoreFromImages {
+		return fmt.Errorf("image %q is a checkpoint image and restoring from checkpoint images is off on this node (config key runtime.restore_from_images): %w", ref, errdefs.ErrFailedPrecondition)
+	}
+	if !fromRegistries(img, rt.RestoreImageRegistries) {
+		return fmt.Errorf("checkpoint image %q (known as %q) comes from no registry in runtime.restore_image_registries %q: %w",
+			ref, slices.Concat(img.RepoTags, img.RepoDigests), rt.RestoreImageRegistries, errdefs.ErrPermissionDenied)
+	}
+	return nil
+}
+
+// checkBaseImage checks the image a checkpoint names for its root file
+// system (config.dump's, the checkpoint author's word). berth never pulls
+// it for a restore: it must already be on the node, pulled through
+// PullImage with that caller's credentials. The checkpoint of an image
+// (fromImage) must also name one from the registries allowed for
+// checkpoint images, so that it cannot pick any private image some other
+// pod pulled onto the node. See docs/security.md for what is left.
+func (s *Server) checkBaseImage(ctx context.Context, ref string, fromImage bool) error {
+	img, err := s.images.Get(ctx, ref)
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("the checkpoint's base image %q is not on this node, and a restore never pulls it: pull it first: %w", ref, errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return fmt.Errorf("the checkpoint's base image %q: %w", ref, err)
+	}
+	if fromImage && !fromRegistries(img, s.cfg.Runtime.RestoreImageRegistries) {
+		return fmt.Errorf("the checkpoint's base image %q (known as %q) comes from no registry in runtime.restore_image_registries %q: %w",
+			ref, slices.Concat(img.RepoTags, img.RepoDigests), s.cfg.Runtime.RestoreImageRegistries, errdefs.ErrPermissionDenied)
+	}
+	return nil
+}
+
+// fromRegistries reports whether img was pulled from (is named in) one of
+// the registry hosts allowed. An image is the same content whatever name
+// it is asked for by, so any of its names counts.
+func fromRegistries(img imagesvc.Image, allowed []string) bool {
+	for _, n := range slices.Concat(img.RepoTags, img.RepoDigests) {
+		r, err := reference.Parse(n)
+		if err != nil {
+			continue
+		}
+		for _, h := range allowed {
+			if strings.EqualFold(r.Domain, h) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // discard removes the unpacked checkpoint if the bundle did not take it.

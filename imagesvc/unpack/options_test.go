@@ -91,3 +91,36 @@ func TestRemove(t *testing.T) {
 		t.Errorf("Remove(../x) = %v, want invalid argument", err)
 	}
 }
+
+// TestExtractFilesOnly: with FilesOnly a symlink, hardlink, device node or
+// FIFO is refused and not created; directories and regular files are
+// taken.
+func TestExtractFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	ok := mkTar(t, []ent{
+		{name: "d/", typ: tar.TypeDir, mode: 0o755},
+		{name: "d/f", typ: tar.TypeReg, body: "f", mode: 0o644},
+	})
+	if err := Extract(context.Background(), dir, bytes.NewReader(ok), Options{FilesOnly: true}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "d/f")); err != nil || string(b) != "f" {
+		t.Errorf("d/f = %q, %v", b, err)
+	}
+	for _, e := range []ent{
+		{name: "x", typ: tar.TypeSymlink, link: "/etc/passwd"},
+		{name: "x", typ: tar.TypeSymlink, link: "d/f"},
+		{name: "x", typ: tar.TypeLink, link: "d/f"},
+		{name: "x", typ: tar.TypeFifo, mode: 0o644},
+		{name: "x", typ: tar.TypeChar, devmaj: 1, mode: 0o666},
+		{name: "x", typ: tar.TypeBlock, devmaj: 8, mode: 0o666},
+	} {
+		err := Extract(context.Background(), dir, bytes.NewReader(mkTar(t, []ent{e})), Options{FilesOnly: true, Devices: true})
+		if !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("type %c: err = %v, want invalid argument", e.typ, err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, "x")); err == nil {
+			t.Errorf("type %c created", e.typ)
+		}
+	}
+}

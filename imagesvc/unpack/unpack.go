@@ -218,7 +218,13 @@ type Options struct {
 	// otherwise); without it a device entry is refused: a tar that is not
 	// a layer has no business putting one in a directory of the host.
 	Devices bool
-	Logger  *slog.Logger // nil => slog.Default()
+	// FilesOnly takes directories and regular files only: a symlink,
+	// hardlink, device node or FIFO is refused, as is any other type. For
+	// a tar whose members the caller itself opens or hands to a tool
+	// running as root (a checkpoint archive), where a link could make a
+	// name mean a file elsewhere on the host.
+	FilesOnly bool
+	Logger    *slog.Logger // nil => slog.Default()
 	// Budget is charged what is extracted; nil: unbounded.
 	Budget *Budget
 }
@@ -342,6 +348,13 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 		}
 		return nil
 	}
+	if e.opts.FilesOnly {
+		switch hdr.Typeflag {
+		case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeXGlobalHeader:
+		default:
+			return fmt.Errorf("entry of type %s: only directories and regular files are taken: %w", typeName(hdr.Typeflag), errdefs.ErrInvalidArgument)
+		}
+	}
 	switch hdr.Typeflag {
 	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
 	case tar.TypeChar, tar.TypeBlock:
@@ -408,6 +421,23 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 		return e.regular(parent, base, hdr, tr)
 	}
 	return e.attrsAt(parent, base, hdr)
+}
+
+// typeName names a tar entry type for an error.
+func typeName(t byte) string {
+	switch t {
+	case tar.TypeSymlink:
+		return "symlink"
+	case tar.TypeLink:
+		return "hardlink"
+	case tar.TypeChar:
+		return "character device"
+	case tar.TypeBlock:
+		return "block device"
+	case tar.TypeFifo:
+		return "fifo"
+	}
+	return fmt.Sprintf("%q", t)
 }
 
 // openDir opens dir (relative, clean) resolved inside the root, creating

@@ -2,15 +2,12 @@ package process
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-runtime/berth/shim/logging"
 	"github.com/berth-runtime/berth/shim/runtime"
@@ -88,6 +85,14 @@ func (p *Init) restore(ctx context.Context) error {
 		p.forceDelete()
 		return fmt.Errorf("container %q: %w", p.id, err)
 	}
+	// What CRIU restored must not be wider than what the spec grants
+	// (see restorecheck.go); the container is killed before it is
+	// reported running. A check that cannot be made fails the same way.
+	if err := checkRestored("/proc", p.bundle, pid); err != nil {
+		p.forceDelete()
+		p.log.Warn("restored container killed", "error", err)
+		return fmt.Errorf("restore container %q: %w", p.id, err)
+	}
 	// The restored process holds its own copies now.
 	pr.child.close()
 	p.pending = nil
@@ -107,13 +112,9 @@ func (p *Init) restore(ctx context.Context) error {
 // (the runtime makes it read-only only inside the container), and an
 // empty /tmp is what nearly every image has anyway.
 func ensureRestoreTmp(bundle string) error {
-	raw, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	spec, err := readSpec(bundle)
 	if err != nil {
-		return fmt.Errorf("read spec: %w", err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(raw, &spec); err != nil {
-		return fmt.Errorf("decode spec: %w", err)
+		return err
 	}
 	if spec.Root == nil || !spec.Root.Readonly {
 		return nil

@@ -306,6 +306,8 @@ func statusCode(err error) codes.Code {
 		return codes.InvalidArgument
 	case errdefs.IsFailedPrecondition(err):
 		return codes.FailedPrecondition
+	case errdefs.IsPermissionDenied(err):
+		return codes.PermissionDenied
 	case errdefs.IsUnavailable(err):
 		return codes.Unavailable
 	case errdefs.IsNotImplemented(err):

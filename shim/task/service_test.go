@@ -26,6 +26,7 @@ func TestErrorInterceptor(t *testing.T) {
 		{fmt.Errorf("w: %w", errdefs.ErrFailedPrecondition), codes.FailedPrecondition, errdefs.IsFailedPrecondition},
 		{errdefs.ErrInvalidArgument, codes.InvalidArgument, errdefs.IsInvalidArgument},
 		{errdefs.ErrUnavailable, codes.Unavailable, errdefs.IsUnavailable},
+		{fmt.Errorf("restore: %w", errdefs.ErrPermissionDenied), codes.PermissionDenied, errdefs.IsPermissionDenied},
 		{errors.New("plain"), codes.Unknown, errdefs.IsUnknown},
 	}
 	for _, tc := range tests {

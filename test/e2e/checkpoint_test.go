@@ -57,9 +57,17 @@ func waitCounts(t *testing.T, path string, n int) []int {
 // pods get addresses and two daemons' pods get different ones.
 func bridgeDaemon(t *testing.T) (*testutil.Daemon, testutil.BridgeNet) {
 	t.Helper()
+	return bridgeDaemonWith(t, "")
+}
+
+// bridgeDaemonWith is bridgeDaemon with runtimeTOML added to the
+// daemon's [runtime] table.
+func bridgeDaemonWith(t *testing.T, runtimeTOML string) (*testutil.Daemon, testutil.BridgeNet) {
+	t.Helper()
 	n := testutil.NewBridgeNet(t)
 	d := testutil.StartDaemon(t, testutil.DaemonOptions{
 		Binaries: bins, InsecureHosts: []string{reg.Host}, CNIConfList: n.ConfList(),
+		RuntimeTOML: runtimeTOML,
 	})
 	t.Cleanup(func() {
 		removeAllPods(t, d)

@@ -1,0 +1,255 @@
+package process
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// A restored process's credentials, capabilities and seccomp filter are
+// not the runtime's doing: CRIU recreates them, as root, from the images,
+// which whoever supplied the checkpoint wrote. The runtime's spec (what
+// the CRI request and berth decided) applies to the namespaces, cgroups
+// and mounts, not to them. So once a restore succeeded, every task of the
+// container is compared with the spec, and a container that got more
+// than it asks for is killed before it is reported running.
+
+// taskSecurity is what /proc/<pid>/status says of a task's privileges.
+type taskSecurity struct {
+	capEff, capBnd uint64
+	// seccomp is the Seccomp: field: 0 none, 1 strict, 2 filter.
+	seccomp    int
+	noNewPrivs bool
+	// rootUID, rootGID: any of the real, effective, saved or file system
+	// ids is 0.
+	rootUID, rootGID bool
+}
+
+// parseStatus reads the fields of a /proc/<pid>/status taskSecurity has.
+// A status without them (a kernel too old to report them) is an error:
+// the check cannot be made.
+func parseStatus(r io.Reader) (taskSecurity, error) {
+	var t taskSecurity
+	seen := 0
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		var err error
+		switch k {
+		case "CapEff":
+			t.capEff, err = strconv.ParseUint(v, 16, 64)
+		case "CapBnd":
+			t.capBnd, err = strconv.ParseUint(v, 16, 64)
+		case "Seccomp":
+			t.seccomp, err = strconv.Atoi(v)
+		case "Uid", "Gid":
+			root := false
+			for _, f := range strings.Fields(v) {
+				if f == "0" {
+					root = true
+				}
+			}
+			if k == "Uid" {
+				t.rootUID = root
+			} else {
+				t.rootGID = root
+			}
+		case "NoNewPrivs":
+			var n int
+			n, err = strconv.Atoi(v)
+			t.noNewPrivs = n != 0
+		default:
+			continue
+		}
+		if err != nil {
+			return taskSecurity{}, fmt.Errorf("status field %s %q: %w", k, v, err)
+		}
+		seen++
+	}
+	if err := sc.Err(); err != nil {
+		return taskSecurity{}, err
+	}
+	if seen != 6 {
+		return taskSecurity{}, fmt.Errorf("status lacks Uid, Gid, CapEff, CapBnd, Seccomp or NoNewPrivs: %w", errdefs.ErrNotImplemented)
+	}
+	return t, nil
+}
+
+// capNames are the capabilities by number (capability(7)).
+var capNames = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
+	"CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
+	"CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+	"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+	"CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+	"CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD",
+	"CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
+	"CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+	"CAP_CHECKPOINT_RESTORE",
+}
+
+// capMask is the set of the named capabilities; names this list does not
+// know grant nothing (the runtime could not grant them either).
+func capMask(names []string) uint64 {
+	var m uint64
+	for _, n := range names {
+		for i, c := range capNames {
+			if strings.EqualFold(n, c) || strings.EqualFold("CAP_"+n, c) {
+				m |= 1 << i
+			}
+		}
+	}
+	return m
+}
+
+// capList names the capabilities in m.
+func capList(m uint64) string {
+	var out []string
+	for i := 0; i < 64; i++ {
+		if m&(1<<i) == 0 {
+			continue
+		}
+		if i < len(capNames) {
+			out = append(out, capNames[i])
+		} else {
+			out = append(out, "capability "+strconv.Itoa(i))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// widerThanSpec lists what a task has beyond what spec grants its
+// process: capabilities in its effective or bounding set the spec's sets
+// lack, no seccomp filter where the spec has one, no no_new_privs where
+// the spec sets it, user or group 0 where the spec names another and
+// sets no_new_privs. Empty: the task is within the spec.
+func widerThanSpec(t taskSecurity, spec *specs.Spec) []string {
+	var caps specs.LinuxCapabilities
+	var user specs.User
+	nnp := false
+	if p := spec.Process; p != nil {
+		nnp = p.NoNewPrivileges
+		user = p.User
+		if p.Capabilities != nil {
+			caps = *p.Capabilities
+		}
+	}
+	var wider []string
+	// Without no_new_privs a process reaches uid or gid 0 legitimately,
+	// through a setuid or setgid file of its image; with it, never.
+	if nnp && t.rootUID && user.UID != 0 {
+		wider = append(wider, fmt.Sprintf("uid 0 though process.user.uid is %d and noNewPrivileges is set", user.UID))
+	}
+	if nnp && t.rootGID && user.GID != 0 {
+		wider = append(wider, fmt.Sprintf("gid 0 though process.user.gid is %d and noNewPrivileges is set", user.GID))
+	}
+	if extra := t.capEff &^ capMask(caps.Effective); extra != 0 {
+		wider = append(wider, "effective capabilities "+capList(extra)+" not in process.capabilities.effective")
+	}
+	if extra := t.capBnd &^ capMask(caps.Bounding); extra != 0 {
+		wider = append(wider, "bounding capabilities "+capList(extra)+" not in process.capabilities.bounding")
+	}
+	if spec.Linux != nil && spec.Linux.Seccomp != nil && t.seccomp == 0 {
+		wider = append(wider, "no seccomp filter though linux.seccomp sets one")
+	}
+	if nnp && !t.noNewPrivs {
+		wider = append(wider, "no_new_privs off though process.noNewPrivileges is set")
+	}
+	return wider
+}
+
+// readSpec reads the bundle's config.json.
+func readSpec(bundle string) (*specs.Spec, error) {
+	raw, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		return nil, fmt.Errorf("decode spec: %w", err)
+	}
+	return &spec, nil
+}
+
+// checkRestored compares every task (thread) of every process in the PID
+// namespace of the restored init pid with the bundle's spec. A restore
+// gets the container its own PID namespace (a shared one is refused), so
+// that namespace is the container.
+func checkRestored(procRoot, bundle string, pid int) error {
+	spec, err := readSpec(bundle)
+	if err != nil {
+		return err
+	}
+	pids, err := pidsInNamespaceOf(procRoot, pid)
+	if err != nil {
+		return err
+	}
+	for _, p := range pids {
+		tasks, err := os.ReadDir(filepath.Join(procRoot, strconv.Itoa(p), "task"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // exited meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("list tasks of pid %d: %w", p, err)
+		}
+		for _, task := range tasks {
+			f, err := os.Open(filepath.Join(procRoot, strconv.Itoa(p), "task", task.Name(), "status"))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("read status of task %s: %w", task.Name(), err)
+			}
+			st, err := parseStatus(f)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("task %s: %w", task.Name(), err)
+			}
+			if wider := widerThanSpec(st, spec); len(wider) > 0 {
+				return fmt.Errorf("restored task %s (host pid %d) has more privileges than the container's spec grants: %s: %w",
+					task.Name(), p, strings.Join(wider, "; "), errdefs.ErrPermissionDenied)
+			}
+		}
+	}
+	return nil
+}
+
+// pidsInNamespaceOf lists the processes (host pids) in pid's PID
+// namespace, pid first.
+func pidsInNamespaceOf(procRoot string, pid int) ([]int, error) {
+	ns, err := os.Readlink(filepath.Join(procRoot, strconv.Itoa(pid), "ns", "pid"))
+	if err != nil {
+		return nil, fmt.Errorf("pid namespace of restored pid %d: %w", pid, err)
+	}
+	entries, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, err
+	}
+	pids := []int{pid}
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || n == pid {
+			continue
+		}
+		if l, err := os.Readlink(filepath.Join(procRoot, e.Name(), "ns", "pid")); err == nil && l == ns {
+			pids = append(pids, n)
+		}
+	}
+	return pids, nil
+}
