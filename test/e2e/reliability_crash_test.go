@@ -230,8 +230,17 @@ func TestReliabilityCrashLoop(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
 	start := time.Now()
 	for i := range kills {
+		before := done.Load()
 		g.set(true, false)
 		time.Sleep(time.Duration(20+rnd.IntN(600)) * time.Millisecond)
+		if i%5 == 4 {
+			// Every fifth kill waits (bounded) for a whole lifecycle: on a
+			// loaded machine a lifecycle outlasts every 20-620 ms window,
+			// and the kills would never meet a workload that runs.
+			for deadline := time.Now().Add(20 * time.Second); done.Load() == before && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
 		// Closed first: calls in flight are killed, no new ones start
 		// against a dead socket.
 		g.set(false, false)
