@@ -103,12 +103,24 @@ func (p *Init) Exec(ctx context.Context, c ExecConfig) (*Exec, error) {
 	defer p.execMu.Unlock()
 	if err != nil {
 		delete(p.execs, c.ID)
+		delete(p.execsDeleted, c.ID)
 		return nil, err
 	}
 	p.execs[c.ID] = e
 	if p.execsClosed {
 		// init exited while the runtime ran: the container has stopped.
 		_ = e.Kill(unix.SIGKILL)
+	}
+	if p.execsDeleted[c.ID] {
+		// Its client gave up (berthd's request was cancelled) and deleted
+		// it while the runtime ran: that delete found nothing to kill.
+		delete(p.execsDeleted, c.ID)
+		_ = e.Kill(unix.SIGKILL)
+		go func() {
+			if _, err := p.DeleteExec(context.Background(), c.ID); err != nil {
+				p.log.Warn("forget an exec deleted while it started", "exec_id", c.ID, "error", err)
+			}
+		}()
 	}
 	return e, nil
 }
@@ -403,6 +415,14 @@ func (p *Init) LookupExec(id string) (*Exec, error) {
 // DeleteExec kills the process if it still runs, waits for its exit and
 // forgets it. Deleting an unknown exec succeeds.
 func (p *Init) DeleteExec(ctx context.Context, id string) (Exit, error) {
+	p.execMu.Lock()
+	if e, ok := p.execs[id]; ok && e == nil {
+		// Still starting: Exec kills and forgets it once it runs.
+		p.execsDeleted[id] = true
+		p.execMu.Unlock()
+		return Exit{}, nil
+	}
+	p.execMu.Unlock()
 	e, err := p.LookupExec(id)
 	if err != nil {
 		return Exit{}, nil

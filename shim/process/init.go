@@ -118,6 +118,9 @@ type Init struct {
 	// execsClosed is set once init exited: no exec starts after; guarded
 	// by execMu.
 	execsClosed bool
+	// execsDeleted are ids deleted while their process was still being
+	// started: it is killed and forgotten once it runs; guarded by execMu.
+	execsDeleted map[string]bool
 }
 
 // New runs the runtime's create and returns the created init process. On
@@ -145,7 +148,8 @@ func New(ctx context.Context, c Config) (_ *Init, retErr error) {
 		return nil, err
 	}
 	p := &Init{id: c.ID, stateDir: c.StateDir, bundle: c.Bundle, rt: rt, log: log,
-		reaper: c.Reaper, exited: make(chan struct{}), execs: map[string]*Exec{}}
+		reaper: c.Reaper, exited: make(chan struct{}), execs: map[string]*Exec{},
+		execsDeleted: map[string]bool{}}
 	p.state = &createdState{p: p}
 	defer func() {
 		if retErr != nil {
