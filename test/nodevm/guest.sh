@@ -106,6 +106,15 @@ leaks() { # leaks ID...: print anything berth left behind for these ids; non-zer
   return $bad
 }
 not_clean() { ! leaks "$@" >/dev/null; }
+exited() { # exited ID: "STATE REASON" once the container exited (60 s at most)
+  local i st
+  for i in $(seq 1 60); do
+    st=$(crictl inspect -o go-template --template '{{.status.state}} {{.status.reason}}' "$1")
+    case $st in CONTAINER_EXITED*) break ;; esac
+    sleep 1
+  done
+  echo "$st"
+}
 part_lifecycle() {
   local d=/tmp/lc; mkdir -p $d
   cat > $d/pod.json <<JSON
@@ -117,11 +126,17 @@ JSON
 {"metadata":{"name":"sleeper"},"image":{"image":"$IMG"},"command":["sh","-c","echo hello from the node vm; exec sleep 3600"],
  "log_path":"sleeper.log","linux":{"resources":{"memory_limit_in_bytes":67108864,"cpu_shares":256}}}
 JSON
+  # oom: a child is OOM-killed and the container lives on for a moment;
+  # oominit: the container's last process is the one killed.
   cat > $d/oom.json <<JSON
-{"metadata":{"name":"oom"},"image":{"image":"$IMG"},"command":["sh","-c","sleep 1; tail /dev/zero"],
+{"metadata":{"name":"oom"},"image":{"image":"$IMG"},"command":["sh","-c","sleep 1; tail /dev/zero; sleep 2; exit 137"],
  "log_path":"oom.log","linux":{"resources":{"memory_limit_in_bytes":33554432}}}
 JSON
-  local t pod ctr oom pid cg ok=0
+  cat > $d/oominit.json <<JSON
+{"metadata":{"name":"oominit"},"image":{"image":"$IMG"},"command":["sh","-c","sleep 1; exec tail /dev/zero"],
+ "log_path":"oominit.log","linux":{"resources":{"memory_limit_in_bytes":33554432}}}
+JSON
+  local t pod ctr oom oominit pid cg ok=0
   t=$(date +%s.%N); crictl pull "$IMG" || return 1
   echo "pull: $(echo "$(date +%s.%N) $t" | awk '{printf "%.1f", $1 - $2}')s"
   t=$(date +%s.%N); pod=$(crictl runp $d/pod.json) || return 1
@@ -147,18 +162,23 @@ JSON
   crictl statsp -o json "$pod" > $d/statsp.json 2>&1; cp $d/statsp.json "$R/lifecycle-statsp.json"; check "pod stats" grep -q usageCoreNanoSeconds $d/statsp.json || ok=1
   check "update memory limit to 96Mi" crictl update --memory 100663296 "$ctr" || ok=1
   check "memory.max after update" test "$(cat /sys/fs/cgroup$cg/memory.max)" = 100663296 || ok=1
-  # OOM: the kernel kills the container in its scope; berth reads memory.events.
+  # OOM: the kernel kills in the container's scope; berth watches its memory.events.
   oom=$(crictl create "$pod" $d/oom.json $d/pod.json) && crictl start "$oom" >/dev/null
-  local i st
-  for i in $(seq 1 60); do st=$(crictl inspect -o go-template --template '{{.status.state}} {{.status.reason}}' "$oom"); case $st in CONTAINER_EXITED*) break;; esac; sleep 1; done
-  check "OOM kill reported as OOMKilled ($st)" test "$st" = "CONTAINER_EXITED OOMKilled" || ok=1
+  oominit=$(crictl create "$pod" $d/oominit.json $d/pod.json) && crictl start "$oominit" >/dev/null
+  check "OOM kill reported as OOMKilled" test "$(exited "$oom")" = "CONTAINER_EXITED OOMKilled" || ok=1
+  # Not a check: when the killed process is the container's last, systemd
+  # removes the scope at once and the kernel may drop the memory.events
+  # notification it defers (10 ms rate limit) with it, so the kill can go
+  # unseen (conmon#426, runc#5071; containerd#12714 skips critest's OOM
+  # spec under the systemd driver for it).
+  echo "info  OOM kill of the last process reported as: $(exited "$oominit") (racy under systemd, see docs/node-vm.md)"
   # Positive control: while the pod runs, the leak check must see its scope, shim and mounts.
   check "leak check finds the running pod's scope, shim and mounts" not_clean "$pod" "$ctr" || ok=1
   t=$(date +%s.%N)
-  crictl stop "$ctr" >/dev/null && crictl rm "$ctr" "$oom" >/dev/null && crictl stopp "$pod" >/dev/null && crictl rmp "$pod" >/dev/null || ok=1
+  crictl stop "$ctr" >/dev/null && crictl rm "$ctr" "$oom" "$oominit" >/dev/null && crictl stopp "$pod" >/dev/null && crictl rmp "$pod" >/dev/null || ok=1
   echo "stop+remove: $(echo "$(date +%s.%N) $t" | awk '{printf "%.1f", $1 - $2}')s"
   # The pod slice is kubelet's (it makes and removes it); nothing of berth's may stay.
-  check "nothing left behind (cgroups, scopes, mounts, shims, netns)" leaks "$pod" "$ctr" "$oom" || ok=1
+  check "nothing left behind (cgroups, scopes, mounts, shims, netns)" leaks "$pod" "$ctr" "$oom" "$oominit" || ok=1
   return $ok
 }
 

@@ -13,7 +13,8 @@
 #      NODEVM_CRITEST_ARGS (more critest flags, e.g. -runtime-handler=crun),
 #      NODEVM_TIMEOUT (qemu wall-clock limit, seconds), NODEVM_OUT (results
 #      dir, default test/nodevm/out), NODEVM_IMAGE (an image directory to
-#      boot instead of build-image.sh's), CONFORMANCE_KIT, BERTH_BIN.
+#      boot instead of build-image.sh's), NODEVM_QEMU (the qemu binary),
+#      CONFORMANCE_KIT, BERTH_BIN.
 # Prints the serial console, then PASS|FAIL|SKIP per critest spec and the
 # kit's summary line; exits non-zero when a part failed or critest failed
 # outside the kit's expected-failures.txt.
@@ -106,7 +107,7 @@ t_payload=$(stamp)
 #    10.0.2.2 is the host's 127.0.0.1; guest.sh drops everything else.
 mkdir -p "$OUT"; rm -rf "${OUT:?}"/*
 log "booting $img (parts: $parts${focus:+, critest focus '$focus'}; limit ${timeout}s)"
-qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 2048 -nographic -no-reboot \
+"${NODEVM_QEMU:-qemu-system-x86_64}" -accel tcg,thread=multi -smp 2 -m 2048 -nographic -no-reboot \
   -kernel "$img/vmlinuz" -initrd "$img/initrd" \
   -append "root=/dev/vda rw console=ttyS0 apparmor=1 security=apparmor systemd.unified_cgroup_hierarchy=1 quiet systemd.show_status=0" \
   -drive "file=$img/root.img,format=raw,if=virtio,snapshot=on" \
