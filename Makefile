@@ -64,7 +64,7 @@ run: setup build
 
 # test runs every suite: Go unit and e2e tests, the CRI conformance suite
 # (critest) and a real kubelet, each against the real daemon.
-test: setup build vet kits test-go conformance kubelet-e2e
+test: setup build vet kits test-go conformance kubelet-e2e test-node-vm-ci
 
 # kits sets up the shared conformance and kubelet kits first, so the Go
 # tests that use the kit's registry mirror run instead of skipping.
