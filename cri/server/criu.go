@@ -42,6 +42,9 @@ func (p *criuProbe) start(candidates []string, dir, proof string, timeout time.D
 	go func() {
 		defer close(p.done)
 		begin := time.Now()
+		// Also when a proof spares the probe: a berthd killed mid-probe
+		// before this start left its CRIU running.
+		shimruntime.ClearStaleProbes(dir)
 		p.path, p.err = findCRIU(ctx, candidates, dir, proof, timeout)
 		if p.err != nil {
 			log.Warn("checkpoint/restore unavailable", "error", p.err)

@@ -35,12 +35,7 @@ func ProbeCRIU(ctx context.Context, criu, dir string) (retErr error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("probe criu: %w", err)
 	}
-	// What a probe killed with its caller left behind.
-	if stale, _ := filepath.Glob(filepath.Join(dir, probeDirPattern)); len(stale) > 0 {
-		for _, d := range stale {
-			_ = os.RemoveAll(d)
-		}
-	}
+	ClearStaleProbes(dir)
 	work, err := os.MkdirTemp(dir, probeDirPattern)
 	if err != nil {
 		return fmt.Errorf("probe criu: %w", err)
@@ -129,6 +124,37 @@ func ProbeCRIU(ctx context.Context, criu, dir string) (retErr error) {
 		return fmt.Errorf("probe criu: restored count %d does not follow %d", after, dumped)
 	}
 	return nil
+}
+
+// ClearStaleProbes removes what probes killed with their caller left in
+// dir: their scratch directories and their CRIU processes. CRIU does not
+// keep the parent-death signal it was started with, so a criu whose caller
+// was SIGKILLed mid-probe runs on, waiting for a tree that is gone.
+func ClearStaleProbes(dir string) {
+	stale, _ := filepath.Glob(filepath.Join(dir, probeDirPattern))
+	if len(stale) == 0 {
+		return
+	}
+	killProbesIn(dir)
+	for _, d := range stale {
+		_ = os.RemoveAll(d)
+	}
+}
+
+// killProbesIn kills every process whose command line names a probe
+// scratch directory in dir.
+func killProbesIn(dir string) {
+	mark := []byte(filepath.Join(dir, strings.TrimSuffix(probeDirPattern, "*")))
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, mark) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid != os.Getpid() {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
 }
 
 func removeAllRetry(dir string) {

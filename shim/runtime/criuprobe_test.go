@@ -161,3 +161,33 @@ func TestProbeCRIU(t *testing.T) {
 		t.Fatalf("ProbeCRIU(%s): %v", criu, err)
 	}
 }
+
+// TestProbeKillsStaleCRIU: a criu left running by a caller killed
+// mid-probe is killed by the next probe in the same directory.
+func TestProbeKillsStaleCRIU(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "criu-probe-123", "images")
+	if err := os.MkdirAll(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A process whose command line names the stale scratch dir, as a
+	// hung `criu dump --images-dir` does.
+	leftover := exec.Command("/bin/sh", "-c", "sleep 600", "criu", "--images-dir", stale)
+	if err := leftover.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- leftover.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = ProbeCRIU(ctx, "/nonexistent/criu", dir)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = leftover.Process.Kill()
+		t.Fatal("the stale criu survived the next probe")
+	}
+	if _, err := os.Stat(filepath.Dir(stale)); !os.IsNotExist(err) {
+		t.Errorf("stale scratch dir left: %v", err)
+	}
+}
