@@ -41,8 +41,14 @@ func (s *Server) CheckpointContainer(ctx context.Context, r *runtime.CheckpointC
 	}
 	unlock := s.locks.lock(c.ID)
 	defer unlock()
-	// CRI: a timeout of 0 means the runtime's default (checkpoint_timeout).
-	bound := s.criuBound(ctx, time.Duration(r.GetTimeout())*time.Second)
+	// CRI: the timeout bounds the whole checkpoint; 0 means the runtime's
+	// default, checkpoint_timeout, which bounds CRIU alone.
+	if r.GetTimeout() > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(r.GetTimeout())*time.Second)
+		defer cancel()
+	}
+	bound := s.criuBound(ctx)
 	if err := s.checkpointToArchive(ctx, c.ID, loc, true, bound); err != nil {
 		return nil, err
 	}

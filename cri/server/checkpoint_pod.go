@@ -105,7 +105,7 @@ func (s *Server) CheckpointPod(ctx context.Context, r *runtime.CheckpointPodRequ
 		return nil, err
 	}
 	// One bound for the whole cut: every container's dump shares it.
-	criuDeadline := time.Now().Add(s.criuBound(ctx, 0))
+	criuDeadline := time.Now().Add(s.criuBound(ctx))
 	ctrs := make([]store.Container, 0, len(ids))
 	for _, id := range ids {
 		unlock := s.locks.lock(id)

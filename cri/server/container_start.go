@@ -79,7 +79,7 @@ func (s *Server) startTask(ctx context.Context, t *task, c store.Container) (int
 	if !c.Restore {
 		return t.client.Start(ctx)
 	}
-	bound := s.criuBound(ctx, 0)
+	bound := s.criuBound(ctx)
 	cctx, cancel := criuCallContext(ctx, bound)
 	defer cancel()
 	return t.client.Restore(cctx, bound)

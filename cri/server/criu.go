@@ -154,14 +154,11 @@ func (s *Server) checkpointCondition() *runtime.RuntimeCondition {
 const criuCleanupGrace = 25 * time.Second
 
 // criuBound is how long one CRIU operation may run: the configured
-// runtime.checkpoint_timeout, shortened by the request's own timeout (0:
-// none) and by ctx's deadline less the time left for cleanup, so that the
-// caller gets the answer, and nothing is left behind, before it gives up.
-func (s *Server) criuBound(ctx context.Context, reqTimeout time.Duration) time.Duration {
+// runtime.checkpoint_timeout, shortened by ctx's deadline (a request's own
+// timeout) less the time left for cleanup, so that the caller gets the
+// answer, and nothing is left behind, before it gives up.
+func (s *Server) criuBound(ctx context.Context) time.Duration {
 	bound := s.cfg.Runtime.CheckpointTimeoutDuration()
-	if reqTimeout > 0 && reqTimeout < bound {
-		bound = reqTimeout
-	}
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
 		left -= min(criuCleanupGrace, left/2)

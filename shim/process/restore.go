@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/berth-runtime/berth/shim/logging"
 	"github.com/berth-runtime/berth/shim/runtime"
 )
@@ -53,12 +55,16 @@ func (p *Init) workDir() string { return filepath.Join(p.stateDir, "criu") }
 // restore runs the runtime's restore; with mu held, from restoringState.
 func (p *Init) restore(ctx context.Context) error {
 	pr := p.pending
-	if err := ensureRestoreTmp(p.bundle); err != nil {
+	spec, err := readSpec(p.bundle)
+	if err != nil {
+		return fmt.Errorf("restore container %q: %w", p.id, err)
+	}
+	if err := ensureRestoreTmp(p.bundle, spec); err != nil {
 		return fmt.Errorf("restore container %q: %w", p.id, err)
 	}
 	release := p.reaper.Hold()
 	defer release()
-	err := p.rt.Restore(ctx, p.id, runtime.RestoreOpts{
+	err = p.rt.Restore(ctx, p.id, runtime.RestoreOpts{
 		Bundle:    p.bundle,
 		PidFile:   p.pidFile(),
 		ImagePath: pr.images,
@@ -88,7 +94,7 @@ func (p *Init) restore(ctx context.Context) error {
 	// What CRIU restored must not be wider than what the spec grants
 	// (see restorecheck.go); the container is killed before it is
 	// reported running. A check that cannot be made fails the same way.
-	if err := checkRestored("/proc", p.bundle, pid); err != nil {
+	if err := checkRestored("/proc", spec, pid); err != nil {
 		p.forceDelete()
 		p.log.Warn("restored container killed", "error", err)
 		return fmt.Errorf("restore container %q: %w", p.id, err)
@@ -111,11 +117,7 @@ func (p *Init) restore(ctx context.Context) error {
 // directory: Read-only file system"). The root is writable from the host
 // (the runtime makes it read-only only inside the container), and an
 // empty /tmp is what nearly every image has anyway.
-func ensureRestoreTmp(bundle string) error {
-	spec, err := readSpec(bundle)
-	if err != nil {
-		return err
-	}
+func ensureRestoreTmp(bundle string, spec *specs.Spec) error {
 	if spec.Root == nil || !spec.Root.Readonly {
 		return nil
 	}

@@ -191,11 +191,7 @@ func readSpec(bundle string) (*specs.Spec, error) {
 // namespace of the restored init pid with the bundle's spec. A restore
 // gets the container its own PID namespace (a shared one is refused), so
 // that namespace is the container.
-func checkRestored(procRoot, bundle string, pid int) error {
-	spec, err := readSpec(bundle)
-	if err != nil {
-		return err
-	}
+func checkRestored(procRoot string, spec *specs.Spec, pid int) error {
 	pids, err := pidsInNamespaceOf(procRoot, pid)
 	if err != nil {
 		return err

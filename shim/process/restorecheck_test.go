@@ -158,11 +158,15 @@ func TestCheckRestored(t *testing.T) {
 	task(100, 100, "pid:[1]", statusText(dflt, dflt, 2, 1))
 	task(101, 101, "pid:[1]", statusText(dflt, dflt, 2, 1))
 	task(200, 200, "pid:[2]", statusText("000001ffffffffff", "000001ffffffffff", 0, 0)) // the host's
-	if err := checkRestored(proc, bundle, 100); err != nil {
+	spec, err := readSpec(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkRestored(proc, spec, 100); err != nil {
 		t.Fatalf("container within its spec: %v", err)
 	}
 	task(101, 102, "pid:[1]", statusText("00000000a82425fb", dflt, 2, 1)) // a thread with CAP_SYS_ADMIN
-	err := checkRestored(proc, bundle, 100)
+	err = checkRestored(proc, spec, 100)
 	if !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), "CAP_SYS_ADMIN") || !strings.Contains(err.Error(), "task 102") {
 		t.Fatalf("checkRestored = %v, want PermissionDenied naming task 102 and CAP_SYS_ADMIN", err)
 	}

@@ -26,8 +26,9 @@ const probeCounter = `i=0; while :; do i=$((i+1)); echo $i > count; sleep 0.02; 
 // on counting. A version string or `criu check` proves nothing: CRIU 4.1.1
 // passes `criu check` on 6.18 and then hangs in every dump. Every criu run
 // is bounded by ctx; on expiry its whole process group is killed, so a
-// hanging CRIU leaves no criu process and no traced task behind. dir is a
-// scratch directory, removed afterwards.
+// hanging CRIU leaves no criu process and no traced task behind. dir holds its
+// scratch directory, removed afterwards; what a probe killed with its
+// caller left there is the caller's to clear (ClearStaleProbes).
 func ProbeCRIU(ctx context.Context, criu, dir string) (retErr error) {
 	if _, ok := ctx.Deadline(); !ok {
 		return fmt.Errorf("probe criu: a deadline is required: %w", errdefs.ErrInvalidArgument)
@@ -35,7 +36,6 @@ func ProbeCRIU(ctx context.Context, criu, dir string) (retErr error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("probe criu: %w", err)
 	}
-	ClearStaleProbes(dir)
 	work, err := os.MkdirTemp(dir, probeDirPattern)
 	if err != nil {
 		return fmt.Errorf("probe criu: %w", err)
@@ -74,7 +74,7 @@ func ProbeCRIU(ctx context.Context, criu, dir string) (retErr error) {
 	}
 	dump := exec.Command(criu, "dump", "--tree", strconv.Itoa(sh.Process.Pid),
 		"--images-dir", images, "--log-file", "dump.log", "-v4")
-	if err := RunGroup(ctx, dump); err != nil {
+	if err := runGroup(ctx, dump); err != nil {
 		return fmt.Errorf("probe criu: %s dump: %w", criu, withLog(err, filepath.Join(images, "dump.log")))
 	}
 	// The dump ended the process; reap it so its pid is free to restore.
@@ -232,9 +232,9 @@ func killGroup(cmd *exec.Cmd, done <-chan error) {
 // uninterruptible sleep may outlive it, and the caller must not hang.
 const groupKillWait = 10 * time.Second
 
-// RunGroup runs cmd in its own process group and waits for it; when ctx
+// runGroup runs cmd in its own process group and waits for it; when ctx
 // ends first, the whole group is killed and the error wraps ctx's.
-func RunGroup(ctx context.Context, cmd *exec.Cmd) error {
+func runGroup(ctx context.Context, cmd *exec.Cmd) error {
 	var out bytes.Buffer
 	if cmd.Stdout == nil {
 		cmd.Stdout = &out

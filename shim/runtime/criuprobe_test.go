@@ -71,7 +71,7 @@ func TestRunGroupKillsTheGroup(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	err := RunGroup(ctx, exec.Command(criu, "swrk", "3"))
+	err := runGroup(ctx, exec.Command(criu, "swrk", "3"))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("RunGroup = %v, want DeadlineExceeded", err)
 	}
@@ -87,7 +87,7 @@ func TestRunGroupKillsTheGroup(t *testing.T) {
 }
 
 func TestRunGroupReportsFailure(t *testing.T) {
-	err := RunGroup(context.Background(), exec.Command("/bin/sh", "-c", "echo Error: no such thing >&2; exit 3"))
+	err := runGroup(context.Background(), exec.Command("/bin/sh", "-c", "echo Error: no such thing >&2; exit 3"))
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(err.Error(), "no such thing") {
 		t.Errorf("RunGroup = %v, want exit status 3 with its output", err)
@@ -163,7 +163,7 @@ func TestProbeCRIU(t *testing.T) {
 }
 
 // TestProbeKillsStaleCRIU: a criu left running by a caller killed
-// mid-probe is killed by the next probe in the same directory.
+// mid-probe is killed when the next caller clears the directory.
 func TestProbeKillsStaleCRIU(t *testing.T) {
 	dir := t.TempDir()
 	stale := filepath.Join(dir, "criu-probe-123", "images")
@@ -178,14 +178,12 @@ func TestProbeKillsStaleCRIU(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- leftover.Wait() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = ProbeCRIU(ctx, "/nonexistent/criu", dir)
+	ClearStaleProbes(dir)
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		_ = leftover.Process.Kill()
-		t.Fatal("the stale criu survived the next probe")
+		t.Fatal("the stale criu survived ClearStaleProbes")
 	}
 	if _, err := os.Stat(filepath.Dir(stale)); !os.IsNotExist(err) {
 		t.Errorf("stale scratch dir left: %v", err)
