@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 
+	cgroupsv3 "github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/errdefs"
 )
 
@@ -36,8 +38,9 @@ type Manager struct {
 // cgroup.controllers; a hybrid host (v1 controllers with an empty v2 tree
 // at root/unified) counts as v1, as runc sees it.
 func New(root string) *Manager {
-	if root == "" {
-		root = DefaultRoot
+	if root == "" || root == DefaultRoot {
+		// cgroups/v3 tells by the filesystem type of DefaultRoot.
+		return &Manager{root: DefaultRoot, unified: cgroupsv3.Mode() == cgroupsv3.Unified}
 	}
 	_, err := os.Stat(filepath.Join(root, "cgroup.controllers"))
 	return &Manager{root: root, unified: err == nil}
@@ -100,6 +103,15 @@ func (m *Manager) dir(controller, path string) string {
 	return filepath.Join(m.root, controller, path)
 }
 
+// v2 loads the v2 cgroup at path through cgroups/v3 (no file is read).
+func (m *Manager) v2(path string) (*cgroup2.Manager, error) {
+	cg, err := cgroup2.Load(path, cgroup2.WithMountpoint(m.root))
+	if err != nil {
+		return nil, fmt.Errorf("cgroup path %q: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	return cg, nil
+}
+
 // Exists reports whether the cgroup exists (its memory controller's
 // directory on v1).
 func (m *Manager) Exists(path string) bool {
@@ -112,11 +124,23 @@ func (m *Manager) Exists(path string) bool {
 // memory.oom_control's oom_kill on v1, memory.events' oom_kill on v2. A
 // cgroup that is gone is errdefs.ErrNotFound.
 func (m *Manager) OOMKills(path string) (uint64, error) {
-	file := "memory.oom_control"
 	if m.unified {
-		file = "memory.events"
+		cg, err := m.v2(path)
+		if err != nil {
+			return 0, err
+		}
+		mt, err := cg.StatFiltered(cgroup2.StatMemoryEvents)
+		if err != nil {
+			return 0, fmt.Errorf("read memory.events of %s: %w", path, err)
+		}
+		if mt.GetMemoryEvents() == nil {
+			return 0, fmt.Errorf("memory.events of cgroup %s: %w", path, errdefs.ErrNotFound)
+		}
+		return mt.GetMemoryEvents().GetOomKill(), nil
 	}
-	kv, err := readKV(filepath.Join(m.dir("memory", path), file))
+	// cgroups/v3's v1 memory controller reads oom_control only inside its
+	// full Stat (18 files); this is the one file.
+	kv, err := readKV(filepath.Join(m.dir("memory", path), "memory.oom_control"))
 	if err != nil {
 		return 0, err
 	}

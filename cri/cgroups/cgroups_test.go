@@ -37,6 +37,19 @@ var v2Files = map[string]string{
 	"pod/c1/pids.current":        "3\n",
 	"pod/c1/cpu.pressure":        "some avg10=1.50 avg60=0.25 avg300=0.00 total=4242\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=17\n",
 	"pod/c1/memory.pressure":     "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+	// No swap accounting (no memory.swap.*), unlimited, a "some"-only
+	// cpu.pressure as kernels before 5.13 write it, and io.pressure.
+	"pod/c2/memory.current": "4096\n",
+	"pod/c2/memory.stat":    "anon 4096\ninactive_file 8192\n",
+	"pod/c2/memory.max":     "max\n",
+	"pod/c2/cpu.stat":       "usage_usec 1\n",
+	"pod/c2/cpu.pressure":   "some avg10=0.00 avg60=0.00 avg300=0.00 total=9\n",
+	"pod/c2/io.pressure":    "some avg10=0.00 avg60=0.00 avg300=0.00 total=3\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=2\n",
+	// Swap accounted but swap forbidden (memory.swap.max 0, as kubelet's
+	// NoSwap writes it), and the memory controller's other files off.
+	"pod/c3/memory.swap.current": "0\n",
+	"pod/c3/memory.swap.max":     "0\n",
+	"pod/c3/cpu.stat":            "usage_usec 2\n",
 }
 
 func writeTree(t *testing.T, files map[string]string) string {
@@ -81,6 +94,14 @@ func TestStats(t *testing.T) {
 			},
 			MemoryPressure: &Pressure{},
 		}},
+		{"v2 no swap accounting, unlimited", v2, "/pod/c2", Stats{
+			CPUUsageNanos: 1000, MemoryUsage: 4096, MemoryRSS: 4096,
+			CPUPressure: &Pressure{Some: PressureData{Total: 9}},
+			IOPressure:  &Pressure{Some: PressureData{Total: 3}, Full: PressureData{Total: 2}},
+		}},
+		{"v2 swap forbidden", v2, "/pod/c3", Stats{
+			CPUUsageNanos: 2000, HasSwap: true, HasSwapLimit: true,
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.m.Stats(tc.path)
@@ -120,6 +141,7 @@ func TestOOMKills(t *testing.T) {
 		{"v1", NewVersion(writeTree(t, v1Files), false), "/pod/c1", 2, false},
 		{"v2", NewVersion(writeTree(t, v2Files), true), "/pod/c1", 2, false},
 		{"v1 gone", NewVersion(writeTree(t, v1Files), false), "/pod/x", 0, true},
+		{"v2 gone", NewVersion(writeTree(t, v2Files), true), "/pod/x", 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n, err := tc.m.OOMKills(tc.path)
@@ -164,5 +186,31 @@ func TestLiveHost(t *testing.T) {
 	}
 	if s.MemoryUsage == 0 || s.MemoryWorkingSet > s.MemoryUsage {
 		t.Errorf("root cgroup memory: %+v", s)
+	}
+}
+
+// TestLiveUnified reads the unified hierarchy through cgroups/v3 on a v2
+// host's root or a hybrid host's /sys/fs/cgroup/unified: real kernfs
+// cpu.stat and PSI files.
+func TestLiveUnified(t *testing.T) {
+	root := DefaultRoot
+	if !New("").Unified() {
+		root = filepath.Join(DefaultRoot, "unified")
+	}
+	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err != nil {
+		t.Skip("no unified hierarchy mounted")
+	}
+	s, err := NewVersion(root, true).Stats("/")
+	if err != nil {
+		t.Fatalf("stats of the unified root: %v", err)
+	}
+	if s.CPUUsageNanos == 0 {
+		t.Errorf("unified root cpu usage 0: %+v", s)
+	}
+	if _, err := os.Stat(filepath.Join(root, "cpu.pressure")); err == nil && s.CPUPressure == nil {
+		t.Errorf("cpu.pressure present but not read: %+v", s)
+	}
+	if _, err := NewVersion(root, true).Stats("/berth-no-such-cgroup"); !IsGone(err) {
+		t.Errorf("stats of a missing unified cgroup: %v, want not found", err)
 	}
 }

@@ -3,9 +3,13 @@ package cgroups
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/containerd/cgroups/v3/cgroup2"
 )
 
 // Detail is what the CRI metrics RPCs (cadvisor-style) need beyond Stats.
@@ -93,6 +97,13 @@ func (m *Manager) detailV1(path string) (Detail, error) {
 	return d, nil
 }
 
+// detailV2 takes the counters from cgroups/v3 (cpu.stat, memory.events,
+// pids, io.stat) and reads by hand what the library does not carry:
+// memory.stat's "kernel" (cgroup2/stats.MemoryStat has no field for it,
+// so memory.stat and memory.peak are read here instead of by the
+// library's StatMemory, once), the settings (memory.low, cpu.weight,
+// cpu.max), and the pid lists (the library's Procs walks and Lstats every
+// file of the directory to find cgroup.procs).
 func (m *Manager) detailV2(path string) (Detail, error) {
 	var d Detail
 	dir := m.dir("", path)
@@ -102,13 +113,28 @@ func (m *Manager) detailV2(path string) (Detail, error) {
 	}
 	d.MemoryCache, d.MemoryMappedFile, d.MemoryKernel = st["file"], st["file_mapped"], st["kernel"]
 	d.MemoryMaxUsage = readOr(filepath.Join(dir, "memory.peak"))
-	if ev, err := readKV(filepath.Join(dir, "memory.events")); err == nil {
-		d.MemoryFailcnt = ev["max"]
-	}
 	d.MemoryReservation = readOr(filepath.Join(dir, "memory.low"))
-	if cs, err := readKV(filepath.Join(dir, "cpu.stat")); err == nil {
-		d.CPUUserNanos, d.CPUSystemNanos = cs["user_usec"]*1000, cs["system_usec"]*1000
-		d.Periods, d.ThrottledPeriods, d.ThrottledNanos = cs["nr_periods"], cs["nr_throttled"], cs["throttled_usec"]*1000
+	cg, err := m.v2(path)
+	if err != nil {
+		return d, err
+	}
+	mt, err := cg.StatFiltered(cgroup2.StatCPU | cgroup2.StatMemoryEvents | cgroup2.StatPids | cgroup2.StatIO)
+	if err != nil {
+		return d, fmt.Errorf("stat cgroup %s: %w", path, err)
+	}
+	d.MemoryFailcnt = mt.GetMemoryEvents().GetMax()
+	if cs := mt.GetCPU(); cs != nil {
+		d.CPUUserNanos, d.CPUSystemNanos = cs.UserUsec*1000, cs.SystemUsec*1000
+		d.Periods, d.ThrottledPeriods, d.ThrottledNanos = cs.NrPeriods, cs.NrThrottled, cs.ThrottledUsec*1000
+	}
+	if l := mt.GetPids().GetLimit(); l != math.MaxUint64 {
+		d.PidsMax = l
+	}
+	for _, e := range mt.GetIo().GetUsage() {
+		d.Blkio = append(d.Blkio, DeviceIO{
+			Major: e.Major, Minor: e.Minor,
+			ReadBytes: e.Rbytes, WriteBytes: e.Wbytes, Reads: e.Rios, Writes: e.Wios,
+		})
 	}
 	if w := readOr(filepath.Join(dir, "cpu.weight")); w > 0 {
 		// The inverse of runc's shares -> weight conversion.
@@ -126,8 +152,6 @@ func (m *Manager) detailV2(path string) (Detail, error) {
 	}
 	d.Procs = readInts(filepath.Join(dir, "cgroup.procs"))
 	d.Threads = uint64(len(readInts(filepath.Join(dir, "cgroup.threads"))))
-	d.PidsMax = readOr(filepath.Join(dir, "pids.max"))
-	d.Blkio = readIOStat(filepath.Join(dir, "io.stat"))
 	return d, nil
 }
 
@@ -190,43 +214,6 @@ func mergeIO(bytesIO, ops []DeviceIO) []DeviceIO {
 		for _, o := range ops {
 			if o.Major == b.Major && o.Minor == b.Minor {
 				d.Reads, d.Writes = o.Reads, o.Writes
-			}
-		}
-		out = append(out, d)
-	}
-	return out
-}
-
-// readIOStat parses v2 io.stat: "MAJ:MIN rbytes=N wbytes=N rios=N wios=N ...".
-func readIOStat(p string) []DeviceIO {
-	data, err := readFile(p)
-	if err != nil {
-		return nil
-	}
-	var out []DeviceIO
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		maj, min, ok := parseDev(f[0])
-		if !ok {
-			continue
-		}
-		d := DeviceIO{Major: maj, Minor: min}
-		for _, kv := range f[1:] {
-			k, v, _ := strings.Cut(kv, "=")
-			n, _ := strconv.ParseUint(v, 10, 64)
-			switch k {
-			case "rbytes":
-				d.ReadBytes = n
-			case "wbytes":
-				d.WriteBytes = n
-			case "rios":
-				d.Reads = n
-			case "wios":
-				d.Writes = n
 			}
 		}
 		out = append(out, d)

@@ -1,13 +1,14 @@
 package cgroups
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
+	"fmt"
+	"math"
+	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
+	"github.com/containerd/cgroups/v3/cgroup2"
+	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
 )
 
@@ -105,43 +106,76 @@ func (m *Manager) statsV1(path string) (Stats, error) {
 // (PAGE_COUNTER_MAX rounded to pages is just below 2^63).
 const unlimitedV1 = 1 << 62
 
+// statsV2 reads through cgroups/v3's cgroup2.Manager: StatFiltered with
+// the CPU, memory, pids and IO masks opens the same files the hand-written
+// reader did (plus memory.peak, memory.swap.peak, pids.max and io.stat)
+// and costs the same (see the package doc). The library reads a missing
+// file as 0 and "max" as MaxUint64, so two things are decided here:
+// whether the cgroup is gone, and whether it accounts swap, both from one
+// Lstat of memory.swap.current (and of the directory when that is absent).
 func (m *Manager) statsV2(path string) (Stats, error) {
 	var s Stats
-	dir := filepath.Join(m.root, path)
-	usage, _, err := readUint(filepath.Join(dir, "memory.current"))
+	cg, err := m.v2(path)
 	if err != nil {
 		return s, err
 	}
-	st, err := readKV(filepath.Join(dir, "memory.stat"))
+	mt, err := cg.StatFiltered(cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatPids | cgroup2.StatIO)
+	hasSwap, gone := m.swapOrGone(path)
+	if gone {
+		return s, fmt.Errorf("cgroup %s: %w", path, errdefs.ErrNotFound)
+	}
 	if err != nil {
-		return s, err
+		return s, fmt.Errorf("stat cgroup %s: %w", path, err)
 	}
-	s.MemoryUsage = usage
-	s.MemoryWorkingSet = workingSet(usage, st["inactive_file"])
-	s.MemoryRSS = st["anon"]
-	s.PageFaults = st["pgfault"]
-	s.MajorPageFaults = st["pgmajfault"]
-	if l, ok, err := readUint(filepath.Join(dir, "memory.max")); err == nil && ok {
-		s.MemoryLimit, s.HasMemoryLimit = l, true
-	}
-	if sw, _, err := readUint(filepath.Join(dir, "memory.swap.current")); err == nil {
-		s.SwapUsage, s.HasSwap = sw, true
-		if l, ok, err := readUint(filepath.Join(dir, "memory.swap.max")); err == nil && ok {
-			s.SwapLimit, s.HasSwapLimit = l, true
+	if mem := mt.GetMemory(); mem != nil {
+		s.MemoryUsage = mem.Usage
+		s.MemoryWorkingSet = workingSet(mem.Usage, mem.InactiveFile)
+		s.MemoryRSS = mem.Anon
+		s.PageFaults = mem.Pgfault
+		s.MajorPageFaults = mem.Pgmajfault
+		// 0 is a memory.max the library could not read (controller
+		// off); a real limit of 0 bytes runs nothing.
+		if l := mem.UsageLimit; l != 0 && l != math.MaxUint64 {
+			s.MemoryLimit, s.HasMemoryLimit = l, true
 		}
+		if hasSwap {
+			s.SwapUsage, s.HasSwap = mem.SwapUsage, true
+			if l := mem.SwapLimit; l != math.MaxUint64 {
+				s.SwapLimit, s.HasSwapLimit = l, true
+			}
+		}
+		s.MemoryPressure = pressureV2(mem.PSI)
 	}
-	cpu, err := readKV(filepath.Join(dir, "cpu.stat"))
-	if err != nil {
-		return s, err
+	if cpu := mt.GetCPU(); cpu != nil {
+		s.CPUUsageNanos = cpu.UsageUsec * 1000
+		s.CPUPressure = pressureV2(cpu.PSI)
 	}
-	s.CPUUsageNanos = cpu["usage_usec"] * 1000
-	if n, _, err := readUint(filepath.Join(dir, "pids.current")); err == nil {
-		s.Pids = n
-	}
-	s.CPUPressure = readPressure(filepath.Join(dir, "cpu.pressure"))
-	s.MemoryPressure = readPressure(filepath.Join(dir, "memory.pressure"))
-	s.IOPressure = readPressure(filepath.Join(dir, "io.pressure"))
+	s.Pids = mt.GetPids().GetCurrent()
+	s.IOPressure = pressureV2(mt.GetIo().GetPSI())
 	return s, nil
+}
+
+// swapOrGone tells whether the v2 cgroup at path has memory.swap.current
+// (swap accounting on), and if it has not, whether the cgroup itself is
+// gone.
+func (m *Manager) swapOrGone(path string) (hasSwap, gone bool) {
+	dir := m.dir("", path)
+	if _, err := os.Lstat(filepath.Join(dir, "memory.swap.current")); err == nil {
+		return true, false
+	}
+	_, err := os.Lstat(dir)
+	return false, errors.Is(err, os.ErrNotExist)
+}
+
+// pressureV2 converts the library's PSI; nil when the kernel has none.
+func pressureV2(p *v2stats.PSIStats) *Pressure {
+	if p == nil {
+		return nil
+	}
+	d := func(x *v2stats.PSIData) PressureData {
+		return PressureData{Avg10: x.GetAvg10(), Avg60: x.GetAvg60(), Avg300: x.GetAvg300(), Total: x.GetTotal()}
+	}
+	return &Pressure{Some: d(p.GetSome()), Full: d(p.GetFull())}
 }
 
 func workingSet(usage, inactiveFile uint64) uint64 {
@@ -149,51 +183,6 @@ func workingSet(usage, inactiveFile uint64) uint64 {
 		return 0
 	}
 	return usage - inactiveFile
-}
-
-// readPressure parses a PSI file; nil when the kernel has no PSI (the
-// file is absent, or reading it fails with EOPNOTSUPP when psi=0).
-func readPressure(p string) *Pressure {
-	data, err := readFile(p)
-	if err != nil {
-		return nil
-	}
-	var out Pressure
-	found := false
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 {
-			continue
-		}
-		var d *PressureData
-		switch fields[0] {
-		case "some":
-			d = &out.Some
-		case "full":
-			d = &out.Full
-		default:
-			continue
-		}
-		found = true
-		for _, f := range fields[1:] {
-			k, v, _ := strings.Cut(f, "=")
-			switch k {
-			case "avg10":
-				d.Avg10, _ = strconv.ParseFloat(v, 64)
-			case "avg60":
-				d.Avg60, _ = strconv.ParseFloat(v, 64)
-			case "avg300":
-				d.Avg300, _ = strconv.ParseFloat(v, 64)
-			case "total":
-				d.Total, _ = strconv.ParseUint(v, 10, 64)
-			}
-		}
-	}
-	if !found {
-		return nil
-	}
-	return &out
 }
 
 // IsGone reports whether err means the cgroup no longer exists.
