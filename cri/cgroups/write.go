@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -125,38 +126,70 @@ func (m *Manager) cpuset(path string, c *specs.LinuxCPU) error {
 	return nil
 }
 
+// updateV2 writes through cgroups/v3's cgroup2.Manager.Update what its
+// Resources can say, built here rather than by cgroup2.ToResources, which
+// differs from berth's update semantics in three ways: it converts shares
+// with crun's quadratic formula (kubelet and berth's Detail use the
+// linear one, SharesToWeight), drops a quota sent without a period and
+// writes a period without a quota as "max <period>" (berth keeps the half
+// r leaves unset), and subtracts the memory limit from an unlimited (-1)
+// swap. Two writes stay by hand: "max" for an unlimited memory or swap
+// limit (cgroup2.Memory holds an int64, and the kernel refuses "-1"), and
+// r.Unified, which cgroup2.Resources has no field for.
 func (m *Manager) updateV2(path string, r *specs.LinuxResources) error {
 	dir := m.dir("", path)
+	var res cgroup2.Resources
+	var unlimited []string // files to set to "max"
 	if c := r.CPU; c != nil {
+		cpu := &cgroup2.CPU{Cpus: c.Cpus, Mems: c.Mems}
 		if c.Shares != nil && *c.Shares != 0 {
-			if err := writeFile(dir, "cpu.weight", strconv.FormatUint(SharesToWeight(*c.Shares), 10)); err != nil {
-				return err
-			}
+			w := SharesToWeight(*c.Shares)
+			cpu.Weight = &w
 		}
-		if err := cpuMaxV2(dir, c.Quota, c.Period); err != nil {
+		max, err := cpuMaxV2(dir, c.Quota, c.Period)
+		if err != nil {
 			return err
 		}
-		if err := m.cpuset(path, c); err != nil {
-			return err
-		}
+		cpu.Max = cgroup2.CPUMax(max)
+		res.CPU = cpu
 	}
 	if mem := r.Memory; mem != nil && mem.Limit != nil {
-		if err := writeFile(dir, "memory.max", maxOr(*mem.Limit)); err != nil {
-			return err
+		res.Memory = &cgroup2.Memory{}
+		if *mem.Limit < 0 {
+			unlimited = append(unlimited, "memory.max")
+		} else {
+			res.Memory.Max = mem.Limit
 		}
 		// v2 limits swap alone; the OCI value is memory+swap.
 		if mem.Swap != nil && *mem.Swap != 0 {
 			sw := *mem.Swap
-			if sw > 0 && *mem.Limit > 0 {
+			switch {
+			case sw < 0:
+				unlimited = append(unlimited, "memory.swap.max")
+			case *mem.Limit > 0:
 				sw -= *mem.Limit
-			}
-			if err := writeFile(dir, "memory.swap.max", maxOr(sw)); err != nil {
-				return err
+				fallthrough
+			default:
+				res.Memory.Swap = &sw
 			}
 		}
 	}
-	for _, h := range r.HugepageLimits {
-		if err := writeFile(dir, "hugetlb."+h.Pagesize+".max", strconv.FormatUint(h.Limit, 10)); err != nil {
+	if len(r.HugepageLimits) > 0 {
+		h := make(cgroup2.HugeTlb, 0, len(r.HugepageLimits))
+		for _, l := range r.HugepageLimits {
+			h = append(h, cgroup2.HugeTlbEntry{HugePageSize: l.Pagesize, Limit: l.Limit})
+		}
+		res.HugeTlb = &h
+	}
+	cg, err := m.v2(path)
+	if err != nil {
+		return err
+	}
+	if err := cg.Update(&res); err != nil {
+		return writeError(err)
+	}
+	for _, f := range unlimited {
+		if err := writeFile(dir, f, "max"); err != nil {
 			return err
 		}
 	}
@@ -171,19 +204,19 @@ func (m *Manager) updateV2(path string, r *specs.LinuxResources) error {
 	return nil
 }
 
-// cpuMaxV2 writes cpu.max, keeping the half of "quota period" that r
-// leaves unset.
-func cpuMaxV2(dir string, quota *int64, period *uint64) error {
+// cpuMaxV2 returns the cpu.max to write, keeping the half of "quota
+// period" that r leaves unset; "" when r sets neither.
+func cpuMaxV2(dir string, quota *int64, period *uint64) (string, error) {
 	if (quota == nil || *quota == 0) && (period == nil || *period == 0) {
-		return nil
+		return "", nil
 	}
 	data, err := readFile(filepath.Join(dir, "cpu.max"))
 	if err != nil {
-		return err
+		return "", err
 	}
 	cur := strings.Fields(string(data))
 	if len(cur) != 2 {
-		return fmt.Errorf("parse %s/cpu.max %q: %w", dir, data, errdefs.ErrUnknown)
+		return "", fmt.Errorf("parse %s/cpu.max %q: %w", dir, data, errdefs.ErrUnknown)
 	}
 	q, p := cur[0], cur[1]
 	if quota != nil && *quota != 0 {
@@ -192,7 +225,7 @@ func cpuMaxV2(dir string, quota *int64, period *uint64) error {
 	if period != nil && *period != 0 {
 		p = strconv.FormatUint(*period, 10)
 	}
-	return writeFile(dir, "cpu.max", q+" "+p)
+	return q + " " + p, nil
 }
 
 // SharesToWeight converts cgroup v1 cpu.shares [2, 262144] to v2
@@ -214,29 +247,42 @@ func maxOr(v int64) string {
 }
 
 // writeFile writes one cgroup control file; the file must exist (cgroupfs
-// files cannot be created), and the kernel's EINVAL/ERANGE mean a value
-// out of bounds.
+// files cannot be created).
 func writeFile(dir, name, value string) error {
 	p := filepath.Join(dir, name)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			// The cgroup exists (Update checked): its controller is off.
-			return fmt.Errorf("cgroup file %s missing (controller not enabled?): %w", p, errdefs.ErrFailedPrecondition)
-		}
-		return fmt.Errorf("open cgroup file: %w", err)
+		return writeError(err)
 	}
 	_, err = f.WriteString(value)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ERANGE):
-		return fmt.Errorf("write %q to %s: %v: %w", value, p, err, errdefs.ErrInvalidArgument)
-	case errors.Is(err, unix.EBUSY):
-		return fmt.Errorf("write %q to %s: %v: %w", value, p, err, errdefs.ErrFailedPrecondition)
+	if err != nil {
+		return writeError(fmt.Errorf("write %q: %w", value, err))
 	}
-	return fmt.Errorf("write %q to %s: %w", value, p, err)
+	return nil
+}
+
+// writeError classifies a failed write of a control file, by berth or by
+// cgroups/v3 (whose errors are the *os.PathError of os.WriteFile): a file
+// that does not exist in a cgroup that does (Update checked) is a
+// controller that is off, whether opening it failed with ENOENT or, when
+// it was opened with O_CREAT as cgroups/v3 does, with EACCES; the
+// kernel's EINVAL/ERANGE mean a value out of bounds, EBUSY a value the
+// cgroup's state refuses.
+func writeError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) && (errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission)) {
+		if _, serr := os.Lstat(pe.Path); errors.Is(serr, os.ErrNotExist) {
+			return fmt.Errorf("cgroup file %s missing (controller not enabled?): %w", pe.Path, errdefs.ErrFailedPrecondition)
+		}
+	}
+	switch {
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ERANGE):
+		return fmt.Errorf("cgroup write: %v: %w", err, errdefs.ErrInvalidArgument)
+	case errors.Is(err, unix.EBUSY):
+		return fmt.Errorf("cgroup write: %v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	return fmt.Errorf("cgroup write: %w", err)
 }

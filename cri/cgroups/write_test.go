@@ -82,6 +82,24 @@ func TestUpdateFixtures(t *testing.T) {
 		res:  &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(-1))}, Unified: map[string]string{"memory.high": "1000000"}},
 		want: map[string]string{"pod/memory.max": "max", "pod/memory.high": "1000000"},
 	}, {
+		name: "v2 limit with unlimited swap, shares at the bounds", unified: true, files: v2Control,
+		res: &specs.LinuxResources{
+			CPU:    &specs.LinuxCPU{Shares: ptr(uint64(1 << 20)), Quota: ptr(int64(-1))},
+			Memory: &specs.LinuxMemory{Limit: ptr(int64(64 << 20)), Swap: ptr(int64(-1))},
+		},
+		want: map[string]string{"pod/cpu.weight": "10000", "pod/cpu.max": "max 100000", "pod/memory.max": "67108864", "pod/memory.swap.max": "max"},
+	}, {
+		name: "v2 unlimited limit, finite memory+swap", unified: true, files: v2Control,
+		res:  &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(-1)), Swap: ptr(int64(1 << 30))}},
+		want: map[string]string{"pod/memory.max": "max", "pod/memory.swap.max": "1073741824"},
+	}, {
+		name: "v2 unset fields untouched", unified: true, files: v2Control,
+		res:  &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0"}, Memory: &specs.LinuxMemory{}},
+		want: map[string]string{"pod/cpuset.cpus": "0", "pod/cpu.weight": "100\n", "pod/cpu.max": "max 100000\n", "pod/memory.max": "max\n", "pod/memory.swap.max": "max\n"},
+	}, {
+		name: "v2 missing cgroup", unified: true, files: map[string]string{"other/memory.max": "max\n"}, res: full,
+		wantErr: errdefs.ErrNotFound,
+	}, {
 		name: "v2 unified key escaping the cgroup", unified: true, files: v2Control,
 		res:     &specs.LinuxResources{Unified: map[string]string{"../memory.max": "1"}},
 		wantErr: errdefs.ErrInvalidArgument,
@@ -202,5 +220,62 @@ func TestUpdateLive(t *testing.T) {
 	err := m.Update(path, &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr(int64(50000))}})
 	if !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("quota below a child's: %v, want invalid argument", err)
+	}
+}
+
+// TestUpdateLiveUnified writes through cgroups/v3 to a real cgroup of the
+// unified hierarchy (a v2 host's, or a hybrid host's, where it holds no
+// controller): a controller's file that is not there is a precondition
+// failure whether cgroups/v3 (O_CREAT: EACCES) or berth (ENOENT) opened
+// it, a core file takes a unified key, and a value the kernel refuses is
+// an invalid argument.
+func TestUpdateLiveUnified(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	root := DefaultRoot
+	if !New("").Unified() {
+		root = filepath.Join(DefaultRoot, "unified")
+	}
+	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err != nil {
+		t.Skip("no unified hierarchy mounted")
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	path := "/berth-cgw-" + hex.EncodeToString(b)
+	dir := filepath.Join(root, path)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatalf("make test cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(dir); err != nil {
+			t.Errorf("remove test cgroup: %v", err)
+		}
+	})
+	m := NewVersion(root, true)
+	if err := m.Update(path, &specs.LinuxResources{Unified: map[string]string{"cgroup.max.depth": "3"}}); err != nil {
+		t.Fatalf("unified core file: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "cgroup.max.depth")); strings.TrimSpace(string(got)) != "3" {
+		t.Errorf("cgroup.max.depth = %q, want 3", got)
+	}
+	err := m.Update(path, &specs.LinuxResources{Unified: map[string]string{"cgroup.max.depth": "-5"}})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("refused value: %v, want invalid argument", err)
+	}
+	ctrls, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	for _, c := range []struct {
+		controller string
+		res        *specs.LinuxResources
+	}{
+		{"hugetlb", &specs.LinuxResources{HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 4 << 20}}}},
+		{"memory", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(-1))}}},
+	} {
+		if strings.Contains(string(ctrls), c.controller) {
+			continue
+		}
+		if err := m.Update(path, c.res); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+			t.Errorf("%s controller off: %v, want failed precondition", c.controller, err)
+		}
 	}
 }
