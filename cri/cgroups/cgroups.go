@@ -1,12 +1,66 @@
 // Package cgroups reads the resource usage and OOM kill counters of
-// container and pod cgroups straight from cgroupfs, and writes resource
-// updates to them, on both cgroup v1 (one hierarchy per controller) and v2
-// (one unified hierarchy).
+// container and pod cgroups, and writes resource updates to them, on both
+// cgroup v1 (one hierarchy per controller) and v2 (one unified hierarchy).
 //
-// It reads only the few files kubelet's stats need instead of every
-// controller's full statistics, so a stats call on 100 pods every 10 s
-// stays cheap; every reader is tested against recorded cgroupfs fixtures
-// of both versions.
+// It goes through github.com/containerd/cgroups/v3 where that library does
+// the job at about the cost of reading the few files kubelet's stats need
+// (a stats call on 100 pods, some 300 cgroups, every 10 s must stay
+// cheap), and by hand where it does not. Part by part:
+//
+//   - v2 stats (Stats), OOM kill count (OOMKills) and the counters of
+//     Detail: cgroup2.Manager.StatFiltered with only the masks needed.
+//     It reads 14 files where the hand reader it replaced read 10
+//     (memory.peak, memory.swap.peak, pids.max, io.stat come with the
+//     masks), plus one Lstat that tells a gone cgroup and swap accounting
+//     (the library reads a missing file as 0): about 20% more CPU, Stats
+//     310 µs against 255 µs and Detail 350 µs against 285 µs on a
+//     fixture (BenchmarkStatsV2, BenchmarkDetailV2 before and after),
+//     about 16 ms of CPU more per poll of 300 cgroups.
+//   - v2 Detail, by hand: memory.stat's "kernel" (cgroup2/stats.MemoryStat
+//     has no field for it, so memory.stat and memory.peak are read here,
+//     once, instead of by the library), the settings (memory.low,
+//     cpu.weight, cpu.max) and the pid lists (the library's Procs walks
+//     and Lstats every file of the directory).
+//   - v2 updates: cgroup2.Manager.Update, with the Resources built here
+//     (updateV2 says why not by cgroup2.ToResources); by hand the "max"
+//     of an unlimited memory or swap limit and the unified keys, which
+//     cgroup2.Resources cannot carry.
+//   - v1 stats, by hand. cgroup1's Stat, even narrowed to the memory,
+//     cpuacct and pids controllers, reads 23 files per call where berth
+//     reads 5 (usage, max, failcnt and limit of the memory, memsw, kmem
+//     and kmem.tcp counters; cpuacct's per-CPU usage) and costs 2.8 times
+//     the CPU: 475 µs against 165 µs (BenchmarkStatsV1 and
+//     BenchmarkStatsV1CgroupsV3 on a live 6.18 v1 host, a loaded 2-vCPU
+//     VM), 1.4% of a core against 0.5% for 300 cgroups every 10 s.
+//   - v1 Detail, by hand: cgroup1's Stat over memory, cpu, cpuacct, pids
+//     and blkio plus the settings and pid lists it does not read is 32
+//     files against 15, 725 µs against 425 µs (BenchmarkDetailV1*).
+//   - v1 OOM kill count, by hand: one file, memory.oom_control, which
+//     cgroup1 reads only inside its memory controller's full Stat.
+//   - v1 updates, by hand. cgroup1's Update, tried on the same host:
+//     writes memory.limit_in_bytes before memory.memsw.limit_in_bytes
+//     unless both are positive, so lifting both to unlimited (-1) fails
+//     with EINVAL; writes a CPU shares of 0 (the kernel takes 2) where
+//     berth leaves it unset; and its cpuset controller's Update is Create,
+//     a mkdir -p, so updating a pod whose cgroup was removed meanwhile
+//     makes the cgroup again, leaked.
+//   - OOM events (OOMWatcher), by hand: cgroup2.Manager.EventChan costs an
+//     inotify instance and a goroutine per cgroup and stops when the
+//     cgroup empties; the watcher is one inotify instance and one
+//     goroutine for every container, and keeps the count of a cgroup
+//     systemd removed. It reads the counter through OOMKills.
+//   - systemd driver paths (Path, SystemdSlice), by hand: cgroups/v3's
+//     slice expansion is unexported and bound to /sys/fs/cgroup.
+//   - version detection: cgroups/v3's Mode (the filesystem type of
+//     /sys/fs/cgroup; hybrid counts as v1); another root, by its
+//     cgroup.controllers.
+//
+// cgroups/v3 logs its few parse warnings through containerd/log
+// (logrus, stderr), not berthd's slog logger.
+//
+// Every reader is tested against recorded cgroupfs fixtures of both
+// versions; on a v1 or hybrid host the v2 reads and writes also run
+// against the real unified tree.
 package cgroups
 
 import (
