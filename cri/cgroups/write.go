@@ -129,8 +129,8 @@ func (m *Manager) cpuset(path string, c *specs.LinuxCPU) error {
 // updateV2 writes through cgroups/v3's cgroup2.Manager.Update what its
 // Resources can say, built here rather than by cgroup2.ToResources, which
 // differs from berth's update semantics in three ways: it converts shares
-// with crun's quadratic formula (kubelet and berth's Detail use the
-// linear one, SharesToWeight), drops a quota sent without a period and
+// with crun's quadratic formula (berth writes the linear SharesToWeight,
+// which Detail inverts), drops a quota sent without a period and
 // writes a period without a quota as "max <period>" (berth keeps the half
 // r leaves unset), and subtracts the memory limit from an unlimited (-1)
 // swap. Two writes stay by hand: "max" for an unlimited memory or swap
