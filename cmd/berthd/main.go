@@ -15,7 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -65,23 +65,54 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return serve(cfg, configSource{path: *cfgPath, explicit: explicit}, stderr)
 }
 
+const configUsage = "usage: berthd config default | berthd config check [FILE] | berthd config show [FILE]"
+
+// dropInHeader opens `berthd config default`, which make install writes
+// to /etc/berth/config.toml.
+const dropInHeader = `# berthd configuration: every key with its default (berthd config default).
+# Drop-ins: every *.toml in config.d beside this file is merged over it in
+# lexical order; tables merge key by key, arrays and other values replace.
+# berthd config show prints the merged result.
+
+`
+
 func configCmd(args []string, stdout io.Writer) error {
-	switch {
-	case len(args) == 1 && args[0] == "default":
+	if len(args) == 1 && args[0] == "default" {
 		data, err := config.Marshal(config.Default())
 		if err != nil {
 			return err
 		}
-		_, err = stdout.Write(data)
+		_, err = io.WriteString(stdout, dropInHeader+string(data))
 		return err
-	case len(args) == 2 && args[0] == "check":
-		if _, err := config.Load(args[1], true); err != nil {
+	}
+	if len(args) < 1 || len(args) > 2 || (args[0] != "check" && args[0] != "show") {
+		return errors.New(configUsage)
+	}
+	path, explicit := config.DefaultPath, false
+	if len(args) == 2 {
+		path, explicit = args[1], true
+	}
+	cfg, err := config.Load(path, explicit)
+	if err != nil {
+		return err
+	}
+	if args[0] == "show" {
+		data, err := config.Marshal(cfg)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", args[1])
+		fmt.Fprintf(stdout, "# merged from: %s\n", strings.Join(cfg.Files, ", "))
+		_, err = stdout.Write(data)
+		return err
+	}
+	if len(cfg.Files) == 0 {
+		fmt.Fprintf(stdout, "%s: missing, no drop-ins in %s: defaults ok\n", path, config.DropInDir(path))
 		return nil
 	}
-	return errors.New("usage: berthd config default | berthd config check FILE")
+	for _, f := range cfg.Files {
+		fmt.Fprintf(stdout, "%s: ok\n", f)
+	}
+	return nil
 }
 
 // newLogger returns the daemon's logger and the level SIGHUP can change.
