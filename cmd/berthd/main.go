@@ -150,6 +150,8 @@ func helperBinary(configured, name string) (string, error) {
 func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	log, level := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
+	// Before anything is started, so no child inherits the notify socket.
+	sd := newSDNotifier(log)
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
 	operator := newOps(src, cfg, level, log)
@@ -258,11 +260,15 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
 	log.Info("berthd serving", "address", cfg.GRPC.Address, "version", server.Version)
+	// Recovery is done and the socket accepts: systemctl start returns.
+	sd.send("READY=1\nSTATUS=serving the CRI on " + cfg.GRPC.Address)
+	go sd.keepAlive(opsCtx)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	sd.send("STOPPING=1\nSTATUS=shutting down; containers keep running")
 	// Containers are never stopped on shutdown: their shims outlive us.
 	log.Info("shutting down; containers keep running", "grace", shutdownGrace)
 	gracefulStop(g, shutdownGrace, log)

@@ -7,15 +7,21 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/test/testutil"
 )
@@ -86,4 +92,122 @@ func TestConfigDropIns(t *testing.T) {
 	if !strings.Contains(line, "applied=[log.level]") {
 		t.Errorf("reload did not apply the drop-in's log.level: %s", line)
 	}
+}
+
+// TestSystemdNotify starts berthd as systemd would for Type=notify, with
+// NOTIFY_SOCKET and WATCHDOG_USEC: READY=1 comes once the CRI socket
+// answers, WATCHDOG=1 keeps coming, STOPPING=1 comes on SIGTERM, and no
+// shim, runtime or container inherits the socket.
+func TestSystemdNotify(t *testing.T) {
+	testutil.RequiresRoot(t)
+	t.Parallel()
+	dir, err := os.MkdirTemp("/tmp", "bn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	d := testutil.PrepareDaemon(t, testutil.DaemonOptions{
+		Binaries: bins, InsecureHosts: []string{reg.Host},
+		Env: []string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=400000"},
+	})
+	type note struct {
+		state    string
+		answered error // Version on the CRI socket right when READY=1 came
+	}
+	notes := make(chan note, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(notes)
+				return
+			}
+			nt := note{state: string(buf[:n])}
+			if strings.HasPrefix(nt.state, "READY=1") {
+				nt.answered = versionNow(d.Socket)
+			}
+			notes <- nt
+		}
+	}()
+	next := func(prefix string) note {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for {
+			select {
+			case nt := <-notes:
+				if strings.HasPrefix(nt.state, prefix) {
+					return nt
+				}
+			case <-deadline:
+				t.Fatalf("no %s notification within 30s; log:\n%s", prefix, d.LogTail(8<<10))
+			}
+		}
+	}
+	if err := d.Start(); err != nil {
+		t.Fatalf("start berthd: %v\n%s", err, d.LogTail(16<<10))
+	}
+	ready := next("READY=1")
+	if ready.answered != nil {
+		t.Errorf("READY=1 sent before the CRI socket answered: %v", ready.answered)
+	}
+	if !strings.Contains(ready.state, "STATUS=") {
+		t.Errorf("READY=1 carries no STATUS: %q", ready.state)
+	}
+	for range 2 {
+		next("WATCHDOG=1")
+	}
+
+	cfg := podConfig(t, d, "notify")
+	pod := runPod(t, d, cfg)
+	runCtr(t, d, pod, cfg, shConfig("sleeper", "sleep 60"))
+	if pids := pidsWithEnv(t, "NOTIFY_SOCKET="+sock); len(pids) != 1 || pids[0] != d.Pid() {
+		t.Errorf("processes with berthd's NOTIFY_SOCKET: %v, want berthd (%d) alone", pids, d.Pid())
+	}
+	removePod(t, d, pod)
+
+	if err := d.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	next("STOPPING=1")
+}
+
+// versionNow asks the CRI socket for Version without waiting for it.
+func versionNow(socket string) error {
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
+	return err
+}
+
+// pidsWithEnv lists the processes whose initial environment holds kv.
+func pidsWithEnv(t *testing.T, kv string) []int {
+	t.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue // gone, or a kernel thread
+		}
+		if slices.Contains(strings.Split(string(data), "\x00"), kv) {
+			pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
