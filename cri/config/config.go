@@ -121,6 +121,7 @@ type Handler struct {
 type Registry struct {
 	ConfigPath    string   `toml:"config_path" comment:"certs.d directory: <host>/hosts.toml per registry (mirrors, TLS, plain HTTP), as containerd reads it"`
 	InsecureHosts []string `toml:"insecure_hosts" comment:"registry hosts (host:port) reached over plain HTTP"`
+	AuthFile      string   `toml:"auth_file" comment:"node-level registry credentials for pulls whose request carries none: a config.json as docker, podman and CRI-O (global_auth_file) read, with auths, credHelpers and credsStore (docker-credential-<name> in PATH); each entry goes only to the registry host it names; read at every pull; empty: none"`
 	PinnedImages  []string `toml:"pinned_images" comment:"image references (tag or digest) reported pinned to kubelet, whose image GC then never removes them; RemoveImage still removes them, as in containerd"`
 	// The bounds below keep one image or registry from taking the node:
 	// berthd's memory is the node's (OOMScoreAdjust=-999), its download
@@ -291,6 +292,9 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return bad("log.format", fmt.Sprintf("%q is not one of text, json", c.Log.Format))
+	}
+	if c.Registry.AuthFile != "" && !filepath.IsAbs(c.Registry.AuthFile) {
+		return bad("registry.auth_file", fmt.Sprintf("%q is not an absolute path", c.Registry.AuthFile))
 	}
 	if !filepath.IsAbs(c.Registry.ConfigPath) {
 		return bad("registry.config_path", fmt.Sprintf("%q is not an absolute path", c.Registry.ConfigPath))

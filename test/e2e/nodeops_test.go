@@ -7,7 +7,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -210,4 +214,92 @@ func pidsWithEnv(t *testing.T, kv string) []int {
 		}
 	}
 	return pids
+}
+
+// TestPullNodeCredentials pulls a private image with no credentials in the
+// CRI request: berthd takes them from the node's auth file (named in a
+// config drop-in), first through a credential helper the test writes, then
+// from an auths entry; the mirror listed first in hosts.toml never sees
+// them, and without an entry the pull is Unauthenticated.
+func TestPullNodeCredentials(t *testing.T) {
+	testutil.RequiresRoot(t)
+	t.Parallel()
+	const user, pass = "node-puller", "e2e-node-pw"
+	_, mirror, upHost, mirrorHost := privateBehindMirror(t, user, pass)
+	img, err := testutil.NewImage(testutil.ImageSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := testutil.PushTo(context.Background(), upHost+"/team/node-private:1", img, http.DefaultTransport,
+		&authn.Basic{Username: user, Password: pass})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The credential helper, found in berthd's PATH as docker would.
+	helperDir := t.TempDir()
+	asked := filepath.Join(helperDir, "asked")
+	helper := fmt.Sprintf(`#!/bin/sh
+[ "$1" = get ] || exit 2
+read -r server || true
+echo "$server" >> %q
+[ "$server" = %q ] || { echo "credentials not found in native keychain"; exit 1; }
+printf '{"ServerURL":"%%s","Username":%q,"Secret":%q}' "$server"
+`, asked, upHost, user, pass)
+	if err := os.WriteFile(filepath.Join(helperDir, "docker-credential-e2e"), []byte(helper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := testutil.PrepareDaemon(t, testutil.DaemonOptions{
+		Binaries: bins, Env: []string{"PATH=" + helperDir + ":" + os.Getenv("PATH")},
+	})
+	certs := t.TempDir()
+	if err := d.SetRegistryConfigPath(certs); err != nil {
+		t.Fatal(err)
+	}
+	writeHostsTOML(t, certs, upHost, fmt.Sprintf("server = \"http://%s\"\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", upHost, mirrorHost))
+	authFile := filepath.Join(d.Dir, "auth.json")
+	if err := os.Mkdir(filepath.Join(d.Dir, "config.d"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.Dir, "config.d", "50-auth.toml"), fmt.Appendf(nil, "[registry]\nauth_file = %q\n", authFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatalf("start berthd: %v\n%s", err, d.LogTail(16<<10))
+	}
+	writeAuth := func(v any) {
+		t.Helper()
+		data, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(authFile, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	writeAuth(map[string]any{"credHelpers": map[string]string{upHost: "e2e"}})
+	if ref, _, err := pullCode(t, d, p.Ref, nil); err != nil || ref != p.ConfigDigest.String() {
+		t.Fatalf("pull with a credential helper: %q, %v", ref, err)
+	}
+	if data, _ := os.ReadFile(asked); !strings.Contains(string(data), upHost) {
+		t.Errorf("the helper was asked for %q, want %s", data, upHost)
+	}
+	removeImage(t, d, p.Ref)
+
+	// The file is read at every pull: no restart.
+	writeAuth(map[string]any{"auths": map[string]any{"http://" + upHost: map[string]string{"auth": basicAuth(user, pass)}}})
+	if ref, _, err := pullCode(t, d, p.Ref, nil); err != nil || ref != p.ConfigDigest.String() {
+		t.Fatalf("pull with an auths entry: %q, %v", ref, err)
+	}
+	removeImage(t, d, p.Ref)
+
+	writeAuth(map[string]any{"auths": map[string]any{mirrorHost + "-other": map[string]string{"auth": basicAuth(user, pass)}}})
+	if _, code, err := pullCode(t, d, p.Ref, nil); code != codes.Unauthenticated {
+		t.Errorf("pull with no entry for the registry: code %v, want Unauthenticated: %v", code, err)
+	}
+
+	mirror.assertNoCredentials(t)
+	assertNoSecrets(t, d, pass, basicAuth(user, pass))
+	testutil.AssertNoLeaks(t, d)
 }
