@@ -231,6 +231,19 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	admin, err := serveAdmin(adminSocket(cfg), imageSvc, log)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	defer func() {
+		// An import still running gets the shutdown grace, as CRI calls do.
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if admin.Shutdown(sctx) != nil {
+			_ = admin.Close()
+		}
+	}()
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(interceptor.Unary(log, mx.ObserveRequest)),
 		grpc.ChainStreamInterceptor(interceptor.Stream(log, mx.ObserveRequest)),
@@ -276,7 +289,10 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	return nil
 }
 
-func listen(path string) (net.Listener, error) {
+// listen serves the CRI socket: root and its group (kubelet, crictl).
+func listen(path string) (net.Listener, error) { return listenMode(path, 0o660) }
+
+func listenMode(path string, mode os.FileMode) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
 		return nil, fmt.Errorf("create socket dir: %w", err)
 	}
@@ -288,13 +304,13 @@ func listen(path string) (net.Listener, error) {
 	}
 	// The socket is created with the final mode so no client can connect
 	// in a window where it is wider.
-	old := unix.Umask(0o117)
+	old := unix.Umask(int(0o777 &^ mode))
 	lis, err := net.Listen("unix", path)
 	unix.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	if err := os.Chmod(path, mode); err != nil {
 		lis.Close()
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}
