@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -101,7 +102,7 @@ func configCmd(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "# merged from: %s\n", strings.Join(cfg.Files, ", "))
+		fmt.Fprintf(stdout, "# merged from: %s\n", cmp.Or(strings.Join(cfg.Files, ", "), "no file: the embedded defaults"))
 		_, err = stdout.Write(data)
 		return err
 	}
