@@ -44,6 +44,12 @@ type authEntry struct {
 	RegistryToken string `json:"registrytoken"`
 }
 
+// none reports whether a request carried no credentials: a server
+// address alone is none.
+func (a *Auth) none() bool {
+	return a == nil || *a == (Auth{ServerAddress: a.ServerAddress})
+}
+
 // nodeAuth returns the auth file's credentials for host h, nil when the
 // file is not configured, missing, or has none for h. The file is read at
 // every pull, as hosts.toml is, so an edit needs no restart.

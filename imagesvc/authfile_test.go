@@ -130,6 +130,15 @@ func TestAuthFileCredentialHelpers(t *testing.T) {
 			t.Fatalf("pull with no credentials in the store: %v, want Unauthenticated", err)
 		}
 	})
+	t.Run("a server address alone is no credentials", func(t *testing.T) {
+		e := envWith(t, func(o *Options) {
+			o.InsecureHosts = []string{host}
+			o.AuthFile = writeAuthFile(t, authFile{Auths: map[string]authEntry{host: {Auth: b64("u", "helper-pw")}}})
+		})
+		if _, err := e.svc.Pull(ctx, ref, &Auth{ServerAddress: host}); err != nil {
+			t.Fatalf("pull with an empty request auth: %v", err)
+		}
+	})
 	t.Run("request credentials win", func(t *testing.T) {
 		e := envWith(t, func(o *Options) {
 			o.InsecureHosts = []string{host}

@@ -136,7 +136,7 @@ func (s *Service) source(ctx context.Context, r reference.Reference, h hosts.Hos
 	if err != nil {
 		return source{}, fmt.Errorf("repository %q on %s: %v: %w", r.Path, h.URL(), err, errdefs.ErrInvalidArgument)
 	}
-	if auth == nil || *auth == (Auth{}) {
+	if auth.none() {
 		if auth, err = s.nodeAuth(ctx, h); err != nil {
 			return source{}, err
 		}
