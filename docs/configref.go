@@ -19,11 +19,15 @@ func ConfigReference() []byte {
 
 <!-- Generated from cri/config by "go generate ./docs"; do not edit. -->
 
-berthd reads ` + "`" + config.DefaultPath + "`" + ` (or the file given with ` + "`--config`" + `).
-Every key has an embedded default, so the file may be missing or name only
-the keys that differ. An unknown key or a bad value stops berthd with a
-message naming the key; ` + "`berthd config check FILE`" + ` validates a file
-without starting anything, and ` + "`berthd config default`" + ` prints every
+berthd reads ` + "`" + config.DefaultPath + "`" + ` (or the file given with ` + "`--config`" + `),
+then every ` + "`*.toml`" + ` in ` + "`config.d`" + ` beside it (` + "`" + config.DropInDir(config.DefaultPath) + "`" + `)
+in lexical order, merged over it: tables merge key by key, arrays and
+other values replace (see the operator guide). Every key has an embedded
+default, so the files may be missing or name only the keys that differ.
+An unknown key or a bad value stops berthd with a message naming the key
+(and the file); ` + "`berthd config check [FILE]`" + `
+validates a file and its drop-ins without starting anything, ` + "`berthd config show [FILE]`" + `
+prints the merged result, and ` + "`berthd config default`" + ` prints every
 key with its default. Keys marked *reload* are applied on SIGHUP
 (` + "`systemctl reload berth`" + `); every other change needs a restart, which
 leaves running containers alone.

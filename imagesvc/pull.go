@@ -129,10 +129,17 @@ func (src source) blob(ctx context.Context, d digest.Digest) (io.ReadCloser, err
 	return rc, remoteErr(err)
 }
 
-func (s *Service) source(r reference.Reference, h hosts.Host, auth *Auth, prog *progress) (source, error) {
+// source connects to host h with auth, or, when the request carried no
+// credentials, with the node auth file's for h.
+func (s *Service) source(ctx context.Context, r reference.Reference, h hosts.Host, auth *Auth, prog *progress) (source, error) {
 	repo, err := name.NewRepository(h.Host+"/"+r.Path, name.StrictValidation)
 	if err != nil {
 		return source{}, fmt.Errorf("repository %q on %s: %v: %w", r.Path, h.URL(), err, errdefs.ErrInvalidArgument)
+	}
+	if auth.none() {
+		if auth, err = s.nodeAuth(ctx, h); err != nil {
+			return source{}, err
+		}
 	}
 	puller, err := remote.NewPuller(
 		remote.WithAuth(authenticator(auth, r.Domain, h)),
@@ -193,7 +200,7 @@ func (s *Service) pull(ctx context.Context, r reference.Reference, auth *Auth) (
 		if !h.Capabilities.Has(hosts.Pull) {
 			continue
 		}
-		src, err := s.source(r, h, auth, prog)
+		src, err := s.source(ctx, r, h, auth, prog)
 		if err == nil {
 			var img Image
 			if img, err = s.pullFrom(ctx, src, top, names{tag: tagName(r), repoDigest: r.DigestRef(top.digest), ref: r.String()}); err == nil {
@@ -218,7 +225,7 @@ func (s *Service) resolveTag(ctx context.Context, r reference.Reference, hs []ho
 		if !h.Capabilities.Has(hosts.Resolve) {
 			continue
 		}
-		src, err := s.source(r, h, auth, prog)
+		src, err := s.source(ctx, r, h, auth, prog)
 		if err == nil {
 			var desc *remote.Descriptor
 			if desc, err = src.puller.Get(ctx, src.repo.Tag(r.Tag)); err == nil {

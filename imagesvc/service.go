@@ -56,6 +56,10 @@ type Options struct {
 	// "name@sha256:...") of images reported pinned, which kubelet's image
 	// GC never removes; normalised like any reference.
 	PinnedImages []string
+	// AuthFile is a docker config.json (auths, credHelpers, credsStore)
+	// of node-level credentials, used per registry host for pulls whose
+	// request carries none; read at every pull. "" => none.
+	AuthFile string
 	// Limits bound each pull (zero fields: defaults).
 	Limits   Limits
 	Platform *ocispec.Platform // nil => linux/runtime.GOARCH
@@ -114,6 +118,7 @@ type Service struct {
 	hosts    *hosts.Config
 	content  *content.Store
 	pinned   pinnedSet
+	authFile string
 
 	progressInterval time.Duration
 	limits           Limits
@@ -145,6 +150,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 
 		progressInterval: o.ProgressInterval,
 		limits:           o.Limits.withDefaults(),
+		authFile:         o.AuthFile,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -18,10 +18,11 @@ import (
 	"github.com/berth-runtime/berth/imagesvc"
 )
 
-const imageUsage = "usage: berthd image load [--config FILE] ARCHIVE (an OCI image-layout tar or a docker save tar; - for stdin)"
+const imageUsage = "usage: berthd image load [--config FILE] ARCHIVE (an OCI image-layout tar or a docker save tar; - for stdin; through the running berthd, else offline)"
 
-// imageCmd runs offline image commands on the store berthd uses. bbolt
-// lets one process open meta.db, so they run only while berthd is stopped.
+// imageCmd runs image commands on the store berthd uses: through the
+// running berthd's admin socket when one serves, else on the store
+// directly (bbolt lets one process open meta.db).
 func imageCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "load" {
 		return errors.New(imageUsage)
@@ -52,6 +53,9 @@ func imageCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
+	if err := loadViaDaemon(ctx, adminSocket(cfg), in, stdout); !errors.Is(err, errNoDaemon) {
+		return err
+	}
 	return loadImages(ctx, cfg, in, stdout, stderr)
 }
 
@@ -62,7 +66,7 @@ func loadImages(ctx context.Context, cfg config.Config, in io.Reader, stdout, st
 	dbPath := filepath.Join(cfg.Root, "meta.db")
 	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: time.Second})
 	if errors.Is(err, bolt.ErrTimeout) {
-		return fmt.Errorf("%s is locked: berthd is running; stop it to load images offline (or pull from a registry)", dbPath)
+		return fmt.Errorf("%s is locked by a berthd that does not answer on %s yet; retry once it serves, or stop it to load offline", dbPath, adminSocket(cfg))
 	}
 	if err != nil {
 		return fmt.Errorf("open metadata: %w", err)

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -15,7 +16,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -65,23 +66,54 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return serve(cfg, configSource{path: *cfgPath, explicit: explicit}, stderr)
 }
 
+const configUsage = "usage: berthd config default | berthd config check [FILE] | berthd config show [FILE]"
+
+// dropInHeader opens `berthd config default`, which make install writes
+// to /etc/berth/config.toml.
+const dropInHeader = `# berthd configuration: every key with its default (berthd config default).
+# Drop-ins: every *.toml in config.d beside this file is merged over it in
+# lexical order; tables merge key by key, arrays and other values replace.
+# berthd config show prints the merged result.
+
+`
+
 func configCmd(args []string, stdout io.Writer) error {
-	switch {
-	case len(args) == 1 && args[0] == "default":
+	if len(args) == 1 && args[0] == "default" {
 		data, err := config.Marshal(config.Default())
 		if err != nil {
 			return err
 		}
-		_, err = stdout.Write(data)
+		_, err = io.WriteString(stdout, dropInHeader+string(data))
 		return err
-	case len(args) == 2 && args[0] == "check":
-		if _, err := config.Load(args[1], true); err != nil {
+	}
+	if len(args) < 1 || len(args) > 2 || (args[0] != "check" && args[0] != "show") {
+		return errors.New(configUsage)
+	}
+	path, explicit := config.DefaultPath, false
+	if len(args) == 2 {
+		path, explicit = args[1], true
+	}
+	cfg, err := config.Load(path, explicit)
+	if err != nil {
+		return err
+	}
+	if args[0] == "show" {
+		data, err := config.Marshal(cfg)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", args[1])
+		fmt.Fprintf(stdout, "# merged from: %s\n", cmp.Or(strings.Join(cfg.Files, ", "), "no file: the embedded defaults"))
+		_, err = stdout.Write(data)
+		return err
+	}
+	if len(cfg.Files) == 0 {
+		fmt.Fprintf(stdout, "%s: missing, no drop-ins in %s: defaults ok\n", path, config.DropInDir(path))
 		return nil
 	}
-	return errors.New("usage: berthd config default | berthd config check FILE")
+	for _, f := range cfg.Files {
+		fmt.Fprintf(stdout, "%s: ok\n", f)
+	}
+	return nil
 }
 
 // newLogger returns the daemon's logger and the level SIGHUP can change.
@@ -119,6 +151,8 @@ func helperBinary(configured, name string) (string, error) {
 func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	log, level := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
+	// Before anything is started, so no child inherits the notify socket.
+	sd := newSDNotifier(log)
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
 	operator := newOps(src, cfg, level, log)
@@ -150,7 +184,7 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	imageSvc, err := imagesvc.New(ctx, imagesvc.Options{
 		Root: cfg.Root, DB: db, InsecureHosts: cfg.Registry.InsecureHosts, Logger: log,
 		HostsDir: cfg.Registry.ConfigPath, PinnedImages: cfg.Registry.PinnedImages,
-		Limits: imageLimits(cfg.Registry),
+		AuthFile: cfg.Registry.AuthFile, Limits: imageLimits(cfg.Registry),
 	})
 	if err != nil {
 		return fmt.Errorf("start image service: %w", err)
@@ -198,6 +232,19 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	admin, err := serveAdmin(adminSocket(cfg), imageSvc, log)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	defer func() {
+		// An import still running gets the shutdown grace, as CRI calls do.
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if admin.Shutdown(sctx) != nil {
+			_ = admin.Close()
+		}
+	}()
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(interceptor.Unary(log, mx.ObserveRequest)),
 		grpc.ChainStreamInterceptor(interceptor.Stream(log, mx.ObserveRequest)),
@@ -227,11 +274,15 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
 	log.Info("berthd serving", "address", cfg.GRPC.Address, "version", server.Version)
+	// Recovery is done and the socket accepts: systemctl start returns.
+	sd.send("READY=1\nSTATUS=serving the CRI on " + cfg.GRPC.Address)
+	go sd.keepAlive(opsCtx)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	sd.send("STOPPING=1\nSTATUS=shutting down; containers keep running")
 	// Containers are never stopped on shutdown: their shims outlive us.
 	log.Info("shutting down; containers keep running", "grace", shutdownGrace)
 	gracefulStop(g, shutdownGrace, log)
@@ -239,7 +290,10 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	return nil
 }
 
-func listen(path string) (net.Listener, error) {
+// listen serves the CRI socket: root and its group (kubelet, crictl).
+func listen(path string) (net.Listener, error) { return listenMode(path, 0o660) }
+
+func listenMode(path string, mode os.FileMode) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
 		return nil, fmt.Errorf("create socket dir: %w", err)
 	}
@@ -251,13 +305,13 @@ func listen(path string) (net.Listener, error) {
 	}
 	// The socket is created with the final mode so no client can connect
 	// in a window where it is wider.
-	old := unix.Umask(0o117)
+	old := unix.Umask(int(0o777 &^ mode))
 	lis, err := net.Listen("unix", path)
 	unix.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	if err := os.Chmod(path, mode); err != nil {
 		lis.Close()
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}

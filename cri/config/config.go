@@ -44,6 +44,11 @@ type Config struct {
 	Streaming Streaming `toml:"streaming"`
 	Metrics   Metrics   `toml:"metrics"`
 	CDI       CDI       `toml:"cdi"`
+
+	// Files are the files this config was read from, the main file then
+	// its drop-ins in merge order; set by Load, shown by verbose Status
+	// (crictl info), never read from TOML.
+	Files []string `toml:"-" json:"files,omitempty"`
 }
 
 // CDI configures Container Device Interface devices.
@@ -116,6 +121,7 @@ type Handler struct {
 type Registry struct {
 	ConfigPath    string   `toml:"config_path" comment:"certs.d directory: <host>/hosts.toml per registry (mirrors, TLS, plain HTTP), as containerd reads it"`
 	InsecureHosts []string `toml:"insecure_hosts" comment:"registry hosts (host:port) reached over plain HTTP"`
+	AuthFile      string   `toml:"auth_file" comment:"node-level registry credentials for pulls whose request carries none: a config.json as docker, podman and CRI-O (global_auth_file) read, with auths, credHelpers and credsStore (docker-credential-<name> in PATH); each entry goes only to the registry host it names; read at every pull; empty: none"`
 	PinnedImages  []string `toml:"pinned_images" comment:"image references (tag or digest) reported pinned to kubelet, whose image GC then never removes them; RemoveImage still removes them, as in containerd"`
 	// The bounds below keep one image or registry from taking the node:
 	// berthd's memory is the node's (OOMScoreAdjust=-999), its download
@@ -199,25 +205,38 @@ func defaultRunc() string {
 	return "runc"
 }
 
-// Load reads path over the defaults. A missing file at the default path is
-// not an error (berthd runs on defaults); a missing file named explicitly is.
+// Load reads path, then its drop-ins (DropInDir), over the defaults. A
+// missing file at the default path is not an error (berthd runs on
+// defaults and whatever drop-ins there are); a missing file named
+// explicitly is.
 func Load(path string, explicit bool) (Config, error) {
-	cfg := Default()
-	data, err := os.ReadFile(path)
+	files := []string{path}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && !explicit {
+		files = nil
+	}
+	more, err := dropIns(DropInDir(path))
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) && !explicit {
-			return cfg, cfg.Validate()
-		}
-		return cfg, fmt.Errorf("read config %q: %w", path, err)
+		return Default(), err
 	}
-	if err := Decode(data, &cfg); err != nil {
-		return cfg, fmt.Errorf("config %q: %w", path, err)
+	files = append(files, more...)
+	if len(files) == 0 {
+		cfg := Default()
+		return cfg, cfg.Validate()
 	}
-	return cfg, nil
+	return loadMerged(files)
 }
 
 // Decode parses data over cfg strictly and validates the result.
 func Decode(data []byte, cfg *Config) error {
+	if err := decodeStrict(data, cfg); err != nil {
+		return err
+	}
+	return cfg.Validate()
+}
+
+// decodeStrict parses data over cfg, refusing unknown keys and wrong
+// types, without validating values.
+func decodeStrict(data []byte, cfg *Config) error {
 	// Handlers named in the file replace the default set rather than merge
 	// into it, so an operator can drop crun by not listing it.
 	var probe struct {
@@ -245,7 +264,7 @@ func Decode(data []byte, cfg *Config) error {
 		}
 		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	return cfg.Validate()
+	return nil
 }
 
 // Validate checks every value; the error names the offending key.
@@ -273,6 +292,9 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return bad("log.format", fmt.Sprintf("%q is not one of text, json", c.Log.Format))
+	}
+	if c.Registry.AuthFile != "" && !filepath.IsAbs(c.Registry.AuthFile) {
+		return bad("registry.auth_file", fmt.Sprintf("%q is not an absolute path", c.Registry.AuthFile))
 	}
 	if !filepath.IsAbs(c.Registry.ConfigPath) {
 		return bad("registry.config_path", fmt.Sprintf("%q is not an absolute path", c.Registry.ConfigPath))

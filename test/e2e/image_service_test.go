@@ -1,12 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -166,47 +166,64 @@ func TestImageConformanceMirror(t *testing.T) {
 }
 
 // TestImageLoad imports a docker save tar with `berthd image load` while
-// berthd is stopped, and refuses to while it runs.
+// berthd is stopped (on the store directly), then another while it runs
+// (through its admin socket): both are listed and runnable.
 func TestImageLoad(t *testing.T) {
 	testutil.RequiresRoot(t)
 	t.Parallel()
-	img, err := testutil.NewImage(testutil.ImageSpec{Env: []string{"LOADED=1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, _ := name.NewTag("offline.example/berth/loaded:1")
-	archive := filepath.Join(t.TempDir(), "img.tar")
-	if err := tarball.MultiRefWriteToFile(archive, map[name.Reference]v1.Image{tag: img}); err != nil {
-		t.Fatal(err)
+	archive := func(ref, env string) (string, v1.Hash) {
+		t.Helper()
+		img, err := testutil.NewImage(testutil.ImageSpec{Env: []string{"LOADED=" + env}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag, _ := name.NewTag(ref)
+		p := filepath.Join(t.TempDir(), "img.tar")
+		if err := tarball.MultiRefWriteToFile(p, map[name.Reference]v1.Image{tag: img}); err != nil {
+			t.Fatal(err)
+		}
+		id, _ := img.ConfigName()
+		return p, id
 	}
 	d := testutil.PrepareDaemon(t, testutil.DaemonOptions{Binaries: bins})
-	load := func() (string, error) {
-		var out bytes.Buffer
-		cmd := exec.Command(bins.Berthd, "image", "load", "--config", d.ConfigPath, archive)
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		return out.String(), err
+	load := func(archive string) {
+		t.Helper()
+		out, err := exec.Command(bins.Berthd, "image", "load", "--config", d.ConfigPath, archive).CombinedOutput()
+		if err != nil {
+			t.Fatalf("berthd image load: %v\n%s", err, out)
+		}
 	}
-	if out, err := load(); err != nil {
-		t.Fatalf("berthd image load: %v\n%s", err, out)
-	}
+	offline, offlineID := archive("offline.example/berth/loaded:1", "offline")
+	load(offline)
 	if err := d.Start(); err != nil {
 		t.Fatalf("start berthd: %v\n%s", err, d.LogTail(16<<10))
 	}
-	want, _ := img.ConfigName()
-	st := imageStatus(t, d, "offline.example/berth/loaded:1")
-	if st == nil || !isID(st.Id, want) {
-		t.Fatalf("loaded image status = %v, want id %s", st, want)
+	online, onlineID := archive("offline.example/berth/loaded-live:1", "live")
+	off := logLen(t, d)
+	load(online)
+	waitLog(t, d, off, regexp.MustCompile(`(image loaded.*loaded-live)`), 5*time.Second)
+
+	imgs, err := d.Images.ListImages(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, img := range imgs {
+		for _, tag := range img.RepoTags {
+			listed[tag] = isID(img.Id, offlineID) || isID(img.Id, onlineID)
+		}
 	}
 	podCfg := podConfig(t, d, "loaded")
 	pod := runPod(t, d, podCfg)
 	defer removePod(t, d, pod)
-	cst, stdout, _ := runToExit(t, d, pod, podCfg, ctrConfig("env", "offline.example/berth/loaded:1", "sh", "-c", "echo $LOADED"))
-	if cst.GetExitCode() != 0 || stdout != "1\n" {
-		t.Errorf("container from loaded image: exit %d, stdout %q", cst.GetExitCode(), stdout)
-	}
-	out, err := load()
-	if err == nil || !strings.Contains(out, "berthd is running") {
-		t.Errorf("load while berthd runs: %v\n%s", err, out)
+	for ref, want := range map[string]string{"offline.example/berth/loaded:1": "offline", "offline.example/berth/loaded-live:1": "live"} {
+		if !listed[ref] {
+			t.Errorf("ListImages has no %s with its loaded id: %v", ref, imgs)
+		}
+		name := strings.NewReplacer(".", "-", "/", "-", ":", "-").Replace(ref)
+		cst, stdout, _ := runToExit(t, d, pod, podCfg, ctrConfig(name, ref, "sh", "-c", "echo $LOADED"))
+		if cst.GetExitCode() != 0 || stdout != want+"\n" {
+			t.Errorf("container from %s: exit %d, stdout %q, want %q", ref, cst.GetExitCode(), stdout, want)
+		}
 	}
 }

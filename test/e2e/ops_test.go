@@ -286,7 +286,7 @@ func TestOpsMakeInstall(t *testing.T) {
 	}
 	for _, want := range []string{
 		"\nExecStart=/usr/local/bin/berthd --config /etc/berth/config.toml\n",
-		"\nDelegate=yes\n", "\nKillMode=process\n", "\nRestart=on-failure\n", "\nLimitNOFILE=",
+		"\nType=notify\n", "\nNotifyAccess=main\n", "\nDelegate=yes\n", "\nKillMode=process\n", "\nRestart=on-failure\n", "\nLimitNOFILE=",
 		"Documentation=file:///usr/local/share/doc/berth/operator-guide.md",
 	} {
 		if !strings.Contains(string(unit), want) {

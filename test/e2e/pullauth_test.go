@@ -58,6 +58,40 @@ func (m *recordingMirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusUnauthorized)
 }
 
+// privateBehindMirror starts a privateRegistry whose blob GETs pass freely
+// until the caller replaces release, and a recordingMirror; Cleanup stops
+// both.
+func privateBehindMirror(t *testing.T, user, pass string) (priv *privateRegistry, mirror *recordingMirror, upHost, mirrorHost string) {
+	t.Helper()
+	priv = &privateRegistry{
+		inner: registry.New(registry.Logger(log.New(io.Discard, "", 0))), user: user, pass: pass,
+		started: make(chan struct{}), release: make(chan struct{}),
+	}
+	close(priv.release) // the push passes freely
+	up := httptest.NewServer(priv)
+	t.Cleanup(up.Close)
+	mirror = &recordingMirror{}
+	ms := httptest.NewServer(mirror)
+	t.Cleanup(ms.Close)
+	return priv, mirror, strings.TrimPrefix(up.URL, "http://"), strings.TrimPrefix(ms.URL, "http://")
+}
+
+// assertNoCredentials fails when the mirror was sent any Authorization
+// header, or was never asked at all.
+func (m *recordingMirror) assertNoCredentials(t *testing.T) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, h := range m.seen {
+		if h != "" {
+			t.Errorf("the mirror was sent credentials: %.12s...", h)
+		}
+	}
+	if len(m.seen) == 0 {
+		t.Error("the mirror was never asked: the check proves nothing")
+	}
+}
+
 // TestPullPrivateImageCredentials pulls a private image through the CRI
 // twice at once, with and without credentials, via a registry whose
 // hosts.toml lists a mirror first: the pull without credentials must not
@@ -66,17 +100,7 @@ func TestPullPrivateImageCredentials(t *testing.T) {
 	testutil.RequiresRoot(t)
 	t.Parallel()
 	const user, pass = "puller", "e2e-private-pw"
-	priv := &privateRegistry{
-		inner: registry.New(registry.Logger(log.New(io.Discard, "", 0))), user: user, pass: pass,
-		started: make(chan struct{}), release: make(chan struct{}),
-	}
-	close(priv.release) // the push passes freely
-	up := httptest.NewServer(priv)
-	defer up.Close()
-	mirror := &recordingMirror{}
-	ms := httptest.NewServer(mirror)
-	defer ms.Close()
-	upHost, mirrorHost := strings.TrimPrefix(up.URL, "http://"), strings.TrimPrefix(ms.URL, "http://")
+	priv, mirror, upHost, mirrorHost := privateBehindMirror(t, user, pass)
 
 	img, err := testutil.NewImage(testutil.ImageSpec{})
 	if err != nil {
@@ -123,16 +147,7 @@ func TestPullPrivateImageCredentials(t *testing.T) {
 	} else if r.code != codes.Unauthenticated {
 		t.Errorf("pull without credentials: code %v, want Unauthenticated: %v", r.code, r.err)
 	}
-	mirror.mu.Lock()
-	for _, h := range mirror.seen {
-		if h != "" {
-			t.Errorf("the mirror was sent credentials: %.12s...", h)
-		}
-	}
-	if len(mirror.seen) == 0 {
-		t.Error("the mirror was never asked: the check proves nothing")
-	}
-	mirror.mu.Unlock()
+	mirror.assertNoCredentials(t)
 	assertNoSecrets(t, d, pass, basicAuth(user, pass))
 	removeImage(t, d, p.Ref)
 	testutil.AssertNoLeaks(t, d)

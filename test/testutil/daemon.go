@@ -42,6 +42,8 @@ type DaemonOptions struct {
 	CNIBinDirs []string
 	// RPCTimeout bounds each cri-client call; 0 means 30s.
 	RPCTimeout time.Duration
+	// Env is added to berthd's environment (NOTIFY_SOCKET=...).
+	Env []string
 }
 
 // LoopbackCNI is a CNI network with the loopback plugin only.
@@ -189,6 +191,9 @@ func (d *Daemon) Start() error {
 	fmt.Fprintf(logf, "=== testutil: starting berthd at %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(d.opts.Binaries.Berthd, "--config", d.ConfigPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(d.opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), d.opts.Env...)
+	}
 	// berthd must not outlive a test binary that crashed; its shims do, by
 	// design, and the leak check finds them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
