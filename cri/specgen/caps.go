@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // CurrentCapabilities returns the names of the capabilities in the calling
@@ -26,20 +28,10 @@ func CurrentCapabilities() ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parse CapBnd %q: %w", v, err)
 		}
-		return capsFromMask(mask), nil
+		return api.CapabilitiesOf(mask), nil
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read own capabilities: %w", err)
 	}
 	return nil, fmt.Errorf("no CapBnd in /proc/self/status")
-}
-
-func capsFromMask(mask uint64) []string {
-	var out []string
-	for i, name := range allCaps {
-		if mask&(1<<uint(i)) != 0 {
-			out = append(out, name)
-		}
-	}
-	return out
 }

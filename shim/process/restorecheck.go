@@ -14,6 +14,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // A restored process's credentials, capabilities and seccomp filter are
@@ -89,51 +91,6 @@ func parseStatus(r io.Reader) (taskSecurity, error) {
 	return t, nil
 }
 
-// capNames are the capabilities by number (capability(7)).
-var capNames = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
-	"CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
-	"CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
-	"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-	"CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-	"CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD",
-	"CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
-	"CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-	"CAP_CHECKPOINT_RESTORE",
-}
-
-// capMask is the set of the named capabilities; names this list does not
-// know grant nothing (the runtime could not grant them either).
-func capMask(names []string) uint64 {
-	var m uint64
-	for _, n := range names {
-		for i, c := range capNames {
-			if strings.EqualFold(n, c) || strings.EqualFold("CAP_"+n, c) {
-				m |= 1 << i
-			}
-		}
-	}
-	return m
-}
-
-// capList names the capabilities in m.
-func capList(m uint64) string {
-	var out []string
-	for i := 0; i < 64; i++ {
-		if m&(1<<i) == 0 {
-			continue
-		}
-		if i < len(capNames) {
-			out = append(out, capNames[i])
-		} else {
-			out = append(out, "capability "+strconv.Itoa(i))
-		}
-	}
-	return strings.Join(out, ", ")
-}
-
 // widerThanSpec lists what a task has beyond what spec grants its
 // process: capabilities in its effective or bounding set the spec's sets
 // lack, no seccomp filter where the spec has one, no no_new_privs where
@@ -159,11 +116,11 @@ func widerThanSpec(t taskSecurity, spec *specs.Spec) []string {
 	if nnp && t.rootGID && user.GID != 0 {
 		wider = append(wider, fmt.Sprintf("gid 0 though process.user.gid is %d and noNewPrivileges is set", user.GID))
 	}
-	if extra := t.capEff &^ capMask(caps.Effective); extra != 0 {
-		wider = append(wider, "effective capabilities "+capList(extra)+" not in process.capabilities.effective")
+	if extra := t.capEff &^ api.CapabilityMask(caps.Effective); extra != 0 {
+		wider = append(wider, "effective capabilities "+api.CapabilityList(extra)+" not in process.capabilities.effective")
 	}
-	if extra := t.capBnd &^ capMask(caps.Bounding); extra != 0 {
-		wider = append(wider, "bounding capabilities "+capList(extra)+" not in process.capabilities.bounding")
+	if extra := t.capBnd &^ api.CapabilityMask(caps.Bounding); extra != 0 {
+		wider = append(wider, "bounding capabilities "+api.CapabilityList(extra)+" not in process.capabilities.bounding")
 	}
 	if spec.Linux != nil && spec.Linux.Seccomp != nil && t.seccomp == 0 {
 		wider = append(wider, "no seccomp filter though linux.seccomp sets one")
