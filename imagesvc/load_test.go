@@ -3,11 +3,14 @@ package imagesvc
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -188,4 +191,67 @@ func rewriteTar(t *testing.T, data []byte, f func(*tar.Header, []byte) []byte) [
 	}
 	tw.Close()
 	return buf.Bytes()
+}
+
+// TestLoadDockerSaveLinkedLayers: docker save before 25 stores a layer
+// once and links the other copies to it; a link may not lead out of the
+// archive.
+func TestLoadDockerSaveLinkedLayers(t *testing.T) {
+	e := newEnv(t)
+	img := testImage(t)
+	tag, _ := name.NewTag("busybox:linked")
+	var save bytes.Buffer
+	if err := tarball.Write(tag, img, &save); err != nil {
+		t.Fatal(err)
+	}
+	// every layer moves to <n>/layer.tar, and the manifest names a
+	// symlink to it, as older docker writes them.
+	var ents []ent
+	var manifest []dockerManifest
+	layers := map[string]string{}
+	tr := tar.NewReader(bytes.NewReader(save.Bytes()))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(tr)
+		if h.Name == "manifest.json" {
+			if err := json.Unmarshal(body, &manifest); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if strings.HasSuffix(h.Name, ".tar.gz") {
+			n := strconv.Itoa(len(layers))
+			layers[h.Name] = "linked" + n + "/layer.tar"
+			ents = append(ents, ent{name: "stored" + n + "/layer.tar", body: string(body)},
+				ent{name: "linked" + n + "/layer.tar", typ: tar.TypeSymlink, link: "../stored" + n + "/layer.tar"})
+			continue
+		}
+		ents = append(ents, ent{name: h.Name, body: string(body)})
+	}
+	if len(manifest) != 1 || len(layers) == 0 {
+		t.Fatalf("docker save of %d images, %d layers", len(manifest), len(layers))
+	}
+	for i, l := range manifest[0].Layers {
+		manifest[0].Layers[i] = layers[l]
+	}
+	raw, _ := json.Marshal(manifest)
+	ents = append(ents, ent{name: "manifest.json", body: string(raw)})
+	imgs, err := e.svc.Load(ctx, bytes.NewReader(mkTar(t, ents...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 1 || imgs[0].ID != configDigest(t, img) {
+		t.Fatalf("loaded %+v", imgs)
+	}
+	// a link out of the archive is refused.
+	escape := append(ents[:len(ents):len(ents)], ent{name: "x/layer.tar", typ: tar.TypeSymlink, link: "../../../../etc/passwd"})
+	if _, err := e.svc.Load(ctx, bytes.NewReader(mkTar(t, escape...))); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("archive with a link out of it: %v, want invalid argument", err)
+	}
 }
