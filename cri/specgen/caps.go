@@ -1,11 +1,9 @@
 package specgen
 
 import (
-	"bufio"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
+	"slices"
 
 	"github.com/berth-runtime/berth/shim/api"
 )
@@ -18,20 +16,12 @@ func CurrentCapabilities() ([]string, error) {
 		return nil, fmt.Errorf("read own capabilities: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		v, ok := strings.CutPrefix(sc.Text(), "CapBnd:")
-		if !ok {
-			continue
-		}
-		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		if err != nil {
-			return nil, fmt.Errorf("parse CapBnd %q: %w", v, err)
-		}
-		return api.CapabilitiesOf(mask), nil
-	}
-	if err := sc.Err(); err != nil {
+	st, err := api.ParseProcStatus(f)
+	if err != nil {
 		return nil, fmt.Errorf("read own capabilities: %w", err)
 	}
-	return nil, fmt.Errorf("no CapBnd in /proc/self/status")
+	if slices.Contains(st.Lacks(), "CapBnd") {
+		return nil, fmt.Errorf("no CapBnd in /proc/self/status")
+	}
+	return api.CapabilitiesOf(st.CapBnd), nil
 }

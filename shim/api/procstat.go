@@ -1,12 +1,15 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/containerd/errdefs"
 )
@@ -74,4 +77,86 @@ func ProcessStartTime(pid int) (uint64, error) {
 		return 0, err
 	}
 	return st.StartTime, nil
+}
+
+// ProcStatus is what berth reads of /proc/<pid>/status (proc(5)): the
+// task's credentials and privileges.
+type ProcStatus struct {
+	// UIDs and GIDs are the real, effective, saved and file system ids.
+	UIDs, GIDs []uint32
+	// CapEff and CapBnd are the effective and bounding capability sets
+	// (bit i is capability i; see CapabilitiesOf).
+	CapEff, CapBnd uint64
+	// Seccomp is 0 (none), 1 (strict) or 2 (filter).
+	Seccomp    int
+	NoNewPrivs bool
+	seen       map[string]bool
+}
+
+// procStatusFields are the fields ParseProcStatus reads, in file order.
+var procStatusFields = []string{"Uid", "Gid", "CapEff", "CapBnd", "NoNewPrivs", "Seccomp"}
+
+// Lacks lists the fields of ProcStatus the parsed file did not have (a
+// kernel too old to report them): their values are zero, not read.
+func (s ProcStatus) Lacks() []string {
+	var out []string
+	for _, f := range procStatusFields {
+		if !s.seen[f] {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// ParseProcStatus reads the fields of ProcStatus from a /proc/<pid>/status
+// file; one that does not parse is an error, a missing one is in Lacks.
+func ParseProcStatus(r io.Reader) (ProcStatus, error) {
+	st := ProcStatus{seen: map[string]bool{}}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		var err error
+		switch k {
+		case "CapEff":
+			st.CapEff, err = strconv.ParseUint(v, 16, 64)
+		case "CapBnd":
+			st.CapBnd, err = strconv.ParseUint(v, 16, 64)
+		case "Seccomp":
+			st.Seccomp, err = strconv.Atoi(v)
+		case "Uid":
+			st.UIDs, err = parseIDs(v)
+		case "Gid":
+			st.GIDs, err = parseIDs(v)
+		case "NoNewPrivs":
+			var n int
+			n, err = strconv.Atoi(v)
+			st.NoNewPrivs = n != 0
+		default:
+			continue
+		}
+		if err != nil {
+			return ProcStatus{}, fmt.Errorf("status field %s %q: %w", k, v, err)
+		}
+		st.seen[k] = true
+	}
+	if err := sc.Err(); err != nil {
+		return ProcStatus{}, fmt.Errorf("read status: %w", err)
+	}
+	return st, nil
+}
+
+func parseIDs(v string) ([]uint32, error) {
+	var ids []uint32
+	for _, f := range strings.Fields(v) {
+		id, err := strconv.ParseUint(f, 10, 32)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, uint32(id))
+	}
+	return ids, nil
 }

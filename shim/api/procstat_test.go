@@ -2,6 +2,8 @@ package api
 
 import (
 	"os"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -50,5 +52,35 @@ func TestParseProcStat(t *testing.T) {
 	}
 	if !(ProcStat{State: 'X'}).Gone() || (ProcStat{State: 'D'}).Gone() {
 		t.Error("Gone: X is gone, D is not")
+	}
+}
+
+func TestParseProcStatus(t *testing.T) {
+	in := "Name:\tsh\nUid:\t1000\t0\t1000\t1000\nGid:\t5\t5\t5\t5\nCapInh:\t0000000000000000\n" +
+		"CapEff:\t00000000a80425fb\nCapBnd:\t000001ffffffffff\nNoNewPrivs:\t1\nSeccomp:\t2\n"
+	st, err := ParseProcStatus(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(st.UIDs, []uint32{1000, 0, 1000, 1000}) || !slices.Equal(st.GIDs, []uint32{5, 5, 5, 5}) ||
+		st.CapEff != 0xa80425fb || st.CapBnd != 0x1ffffffffff || !st.NoNewPrivs || st.Seccomp != 2 || len(st.Lacks()) != 0 {
+		t.Errorf("ParseProcStatus = %+v, lacks %q", st, st.Lacks())
+	}
+	st, err = ParseProcStatus(strings.NewReader("Name:\tsh\nCapBnd:\t0\n"))
+	if err != nil || !slices.Equal(st.Lacks(), []string{"Uid", "Gid", "CapEff", "NoNewPrivs", "Seccomp"}) {
+		t.Errorf("short status: lacks %q, %v", st.Lacks(), err)
+	}
+	for _, bad := range []string{"CapEff:\tzz\n", "Uid:\t0 x 0 0\n", "Seccomp:\t-\n"} {
+		if _, err := ParseProcStatus(strings.NewReader(bad)); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if st, err := ParseProcStatus(f); err != nil || len(st.Lacks()) != 0 || st.UIDs[1] != uint32(os.Geteuid()) {
+		t.Errorf("own status = %+v, lacks %q, %v", st, st.Lacks(), err)
 	}
 }

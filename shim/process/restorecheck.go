@@ -1,7 +1,6 @@
 package process
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -41,54 +41,17 @@ type taskSecurity struct {
 // A status without them (a kernel too old to report them) is an error:
 // the check cannot be made.
 func parseStatus(r io.Reader) (taskSecurity, error) {
-	var t taskSecurity
-	seen := 0
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		var err error
-		switch k {
-		case "CapEff":
-			t.capEff, err = strconv.ParseUint(v, 16, 64)
-		case "CapBnd":
-			t.capBnd, err = strconv.ParseUint(v, 16, 64)
-		case "Seccomp":
-			t.seccomp, err = strconv.Atoi(v)
-		case "Uid", "Gid":
-			root := false
-			for _, f := range strings.Fields(v) {
-				if f == "0" {
-					root = true
-				}
-			}
-			if k == "Uid" {
-				t.rootUID = root
-			} else {
-				t.rootGID = root
-			}
-		case "NoNewPrivs":
-			var n int
-			n, err = strconv.Atoi(v)
-			t.noNewPrivs = n != 0
-		default:
-			continue
-		}
-		if err != nil {
-			return taskSecurity{}, fmt.Errorf("status field %s %q: %w", k, v, err)
-		}
-		seen++
-	}
-	if err := sc.Err(); err != nil {
+	st, err := api.ParseProcStatus(r)
+	if err != nil {
 		return taskSecurity{}, err
 	}
-	if seen != 6 {
-		return taskSecurity{}, fmt.Errorf("status lacks Uid, Gid, CapEff, CapBnd, Seccomp or NoNewPrivs: %w", errdefs.ErrNotImplemented)
+	if lacks := st.Lacks(); len(lacks) > 0 {
+		return taskSecurity{}, fmt.Errorf("status lacks %s: %w", strings.Join(lacks, ", "), errdefs.ErrNotImplemented)
 	}
-	return t, nil
+	return taskSecurity{
+		capEff: st.CapEff, capBnd: st.CapBnd, seccomp: st.Seccomp, noNewPrivs: st.NoNewPrivs,
+		rootUID: slices.Contains(st.UIDs, 0), rootGID: slices.Contains(st.GIDs, 0),
+	}, nil
 }
 
 // widerThanSpec lists what a task has beyond what spec grants its
