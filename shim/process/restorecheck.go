@@ -1,7 +1,6 @@
 package process
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -92,19 +91,6 @@ func widerThanSpec(t taskSecurity, spec *specs.Spec) []string {
 		wider = append(wider, "no_new_privs off though process.noNewPrivileges is set")
 	}
 	return wider
-}
-
-// readSpec reads the bundle's config.json.
-func readSpec(bundle string) (*specs.Spec, error) {
-	raw, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return nil, fmt.Errorf("read spec: %w", err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(raw, &spec); err != nil {
-		return nil, fmt.Errorf("decode spec: %w", err)
-	}
-	return &spec, nil
 }
 
 // checkRestored compares every task (thread) of every process in the PID
