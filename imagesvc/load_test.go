@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -170,7 +169,9 @@ func TestLoadBadArchives(t *testing.T) {
 	}
 }
 
-func rewriteTar(t *testing.T, data []byte, f func(*tar.Header, []byte) []byte) []byte {
+// rewriteTar rewrites each entry of the tar data with f (which may change
+// the header too), then appends the bodiless entries extra.
+func rewriteTar(t *testing.T, data []byte, f func(*tar.Header, []byte) []byte, extra ...*tar.Header) []byte {
 	t.Helper()
 	tr := tar.NewReader(bytes.NewReader(data))
 	var buf bytes.Buffer
@@ -189,6 +190,9 @@ func rewriteTar(t *testing.T, data []byte, f func(*tar.Header, []byte) []byte) [
 		tw.WriteHeader(h)
 		tw.Write(body)
 	}
+	for _, h := range extra {
+		tw.WriteHeader(h)
+	}
 	tw.Close()
 	return buf.Bytes()
 }
@@ -204,54 +208,55 @@ func TestLoadDockerSaveLinkedLayers(t *testing.T) {
 	if err := tarball.Write(tag, img, &save); err != nil {
 		t.Fatal(err)
 	}
-	// every layer moves to <n>/layer.tar, and the manifest names a
-	// symlink to it, as older docker writes them.
-	var ents []ent
-	var manifest []dockerManifest
-	layers := map[string]string{}
-	tr := tar.NewReader(bytes.NewReader(save.Bytes()))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(tr)
-		if h.Name == "manifest.json" {
-			if err := json.Unmarshal(body, &manifest); err != nil {
-				t.Fatal(err)
+	// every layer file (named by its digest) moves to store-<hex>/layer.tar,
+	// and the manifest names link-<hex>/layer.tar, a symlink to it.
+	ls, err := img.Layers()
+	if err != nil || len(ls) == 0 {
+		t.Fatalf("layers: %d, %v", len(ls), err)
+	}
+	var hexes []string
+	var links []*tar.Header
+	for _, l := range ls {
+		d, _ := l.Digest()
+		hexes = append(hexes, d.Hex)
+		links = append(links, &tar.Header{Name: "link-" + d.Hex + "/layer.tar", Typeflag: tar.TypeSymlink, Linkname: "../store-" + d.Hex + "/layer.tar", Mode: 0o777})
+	}
+	layerHex := func(name string) string {
+		for _, h := range hexes {
+			if strings.HasPrefix(name, h) {
+				return h
 			}
-			continue
 		}
-		if strings.HasSuffix(h.Name, ".tar.gz") {
-			n := strconv.Itoa(len(layers))
-			layers[h.Name] = "linked" + n + "/layer.tar"
-			ents = append(ents, ent{name: "stored" + n + "/layer.tar", body: string(body)},
-				ent{name: "linked" + n + "/layer.tar", typ: tar.TypeSymlink, link: "../stored" + n + "/layer.tar"})
-			continue
-		}
-		ents = append(ents, ent{name: h.Name, body: string(body)})
+		return ""
 	}
-	if len(manifest) != 1 || len(layers) == 0 {
-		t.Fatalf("docker save of %d images, %d layers", len(manifest), len(layers))
+	linked := func(escape ...*tar.Header) []byte {
+		return rewriteTar(t, save.Bytes(), func(h *tar.Header, body []byte) []byte {
+			if hex := layerHex(h.Name); hex != "" {
+				h.Name = "store-" + hex + "/layer.tar"
+			}
+			if h.Name != "manifest.json" {
+				return body
+			}
+			var m []dockerManifest
+			if err := json.Unmarshal(body, &m); err != nil || len(m) != 1 {
+				t.Fatalf("manifest.json: %v", err)
+			}
+			for i, l := range m[0].Layers {
+				m[0].Layers[i] = "link-" + layerHex(l) + "/layer.tar"
+			}
+			body, _ = json.Marshal(m)
+			return body
+		}, append(links, escape...)...)
 	}
-	for i, l := range manifest[0].Layers {
-		manifest[0].Layers[i] = layers[l]
-	}
-	raw, _ := json.Marshal(manifest)
-	ents = append(ents, ent{name: "manifest.json", body: string(raw)})
-	imgs, err := e.svc.Load(ctx, bytes.NewReader(mkTar(t, ents...)))
+	imgs, err := e.svc.Load(ctx, bytes.NewReader(linked()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(imgs) != 1 || imgs[0].ID != configDigest(t, img) {
 		t.Fatalf("loaded %+v", imgs)
 	}
-	// a link out of the archive is refused.
-	escape := append(ents[:len(ents):len(ents)], ent{name: "x/layer.tar", typ: tar.TypeSymlink, link: "../../../../etc/passwd"})
-	if _, err := e.svc.Load(ctx, bytes.NewReader(mkTar(t, escape...))); !errdefs.IsInvalidArgument(err) {
+	escape := &tar.Header{Name: "x/layer.tar", Typeflag: tar.TypeSymlink, Linkname: "../../../../etc/passwd", Mode: 0o777}
+	if _, err := e.svc.Load(ctx, bytes.NewReader(linked(escape))); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("archive with a link out of it: %v, want invalid argument", err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -100,21 +99,7 @@ func TestDoEntersNetNS(t *testing.T) {
 	}
 	// Threads handed back to the scheduler are in the host namespace
 	// again (Create's own disposable thread may take a moment to end).
-	var stray map[int]uint64
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		stray = map[int]uint64{}
-		for tid, ino := range threadNetNS(t) {
-			if ino != host {
-				stray[tid] = ino
-			}
-		}
-		if len(stray) == 0 {
-			break
-		}
-	}
-	for tid, ino := range stray {
-		t.Errorf("thread %d left in netns %d (host %d)", tid, ino, host)
-	}
+	assertNoThreadOutside(t, host)
 	fnErr := errors.New("from fn")
 	if err := Do(pins.Net, func() error { return fnErr }); !errors.Is(err, fnErr) || err.Error() != fnErr.Error() {
 		t.Errorf("Do = %v, want fn's error as it is", err)
