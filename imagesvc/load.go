@@ -1,7 +1,6 @@
 package imagesvc
 
 import (
-	"archive/tar"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-runtime/berth/imagesvc/reference"
+	"github.com/berth-runtime/berth/imagesvc/unpack"
 )
 
 // maxArchiveEntries bounds the files an archive may hold (a hostile tar
@@ -36,7 +36,7 @@ func (s *Service) Load(ctx context.Context, r io.Reader) ([]Image, error) {
 		return nil, fmt.Errorf("create load dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	if err := untarFlat(r, tmp); err != nil {
+	if err := untarFlat(ctx, r, tmp); err != nil {
 		return nil, fmt.Errorf("read image archive: %w", err)
 	}
 	if _, err := os.Stat(filepath.Join(tmp, "index.json")); err == nil {
@@ -48,66 +48,17 @@ func (s *Service) Load(ctx context.Context, r io.Reader) ([]Image, error) {
 	return nil, fmt.Errorf("archive has neither index.json (OCI layout) nor manifest.json (docker save): %w", errdefs.ErrInvalidArgument)
 }
 
-// untarFlat writes the archive's regular files under dir; it is the
-// archive's own layout (not a layer), so links and devices are refused.
-func untarFlat(r io.Reader, dir string) error {
-	tr := tar.NewReader(r)
-	for n := 0; ; n++ {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-		}
-		if n > maxArchiveEntries {
-			return fmt.Errorf("more than %d entries: %w", maxArchiveEntries, errdefs.ErrInvalidArgument)
-		}
-		name := path.Clean(hdr.Name)
-		if path.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-			return fmt.Errorf("entry %q escapes the archive: %w", hdr.Name, errdefs.ErrInvalidArgument)
-		}
-		p := filepath.Join(dir, filepath.FromSlash(name))
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o700); err != nil {
-				return err
-			}
-		case tar.TypeReg, tar.TypeRegA:
-			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
-		case tar.TypeSymlink, tar.TypeLink:
-			// docker save (before 25) links identical layer.tar files; the
-			// link target is inside the archive and resolved at read time.
-			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-				return err
-			}
-			target := path.Clean(path.Join(path.Dir(name), hdr.Linkname))
-			if hdr.Typeflag == tar.TypeLink {
-				target = path.Clean(hdr.Linkname)
-			}
-			if path.IsAbs(target) || target == ".." || strings.HasPrefix(target, "../") {
-				return fmt.Errorf("link %q escapes the archive: %w", hdr.Name, errdefs.ErrInvalidArgument)
-			}
-			if err := os.Link(filepath.Join(dir, filepath.FromSlash(target)), p); err != nil {
-				return fmt.Errorf("link %q: %w", hdr.Name, err)
-			}
-		default:
-			return fmt.Errorf("entry %q has type %q: %w", hdr.Name, string(hdr.Typeflag), errdefs.ErrInvalidArgument)
-		}
-	}
+// untarFlat writes the archive's files under dir, through the layer
+// extractor: it is the archive's own layout (not a layer), so only
+// directories, regular files and links inside it are taken, each link made
+// a hard link (docker save before 25 links identical layer.tar files;
+// the target is inside the archive and resolved at read time), and
+// nothing of the archive's owners or modes is kept.
+func untarFlat(ctx context.Context, r io.Reader, dir string) error {
+	return unpack.Extract(ctx, dir, r, unpack.Options{
+		FilesOnly: true, FlatLinks: true, Private: true,
+		MaxEntries: maxArchiveEntries, StreamIsInput: true,
+	})
 }
 
 // layoutBlob opens a blob of an OCI layout (or docker save's files by path).

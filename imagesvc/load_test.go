@@ -3,11 +3,13 @@ package imagesvc
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -167,7 +169,9 @@ func TestLoadBadArchives(t *testing.T) {
 	}
 }
 
-func rewriteTar(t *testing.T, data []byte, f func(*tar.Header, []byte) []byte) []byte {
+// rewriteTar rewrites each entry of the tar data with f (which may change
+// the header too), then appends the bodiless entries extra.
+func rewriteTar(t *testing.T, data []byte, f func(*tar.Header, []byte) []byte, extra ...*tar.Header) []byte {
 	t.Helper()
 	tr := tar.NewReader(bytes.NewReader(data))
 	var buf bytes.Buffer
@@ -186,6 +190,73 @@ func rewriteTar(t *testing.T, data []byte, f func(*tar.Header, []byte) []byte) [
 		tw.WriteHeader(h)
 		tw.Write(body)
 	}
+	for _, h := range extra {
+		tw.WriteHeader(h)
+	}
 	tw.Close()
 	return buf.Bytes()
+}
+
+// TestLoadDockerSaveLinkedLayers: docker save before 25 stores a layer
+// once and links the other copies to it; a link may not lead out of the
+// archive.
+func TestLoadDockerSaveLinkedLayers(t *testing.T) {
+	e := newEnv(t)
+	img := testImage(t)
+	tag, _ := name.NewTag("busybox:linked")
+	var save bytes.Buffer
+	if err := tarball.Write(tag, img, &save); err != nil {
+		t.Fatal(err)
+	}
+	// every layer file (named by its digest) moves to store-<hex>/layer.tar,
+	// and the manifest names link-<hex>/layer.tar, a symlink to it.
+	ls, err := img.Layers()
+	if err != nil || len(ls) == 0 {
+		t.Fatalf("layers: %d, %v", len(ls), err)
+	}
+	var hexes []string
+	var links []*tar.Header
+	for _, l := range ls {
+		d, _ := l.Digest()
+		hexes = append(hexes, d.Hex)
+		links = append(links, &tar.Header{Name: "link-" + d.Hex + "/layer.tar", Typeflag: tar.TypeSymlink, Linkname: "../store-" + d.Hex + "/layer.tar", Mode: 0o777})
+	}
+	layerHex := func(name string) string {
+		for _, h := range hexes {
+			if strings.HasPrefix(name, h) {
+				return h
+			}
+		}
+		return ""
+	}
+	linked := func(escape ...*tar.Header) []byte {
+		return rewriteTar(t, save.Bytes(), func(h *tar.Header, body []byte) []byte {
+			if hex := layerHex(h.Name); hex != "" {
+				h.Name = "store-" + hex + "/layer.tar"
+			}
+			if h.Name != "manifest.json" {
+				return body
+			}
+			var m []dockerManifest
+			if err := json.Unmarshal(body, &m); err != nil || len(m) != 1 {
+				t.Fatalf("manifest.json: %v", err)
+			}
+			for i, l := range m[0].Layers {
+				m[0].Layers[i] = "link-" + layerHex(l) + "/layer.tar"
+			}
+			body, _ = json.Marshal(m)
+			return body
+		}, append(links, escape...)...)
+	}
+	imgs, err := e.svc.Load(ctx, bytes.NewReader(linked()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 1 || imgs[0].ID != configDigest(t, img) {
+		t.Fatalf("loaded %+v", imgs)
+	}
+	escape := &tar.Header{Name: "x/layer.tar", Typeflag: tar.TypeSymlink, Linkname: "../../../../etc/passwd", Mode: 0o777}
+	if _, err := e.svc.Load(ctx, bytes.NewReader(linked(escape))); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("archive with a link out of it: %v, want invalid argument", err)
+	}
 }

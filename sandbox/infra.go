@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-runtime/berth/sandbox/netns"
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // startInfra starts berth-pause as PID 1 of a new PID namespace. It forks
@@ -49,7 +49,7 @@ func (c *Controller) startInfra(p Pod, uids, gids []syscall.SysProcIDMap) (int, 
 	pid := cmd.Process.Pid
 	// The child is not reaped until the reaper below runs, so its pid cannot
 	// be reused before its start time is read.
-	st, err := readProcStat(pid)
+	st, err := api.ReadProcStat(pid)
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -67,7 +67,7 @@ func (c *Controller) startInfra(p Pod, uids, gids []syscall.SysProcIDMap) (int, 
 		close(done)
 		c.log.Info("infra process exited", "sandbox_id", p.ID, "pid", pid, "status", err)
 	}()
-	return pid, st.startTime, nil
+	return pid, st.StartTime, nil
 }
 
 func joinNamespaces(p Pod) error {
@@ -109,8 +109,8 @@ func (c *Controller) Stop(ctx context.Context, p Pod) error {
 	defer unix.Close(pidfd)
 	// Checked after the pidfd is open: from here on the pidfd names this
 	// very process even if the pid were reused.
-	st, err := readProcStat(p.InfraPID)
-	if err != nil || st.startTime != p.InfraStartTime {
+	st, err := api.ReadProcStat(p.InfraPID)
+	if err != nil || st.StartTime != p.InfraStartTime {
 		return nil
 	}
 	if err := unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
@@ -156,11 +156,11 @@ func (c *Controller) InfraAlive(p Pod) bool {
 	if p.InfraPID <= 0 {
 		return false
 	}
-	st, err := readProcStat(p.InfraPID)
+	st, err := api.ReadProcStat(p.InfraPID)
 	if err != nil {
 		return false
 	}
-	return st.startTime == p.InfraStartTime && st.state != 'Z' && st.state != 'X'
+	return st.StartTime == p.InfraStartTime && !st.Gone()
 }
 
 // PidNSPath is the PID namespace containers of a pod with a shared PID
@@ -170,33 +170,4 @@ func (c *Controller) PidNSPath(p Pod) string {
 		return ""
 	}
 	return "/proc/" + strconv.Itoa(p.InfraPID) + "/ns/pid"
-}
-
-type procStat struct {
-	state     byte
-	startTime uint64
-}
-
-// readProcStat parses state (field 3) and starttime (field 22) of
-// /proc/<pid>/stat. The command name (field 2) may hold spaces and
-// parentheses, so fields are counted after the last ')'.
-func readProcStat(pid int) (procStat, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return procStat{}, fmt.Errorf("parse stat of pid %d: %w", pid, errdefs.ErrUnknown)
-	}
-	fields := bytes.Fields(data[i+1:])
-	const startField = 22 - 3 // fields[0] is field 3
-	if len(fields) <= startField || len(fields[0]) != 1 {
-		return procStat{}, fmt.Errorf("parse stat of pid %d: %w", pid, errdefs.ErrUnknown)
-	}
-	start, err := strconv.ParseUint(string(fields[startField]), 10, 64)
-	if err != nil {
-		return procStat{}, fmt.Errorf("parse start time of pid %d: %w", pid, err)
-	}
-	return procStat{state: fields[0][0], startTime: start}, nil
 }

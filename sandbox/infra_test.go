@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 func TestSharePIDInfra(t *testing.T) {
@@ -106,28 +108,15 @@ func TestStopLeavesUnrelatedProcess(t *testing.T) {
 		t.Skipf("busybox: %v", err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	st, err := readProcStat(cmd.Process.Pid)
+	st, err := api.ReadProcStat(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := Pod{ID: "x", InfraPID: cmd.Process.Pid, InfraStartTime: st.startTime + 1}
+	p := Pod{ID: "x", InfraPID: cmd.Process.Pid, InfraStartTime: st.StartTime + 1}
 	if err := e.c.Stop(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := readProcStat(cmd.Process.Pid); got.state == 'Z' || got.startTime != st.startTime {
+	if got, _ := api.ReadProcStat(cmd.Process.Pid); got.Gone() || got.StartTime != st.StartTime {
 		t.Errorf("unrelated process was killed: %+v", got)
-	}
-}
-
-func TestReadProcStat(t *testing.T) {
-	st, err := readProcStat(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.state != 'R' && st.state != 'S' || st.startTime == 0 {
-		t.Errorf("self stat = %+v", st)
-	}
-	if _, err := readProcStat(1 << 30); err == nil {
-		t.Error("stat of missing pid succeeded")
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-runtime/berth/sandbox/netns"
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 func buildPause(t *testing.T) string {
@@ -38,14 +38,8 @@ func childrenOf(t *testing.T, ppid int) map[int]string {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
-			out[pid] = f[0]
+		if st, err := api.ReadProcStat(pid); err == nil && st.PPid == ppid {
+			out[pid] = string(st.State)
 		}
 	}
 	return out

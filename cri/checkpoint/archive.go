@@ -202,7 +202,7 @@ func Extract(ctx context.Context, path, dest string) (_ *Checkpoint, retErr erro
 		return nil, fmt.Errorf("checkpoint archive %q: %v: %w", path, err, errdefs.ErrInvalidArgument)
 	}
 	defer r.Close()
-	if err := extract(ctx, r, dest, unpack.Options{FilesOnly: true}); err != nil {
+	if err := unpack.Extract(ctx, dest, r, unpack.Options{FilesOnly: true, StreamIsInput: true}); err != nil {
 		return nil, fmt.Errorf("checkpoint archive %q is corrupt, truncated or refused: %w", path, err)
 	}
 	c, err := Open(dest)

@@ -133,22 +133,9 @@ func openMember(path string) (*os.File, error) {
 // entries of the same name. Device nodes are refused (the writers never
 // archive one, and one placed in a host directory would be reachable
 // there), as are overlay whiteouts and xattrs: only what the writers put
-// in is taken.
+// in is taken. A malformed stream is the archive's fault: InvalidArgument,
+// as is any entry the extractor refuses; a failing system call keeps its
+// own error.
 func replay(ctx context.Context, r io.Reader, dst string) error {
-	return extract(ctx, r, dst, unpack.Options{})
-}
-
-// extract runs imagesvc's extractor over the tar r into dst. A malformed
-// stream is the archive's fault: InvalidArgument, as is any entry the
-// extractor refuses; a failing system call keeps its own error.
-func extract(ctx context.Context, r io.Reader, dst string, o unpack.Options) error {
-	err := unpack.Extract(ctx, dst, r, o)
-	if err != nil && !errdefs.IsInvalidArgument(err) && ctx.Err() == nil {
-		var errno unix.Errno
-		if !errors.As(err, &errno) {
-			// A malformed tar stream: the archive's fault.
-			return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
-		}
-	}
-	return err
+	return unpack.Extract(ctx, dst, r, unpack.Options{StreamIsInput: true})
 }

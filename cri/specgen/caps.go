@@ -1,11 +1,11 @@
 package specgen
 
 import (
-	"bufio"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
+	"slices"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // CurrentCapabilities returns the names of the capabilities in the calling
@@ -16,30 +16,12 @@ func CurrentCapabilities() ([]string, error) {
 		return nil, fmt.Errorf("read own capabilities: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		v, ok := strings.CutPrefix(sc.Text(), "CapBnd:")
-		if !ok {
-			continue
-		}
-		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		if err != nil {
-			return nil, fmt.Errorf("parse CapBnd %q: %w", v, err)
-		}
-		return capsFromMask(mask), nil
-	}
-	if err := sc.Err(); err != nil {
+	st, err := api.ParseProcStatus(f)
+	if err != nil {
 		return nil, fmt.Errorf("read own capabilities: %w", err)
 	}
-	return nil, fmt.Errorf("no CapBnd in /proc/self/status")
-}
-
-func capsFromMask(mask uint64) []string {
-	var out []string
-	for i, name := range allCaps {
-		if mask&(1<<uint(i)) != 0 {
-			out = append(out, name)
-		}
+	if slices.Contains(st.Lacks(), "CapBnd") {
+		return nil, fmt.Errorf("no CapBnd in /proc/self/status")
 	}
-	return out
+	return api.CapabilitiesOf(st.CapBnd), nil
 }

@@ -2,6 +2,8 @@ package specgen
 
 import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // defaultCaps is the capability set containerd and Docker grant to
@@ -23,21 +25,9 @@ var defaultCaps = []string{
 	"CAP_AUDIT_WRITE",
 }
 
-// allCaps lists every capability up to Linux 5.9 (CAP_CHECKPOINT_RESTORE),
-// in kernel order. runc warns about and skips names it does not know.
-var allCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
-	"CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
-	"CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
-	"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-	"CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-	"CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD",
-	"CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
-	"CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-	"CAP_CHECKPOINT_RESTORE",
-}
+// allCaps is every capability berth knows, in kernel order; runc warns
+// about and skips names it does not know.
+var allCaps = api.Capabilities()
 
 // defaultMaskedPaths and defaultReadonlyPaths are containerd's defaults;
 // kubelet normally sends its own (equal) lists in the security context.

@@ -3,15 +3,12 @@ package streaming
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"os"
-	"runtime"
 	"strconv"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	"github.com/berth-runtime/berth/sandbox/netns"
 )
 
 // DialInNetNS connects to 127.0.0.1:port inside the network namespace
@@ -24,44 +21,16 @@ func DialInNetNS(ctx context.Context, nsPath string, port int32) (net.Conn, erro
 	if nsPath == "" {
 		return d.DialContext(ctx, "tcp4", addr)
 	}
-	target, err := os.Open(nsPath)
+	var c net.Conn
+	err := netns.Do(nsPath, func() error {
+		var err error
+		c, err = d.DialContext(ctx, "tcp4", addr)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("open network namespace %q: %w", nsPath, err)
+		return nil, err
 	}
-	defer target.Close()
-
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// This goroutine's thread is switched; if it cannot be switched
-		// back it stays locked, and Go ends the thread with the goroutine.
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("open own network namespace: %w", err)}
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("enter network namespace %q: %w", nsPath, err)}
-			return
-		}
-		c, err := d.DialContext(ctx, "tcp4", addr)
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, r.err
-	}
-	return r.c, nil
+	return c, nil
 }
 
 // Forward copies between stream and conn until both directions end or ctx

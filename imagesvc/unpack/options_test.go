@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -122,5 +123,108 @@ func TestExtractFilesOnly(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(dir, "x")); err == nil {
 			t.Errorf("type %c created", e.typ)
 		}
+	}
+}
+
+// TestExtractFlatLinks: with FilesOnly and FlatLinks a symlink or
+// hardlink becomes a hard link to the file its target names inside dir;
+// one whose target is outside dir is refused, and a FIFO still is.
+func TestExtractFlatLinks(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{FilesOnly: true, FlatLinks: true}
+	data := mkTar(t, []ent{
+		{name: "a/layer.tar", typ: tar.TypeReg, body: "layer"},
+		{name: "b/layer.tar", typ: tar.TypeSymlink, link: "../a/layer.tar"},
+		{name: "c/layer.tar", typ: tar.TypeSymlink, link: "/a/layer.tar"},
+		{name: "d", typ: tar.TypeLink, link: "a/layer.tar"},
+	})
+	if err := Extract(context.Background(), dir, bytes.NewReader(data), o); err != nil {
+		t.Fatal(err)
+	}
+	var want unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, "a/layer.tar"), &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"b/layer.tar", "c/layer.tar", "d"} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, p), &st); err != nil || st.Ino != want.Ino || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			t.Errorf("%s: not a hard link of a/layer.tar (%v)", p, err)
+		}
+	}
+	for _, e := range []ent{
+		{name: "x", typ: tar.TypeSymlink, link: "../outside"},
+		{name: "a/x", typ: tar.TypeSymlink, link: "../../outside"},
+		{name: "x", typ: tar.TypeLink, link: "../outside"},
+		{name: "x", typ: tar.TypeLink, link: "/a/layer.tar"},
+		{name: "x", typ: tar.TypeFifo},
+	} {
+		err := Extract(context.Background(), dir, bytes.NewReader(mkTar(t, []ent{e})), o)
+		if !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%c %q -> %q: err = %v, want invalid argument", e.typ, e.name, e.link, err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, e.name)); err == nil {
+			t.Errorf("%c %q -> %q created", e.typ, e.name, e.link)
+		}
+	}
+}
+
+// TestExtractPrivate: owners, modes and times of the stream are ignored;
+// files are 0600 and directories (named or implied) 0700.
+func TestExtractPrivate(t *testing.T) {
+	dir := t.TempDir()
+	data := mkTar(t, []ent{
+		{name: "d/", typ: tar.TypeDir, mode: 0o777, uid: 4242, gid: 4242},
+		{name: "d/f", typ: tar.TypeReg, body: "f", mode: 0o4755, uid: 4242, gid: 4242},
+		{name: "e/g", typ: tar.TypeReg, body: "g", mode: 0o000},
+	})
+	before := time.Now().Add(-time.Minute)
+	if err := Extract(context.Background(), dir, bytes.NewReader(data), Options{Private: true}); err != nil {
+		t.Fatal(err)
+	}
+	for p, mode := range map[string]uint32{"d": 0o700, "e": 0o700, "d/f": 0o600, "e/g": 0o600} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&0o7777 != mode || int(st.Uid) != os.Geteuid() {
+			t.Errorf("%s: mode %o uid %d, want %o uid %d", p, st.Mode&0o7777, st.Uid, mode, os.Geteuid())
+		}
+		if time.Unix(st.Mtim.Unix()).Before(before) {
+			t.Errorf("%s: the stream's mtime was kept", p)
+		}
+	}
+}
+
+// TestExtractMaxEntries: a stream of more entries than MaxEntries is
+// refused; one of exactly that many is not.
+func TestExtractMaxEntries(t *testing.T) {
+	ents := []ent{{name: "a", typ: tar.TypeReg}, {name: "b", typ: tar.TypeReg}, {name: "c", typ: tar.TypeReg}}
+	if err := Extract(context.Background(), t.TempDir(), bytes.NewReader(mkTar(t, ents)), Options{MaxEntries: 3}); err != nil {
+		t.Fatal(err)
+	}
+	err := Extract(context.Background(), t.TempDir(), bytes.NewReader(mkTar(t, ents)), Options{MaxEntries: 2})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("3 entries, at most 2: err = %v, want invalid argument", err)
+	}
+}
+
+// TestExtractStreamIsInput: a malformed or truncated stream is
+// InvalidArgument only when the stream is the whole input; a system
+// call's error keeps its own class either way.
+func TestExtractStreamIsInput(t *testing.T) {
+	data := mkTar(t, []ent{{name: "f", typ: tar.TypeReg, body: string(bytes.Repeat([]byte("x"), 4096))}})
+	for name, in := range map[string][]byte{"garbage": []byte("hello"), "truncated": data[:1024]} {
+		err := Extract(context.Background(), t.TempDir(), bytes.NewReader(in), Options{})
+		if err == nil || errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s, a download: err = %v, want unclassified", name, err)
+		}
+		err = Extract(context.Background(), t.TempDir(), bytes.NewReader(in), Options{StreamIsInput: true})
+		if !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s, the input: err = %v, want invalid argument", name, err)
+		}
+	}
+	err := Extract(context.Background(), filepath.Join(t.TempDir(), "missing"), bytes.NewReader(data), Options{StreamIsInput: true})
+	if errors.Is(err, errdefs.ErrInvalidArgument) || !errors.Is(err, unix.ENOENT) {
+		t.Errorf("missing dir: err = %v, want ENOENT unclassified", err)
 	}
 }

@@ -1,7 +1,10 @@
 // Package unpack owns turning a layer's tar stream into a directory that
 // overlayfs can use as a lower layer: safe extraction of hostile input (no
 // entry may land outside the directory) and OCI whiteouts converted to
-// overlayfs ones. Requires Linux >= 5.6 (openat2).
+// overlayfs ones. It is berth's one tar reader and one decompressor: image
+// load archives, checkpoint archives, rootfs diffs and volume archives
+// go through Extract too, with Options for what each takes.
+// Requires Linux >= 5.6 (openat2).
 package unpack
 
 import (
@@ -224,7 +227,27 @@ type Options struct {
 	// running as root (a checkpoint archive), where a link could make a
 	// name mean a file elsewhere on the host.
 	FilesOnly bool
-	Logger    *slog.Logger // nil => slog.Default()
+	// FlatLinks, with FilesOnly, takes symlinks and hardlinks too, each
+	// made a hard link to the entry its target names inside dir (a
+	// symlink's relative target read from the symlink's own directory, an
+	// absolute one from dir); a target outside dir is refused. For
+	// an archive whose files the caller opens by name (docker save before
+	// 25 links identical layer.tar files): no name can lead out of dir.
+	FlatLinks bool
+	// Private ignores the entries' owners, modes and times: files are
+	// made 0600 and directories 0700, owned by the extracting user. For an
+	// archive only berth reads, and throws away (image load).
+	Private bool
+	// MaxEntries refuses a stream of more than this many entries (a
+	// hostile tar full of empty entries must not exhaust inodes); 0: no
+	// limit.
+	MaxEntries int
+	// StreamIsInput says r is the whole input, not a download that can
+	// fail on its own (a file): an error that is neither a system call's
+	// nor ctx's (a malformed or truncated stream) is then the input's
+	// fault, wrapped with errdefs.ErrInvalidArgument.
+	StreamIsInput bool
+	Logger        *slog.Logger // nil => slog.Default()
 	// Budget is charged what is extracted; nil: unbounded.
 	Budget *Budget
 }
@@ -240,6 +263,17 @@ type Options struct {
 // traverse it. Existing entries are replaced; an existing directory keeps
 // its contents. On error dir is left partly written: the caller removes it.
 func Extract(ctx context.Context, dir string, r io.Reader, o Options) error {
+	err := extract(ctx, dir, r, o)
+	if err != nil && o.StreamIsInput && !errdefs.IsInvalidArgument(err) && ctx.Err() == nil {
+		var errno unix.Errno
+		if !errors.As(err, &errno) {
+			return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		}
+	}
+	return err
+}
+
+func extract(ctx context.Context, dir string, r io.Reader, o Options) error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -250,7 +284,7 @@ func Extract(ctx context.Context, dir string, r io.Reader, o Options) error {
 	defer unix.Close(rootfd)
 	e := &extractor{rootfd: rootfd, log: o.Logger, chown: unix.Geteuid() == 0, opts: o, budget: o.Budget}
 	tr := tar.NewReader(r)
-	for {
+	for n := 1; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -260,6 +294,9 @@ func Extract(ctx context.Context, dir string, r io.Reader, o Options) error {
 		}
 		if err != nil {
 			return fmt.Errorf("read tar: %w", err)
+		}
+		if o.MaxEntries > 0 && n > o.MaxEntries {
+			return fmt.Errorf("more than %d entries: %w", o.MaxEntries, errdefs.ErrInvalidArgument)
 		}
 		cost := int64(512)
 		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
@@ -351,6 +388,11 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	if e.opts.FilesOnly {
 		switch hdr.Typeflag {
 		case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeXGlobalHeader:
+		case tar.TypeSymlink, tar.TypeLink:
+			if e.opts.FlatLinks {
+				break
+			}
+			fallthrough
 		default:
 			return fmt.Errorf("entry of type %s: only directories and regular files are taken: %w", typeName(hdr.Typeflag), errdefs.ErrInvalidArgument)
 		}
@@ -394,6 +436,9 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	}
 	switch hdr.Typeflag {
 	case tar.TypeSymlink:
+		if e.opts.FlatLinks {
+			return e.hardlink(parent, base, symlinkTarget(dir, hdr.Linkname))
+		}
 		if err := unix.Symlinkat(hdr.Linkname, parent, base); err != nil {
 			return fmt.Errorf("symlink: %w", err)
 		}
@@ -421,6 +466,17 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 		return e.regular(parent, base, hdr, tr)
 	}
 	return e.attrsAt(parent, base, hdr)
+}
+
+// symlinkTarget is the name, relative to the root, of what a symlink in
+// dir to linkname names when read inside the root: a relative target from
+// dir, an absolute one from the root (as RESOLVE_IN_ROOT reads it). A
+// target that climbs out stays out, for hardlink to refuse.
+func symlinkTarget(dir, linkname string) string {
+	if path.IsAbs(linkname) {
+		return path.Clean("." + linkname)
+	}
+	return path.Clean(path.Join(dir, linkname))
 }
 
 // typeName names a tar entry type for an error.
@@ -463,7 +519,7 @@ func (e *extractor) openDir(dir string, create bool) (int, error) {
 			if perr != nil {
 				return -1, fmt.Errorf("open dir %q in layer: %w", cur, perr)
 			}
-			merr := unix.Mkdirat(pfd, c, 0o755)
+			merr := unix.Mkdirat(pfd, c, e.dirMode())
 			unix.Close(pfd)
 			if merr != nil && !errors.Is(merr, unix.EEXIST) {
 				return -1, fmt.Errorf("mkdir %q in layer: %w", next, merr)
@@ -481,6 +537,15 @@ func (e *extractor) openDir(dir string, create bool) (int, error) {
 	return fd, nil
 }
 
+// dirMode is the mode a directory is made with before its entry's own
+// mode, if any, is applied.
+func (e *extractor) dirMode() uint32 {
+	if e.opts.Private {
+		return 0o700
+	}
+	return 0o755
+}
+
 // ensureDir makes parent/base a directory, replacing any non-directory.
 func (e *extractor) ensureDir(parent int, base string) error {
 	var st unix.Stat_t
@@ -493,7 +558,7 @@ func (e *extractor) ensureDir(parent int, base string) error {
 			return err
 		}
 	}
-	if err := unix.Mkdirat(parent, base, 0o755); err != nil {
+	if err := unix.Mkdirat(parent, base, e.dirMode()); err != nil {
 		return fmt.Errorf("mkdir: %w", err)
 	}
 	return nil
@@ -511,7 +576,9 @@ func (e *extractor) dir(name string, hdr *tar.Header) error {
 		return err
 	}
 	e.xattrs(fd, name, hdr)
-	e.dirs = append(e.dirs, dirTime{name: name, hdr: hdr})
+	if !e.opts.Private {
+		e.dirs = append(e.dirs, dirTime{name: name, hdr: hdr})
+	}
 	return nil
 }
 
@@ -543,6 +610,9 @@ func (e *extractor) regular(parent int, base string, hdr *tar.Header, tr io.Read
 	}
 	if err != nil {
 		return fmt.Errorf("write file: %w", err)
+	}
+	if e.opts.Private {
+		return nil
 	}
 	return setTimes(parent, base, hdr)
 }
@@ -603,6 +673,16 @@ func (e *extractor) whiteout(dir, base string) error {
 }
 
 func (e *extractor) ownerMode(fd int, hdr *tar.Header) error {
+	if e.opts.Private {
+		mode := uint32(0o600)
+		if hdr.Typeflag == tar.TypeDir {
+			mode = 0o700
+		}
+		if err := unix.Fchmod(fd, mode); err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
+		return nil
+	}
 	if e.chown {
 		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
 			return fmt.Errorf("chown: %w", err)
@@ -617,6 +697,14 @@ func (e *extractor) ownerMode(fd int, hdr *tar.Header) error {
 
 // attrsAt sets owner, mode and times of a symlink or fifo without following it.
 func (e *extractor) attrsAt(parent int, base string, hdr *tar.Header) error {
+	if e.opts.Private {
+		if hdr.Typeflag == tar.TypeFifo {
+			if err := unix.Fchmodat(parent, base, 0o600, 0); err != nil {
+				return fmt.Errorf("chmod fifo: %w", err)
+			}
+		}
+		return nil
+	}
 	if e.chown {
 		if err := unix.Fchownat(parent, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("lchown: %w", err)

@@ -33,7 +33,7 @@ type ent struct {
 	pax              map[string]string
 }
 
-func mkTar(t *testing.T, ents []ent) []byte {
+func mkTar(t testing.TB, ents []ent) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)

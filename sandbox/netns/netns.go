@@ -3,7 +3,10 @@
 // thread and kept alive by bind-mounting their nsfs files onto empty files,
 // as `ip netns add`, containerd and CRI-O's pinns do. A pin outlives every
 // process, so CNI can configure the network before any process exists and
-// containers join the namespaces by path.
+// containers join the namespaces by path. Do runs code inside a pinned
+// network namespace on a thread of its own: every switch of a thread's
+// namespaces in berthd goes through this package, which keeps it off the
+// main thread.
 package netns
 
 import (
@@ -181,6 +184,10 @@ func unmountAll(path string) error {
 	return fmt.Errorf("unmount pin %q: still mounted: %w", path, errdefs.ErrFailedPrecondition)
 }
 
+// errMainThread is the guard's refusal: the process's main thread never
+// changes namespaces (see OnDisposableThread).
+var errMainThread = errors.New("refusing to change the namespaces of the main thread")
+
 // OnDisposableThread runs fn on an OS thread that is thrown away afterwards,
 // so fn may change the thread's namespaces (unshare, setns) without any
 // other goroutine ever running in them.
@@ -191,17 +198,66 @@ func unmountAll(path string) error {
 // thread's namespaces and a parked thread would keep a pod's namespaces
 // alive after their pins are gone, fn never runs there.
 func OnDisposableThread(fn func() error) error {
+	return onThread(func() (bool, error) { return false, fn() })
+}
+
+// Do runs fn on a locked OS thread switched into the network namespace
+// pinned at path, then switches the thread back: what fn opens there (a
+// socket, /proc/thread-self/net/...) belongs to that namespace. fn must
+// not rely on goroutines it starts, which run on other threads. The
+// thread goes back to the Go scheduler only if it made it back to its own
+// namespace; otherwise it ends with its goroutine. It is never the main
+// thread (see OnDisposableThread). fn's error is returned as it is.
+func Do(path string, fn func() error) error {
+	target, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open network namespace %q: %w", path, err)
+	}
+	defer target.Close()
+	return onThread(func() (bool, error) { return enterAndRun(target, path, fn) })
+}
+
+// enterAndRun switches the calling thread, which must be locked, into the
+// network namespace target, runs fn and switches back. back is false when
+// the thread may still be in target's namespace. The guard: on the main
+// thread it refuses before changing anything.
+func enterAndRun(target *os.File, path string, fn func() error) (back bool, err error) {
+	if isMainThread() {
+		return true, fmt.Errorf("enter network namespace %q: %w", path, errMainThread)
+	}
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return true, fmt.Errorf("open own network namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return true, fmt.Errorf("enter network namespace %q: %w", path, err)
+	}
+	err = fn()
+	return unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil, err
+}
+
+// onThread runs fn on a new goroutine locked to an OS thread other than
+// the main one, and unlocks the thread afterwards if fn says it is clean;
+// an unclean thread ends with the goroutine.
+func onThread(fn func() (clean bool, err error)) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if unix.Gettid() == unix.Getpid() {
+		if isMainThread() {
 			// While this goroutine holds the main thread locked, the
 			// nested goroutine is scheduled on another thread.
-			errc <- OnDisposableThread(fn)
+			errc <- onThread(fn)
 			runtime.UnlockOSThread()
 			return
 		}
-		errc <- fn()
+		clean, err := fn()
+		if clean {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
+
+func isMainThread() bool { return unix.Gettid() == unix.Getpid() }

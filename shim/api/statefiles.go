@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,30 +108,6 @@ func ReadShimPid(dir string) (pid int, start uint64, err error) {
 		return 0, 0, fmt.Errorf("shim start time in %q: %w", dir, errdefs.ErrDataLoss)
 	}
 	return pid, start, nil
-}
-
-// ProcessStartTime returns field 22 (starttime) of /proc/PID/stat.
-func ProcessStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, fmt.Errorf("process %d: %w", pid, errdefs.ErrNotFound)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read stat of process %d: %w", pid, err)
-	}
-	// comm (field 2) may hold spaces and parentheses: fields after the
-	// last ')' are fixed.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse stat of process %d: %w", pid, errdefs.ErrDataLoss)
-	}
-	fields := strings.Fields(string(b[i+1:]))
-	// fields[0] is field 3 (state); starttime is field 22.
-	const idx = 22 - 3
-	if len(fields) <= idx {
-		return 0, fmt.Errorf("parse stat of process %d: %w", pid, errdefs.ErrDataLoss)
-	}
-	return strconv.ParseUint(fields[idx], 10, 64)
 }
 
 // writeAtomic writes path through a temp file, fsync and rename.

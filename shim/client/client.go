@@ -4,7 +4,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -298,20 +297,8 @@ func ShimAlive(stateDir string) bool {
 }
 
 func processIs(pid int, start uint64) bool {
-	now, err := api.ProcessStartTime(pid)
-	if err != nil || now != start {
-		return false
-	}
-	return !isZombie(pid)
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+	st, err := api.ReadProcStat(pid)
+	return err == nil && st.StartTime == start && !st.Gone()
 }
 
 // killShim SIGKILLs the shim recorded in stateDir if it still runs.

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 const runcBinary = "/usr/sbin/runc"
@@ -242,14 +243,8 @@ func shimPid(t *testing.T, stateDir string) int {
 // procStat returns the state letter and parent pid of pid; ok false when
 // the process is gone.
 func procStat(pid int) (state byte, ppid int, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	ppid, _ = strconv.Atoi(f[1])
-	return f[0][0], ppid, true
+	st, err := api.ReadProcStat(pid)
+	return st.State, st.PPid, err == nil
 }
 
 // children lists pids whose parent is ppid, with their state letters.

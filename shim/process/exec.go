@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-runtime/berth/shim/api"
 	"github.com/berth-runtime/berth/shim/runtime"
 )
 
@@ -200,13 +200,9 @@ func (p *Init) startExec(ctx context.Context, c ExecConfig) (_ *Exec, retErr err
 // writeExecProcess writes the container's own process, with the exec's
 // args, terminal and extra env, for the runtime's --process.
 func (p *Init) writeExecProcess(path string, c ExecConfig) error {
-	b, err := os.ReadFile(filepath.Join(p.bundle, "config.json"))
+	spec, err := api.ReadSpec(p.bundle)
 	if err != nil {
-		return fmt.Errorf("read bundle config of container %q: %w", p.id, err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(b, &spec); err != nil {
-		return fmt.Errorf("parse bundle config of container %q: %w", p.id, err)
+		return fmt.Errorf("bundle of container %q: %w", p.id, err)
 	}
 	if spec.Process == nil {
 		return fmt.Errorf("bundle config of container %q has no process: %w", p.id, errdefs.ErrFailedPrecondition)

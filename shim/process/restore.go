@@ -11,6 +11,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/berth-runtime/berth/shim/api"
 	"github.com/berth-runtime/berth/shim/logging"
 	"github.com/berth-runtime/berth/shim/runtime"
 )
@@ -55,7 +56,7 @@ func (p *Init) workDir() string { return filepath.Join(p.stateDir, "criu") }
 // restore runs the runtime's restore; with mu held, from restoringState.
 func (p *Init) restore(ctx context.Context) error {
 	pr := p.pending
-	spec, err := readSpec(p.bundle)
+	spec, err := api.ReadSpec(p.bundle)
 	if err != nil {
 		return fmt.Errorf("restore container %q: %w", p.id, err)
 	}

@@ -1,19 +1,20 @@
 package process
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // A restored process's credentials, capabilities and seccomp filter are
@@ -39,99 +40,17 @@ type taskSecurity struct {
 // A status without them (a kernel too old to report them) is an error:
 // the check cannot be made.
 func parseStatus(r io.Reader) (taskSecurity, error) {
-	var t taskSecurity
-	seen := 0
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		var err error
-		switch k {
-		case "CapEff":
-			t.capEff, err = strconv.ParseUint(v, 16, 64)
-		case "CapBnd":
-			t.capBnd, err = strconv.ParseUint(v, 16, 64)
-		case "Seccomp":
-			t.seccomp, err = strconv.Atoi(v)
-		case "Uid", "Gid":
-			root := false
-			for _, f := range strings.Fields(v) {
-				if f == "0" {
-					root = true
-				}
-			}
-			if k == "Uid" {
-				t.rootUID = root
-			} else {
-				t.rootGID = root
-			}
-		case "NoNewPrivs":
-			var n int
-			n, err = strconv.Atoi(v)
-			t.noNewPrivs = n != 0
-		default:
-			continue
-		}
-		if err != nil {
-			return taskSecurity{}, fmt.Errorf("status field %s %q: %w", k, v, err)
-		}
-		seen++
-	}
-	if err := sc.Err(); err != nil {
+	st, err := api.ParseProcStatus(r)
+	if err != nil {
 		return taskSecurity{}, err
 	}
-	if seen != 6 {
-		return taskSecurity{}, fmt.Errorf("status lacks Uid, Gid, CapEff, CapBnd, Seccomp or NoNewPrivs: %w", errdefs.ErrNotImplemented)
+	if lacks := st.Lacks(); len(lacks) > 0 {
+		return taskSecurity{}, fmt.Errorf("status lacks %s: %w", strings.Join(lacks, ", "), errdefs.ErrNotImplemented)
 	}
-	return t, nil
-}
-
-// capNames are the capabilities by number (capability(7)).
-var capNames = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
-	"CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
-	"CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
-	"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-	"CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-	"CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD",
-	"CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
-	"CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-	"CAP_CHECKPOINT_RESTORE",
-}
-
-// capMask is the set of the named capabilities; names this list does not
-// know grant nothing (the runtime could not grant them either).
-func capMask(names []string) uint64 {
-	var m uint64
-	for _, n := range names {
-		for i, c := range capNames {
-			if strings.EqualFold(n, c) || strings.EqualFold("CAP_"+n, c) {
-				m |= 1 << i
-			}
-		}
-	}
-	return m
-}
-
-// capList names the capabilities in m.
-func capList(m uint64) string {
-	var out []string
-	for i := 0; i < 64; i++ {
-		if m&(1<<i) == 0 {
-			continue
-		}
-		if i < len(capNames) {
-			out = append(out, capNames[i])
-		} else {
-			out = append(out, "capability "+strconv.Itoa(i))
-		}
-	}
-	return strings.Join(out, ", ")
+	return taskSecurity{
+		capEff: st.CapEff, capBnd: st.CapBnd, seccomp: st.Seccomp, noNewPrivs: st.NoNewPrivs,
+		rootUID: slices.Contains(st.UIDs, 0), rootGID: slices.Contains(st.GIDs, 0),
+	}, nil
 }
 
 // widerThanSpec lists what a task has beyond what spec grants its
@@ -159,11 +78,11 @@ func widerThanSpec(t taskSecurity, spec *specs.Spec) []string {
 	if nnp && t.rootGID && user.GID != 0 {
 		wider = append(wider, fmt.Sprintf("gid 0 though process.user.gid is %d and noNewPrivileges is set", user.GID))
 	}
-	if extra := t.capEff &^ capMask(caps.Effective); extra != 0 {
-		wider = append(wider, "effective capabilities "+capList(extra)+" not in process.capabilities.effective")
+	if extra := t.capEff &^ api.CapabilityMask(caps.Effective); extra != 0 {
+		wider = append(wider, "effective capabilities "+api.CapabilityList(extra)+" not in process.capabilities.effective")
 	}
-	if extra := t.capBnd &^ capMask(caps.Bounding); extra != 0 {
-		wider = append(wider, "bounding capabilities "+capList(extra)+" not in process.capabilities.bounding")
+	if extra := t.capBnd &^ api.CapabilityMask(caps.Bounding); extra != 0 {
+		wider = append(wider, "bounding capabilities "+api.CapabilityList(extra)+" not in process.capabilities.bounding")
 	}
 	if spec.Linux != nil && spec.Linux.Seccomp != nil && t.seccomp == 0 {
 		wider = append(wider, "no seccomp filter though linux.seccomp sets one")
@@ -172,19 +91,6 @@ func widerThanSpec(t taskSecurity, spec *specs.Spec) []string {
 		wider = append(wider, "no_new_privs off though process.noNewPrivileges is set")
 	}
 	return wider
-}
-
-// readSpec reads the bundle's config.json.
-func readSpec(bundle string) (*specs.Spec, error) {
-	raw, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return nil, fmt.Errorf("read spec: %w", err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(raw, &spec); err != nil {
-		return nil, fmt.Errorf("decode spec: %w", err)
-	}
-	return &spec, nil
 }
 
 // checkRestored compares every task (thread) of every process in the PID

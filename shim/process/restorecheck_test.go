@@ -11,6 +11,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // statusText is a /proc/<pid>/status cut to the lines around the fields
@@ -158,7 +160,7 @@ func TestCheckRestored(t *testing.T) {
 	task(100, 100, "pid:[1]", statusText(dflt, dflt, 2, 1))
 	task(101, 101, "pid:[1]", statusText(dflt, dflt, 2, 1))
 	task(200, 200, "pid:[2]", statusText("000001ffffffffff", "000001ffffffffff", 0, 0)) // the host's
-	spec, err := readSpec(bundle)
+	spec, err := api.ReadSpec(bundle)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // alive reports whether pid still runs a moment after it was killed (a
@@ -27,12 +29,8 @@ func alive(pid int) bool {
 }
 
 func running(pid int) bool {
-	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
+	st, err := api.ReadProcStat(pid)
+	return err == nil && !st.Gone()
 }
 
 // pidsIn reads the pids a stand-in wrote, one a line.

@@ -1,10 +1,9 @@
 package runtime
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // SystemdCgroupsPath reports whether the bundle's config.json asks for a
@@ -13,16 +12,8 @@ import (
 // no option of its own for the driver: berthd chose it when it wrote the
 // spec. An unreadable spec reads as false; create then reports it.
 func SystemdCgroupsPath(bundle string) bool {
-	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return false
-	}
-	var spec struct {
-		Linux *struct {
-			CgroupsPath string `json:"cgroupsPath"`
-		} `json:"linux"`
-	}
-	if json.Unmarshal(data, &spec) != nil || spec.Linux == nil {
+	spec, err := api.ReadSpec(bundle)
+	if err != nil || spec.Linux == nil {
 		return false
 	}
 	p := spec.Linux.CgroupsPath

@@ -17,6 +17,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // env is what one bench run creates on the host and must remove: a short
@@ -206,27 +208,15 @@ func listProcs() []procInfo {
 		if err != nil {
 			continue
 		}
+		st, err := api.ReadProcStat(pid)
+		if err != nil || st.State == 'Z' {
+			continue
+		}
 		base := "/proc/" + e.Name()
-		stat, err := os.ReadFile(base + "/stat")
-		if err != nil {
-			continue
-		}
-		// comm may hold spaces and parens: the fields after it start past
-		// the last ')'.
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 || f[0] == "Z" {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
 		cmd, _ := os.ReadFile(base + "/cmdline")
 		comm, _ := os.ReadFile(base + "/comm")
 		out = append(out, procInfo{
-			Pid: pid, PPid: ppid,
+			Pid: pid, PPid: st.PPid,
 			Comm:    strings.TrimSpace(string(comm)),
 			Cmdline: strings.ReplaceAll(string(cmd), "\x00", " "),
 		})

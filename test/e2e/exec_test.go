@@ -26,6 +26,7 @@ import (
 	remote "k8s.io/cri-client/pkg"
 	uexec "k8s.io/utils/exec"
 
+	"github.com/berth-runtime/berth/shim/api"
 	"github.com/berth-runtime/berth/test/testutil"
 )
 
@@ -554,17 +555,8 @@ func xPidsWithArg(arg string) []int {
 }
 
 func xProcStat(pid int) (state byte, ppid int, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0, 0, false
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	return f[0][0], ppid, true
+	st, err := api.ReadProcStat(pid)
+	return st.State, st.PPid, err == nil
 }
 
 func xIsZombie(pid int) bool {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-runtime/berth/shim/api"
 	"github.com/berth-runtime/berth/test/testutil"
 )
 
@@ -136,12 +137,8 @@ func readKernelView(d *testutil.Daemon) (kernelView, error) {
 
 // procAlive is false for missing and zombie processes.
 func procAlive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
+	st, err := api.ReadProcStat(pid)
+	return err == nil && !st.Gone()
 }
 
 // checkConsistency compares what berthd reports with the kernel, both

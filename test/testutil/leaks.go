@@ -17,6 +17,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // scope is what one daemon may leave behind.
@@ -216,17 +218,8 @@ func belongs(base, comm string, s scope) string {
 
 // alive is false for missing processes and zombies (dead, only not reaped).
 func alive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// The state follows the parenthesised comm, which may contain spaces.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) {
-		return false
-	}
-	st := stat[i+2]
-	return st != 'Z' && st != 'X'
+	st, err := api.ReadProcStat(pid)
+	return err == nil && !st.Gone()
 }
 
 func waitGone(pid int, timeout time.Duration) {
