@@ -76,7 +76,7 @@ func (s *Service) mountReadOnly(img Image, key, target string) error {
 		}
 		return nil
 	}
-	src := ""
+	var src string
 	if len(lowers) == 1 {
 		src = lowers[0]
 	} else {

@@ -64,11 +64,11 @@ func loadFile(file string) (*libcni.NetworkConfigList, error) {
 		}
 		list = l
 	} else {
-		conf, err := libcni.ConfFromFile(file)
+		conf, err := libcni.ConfFromFile(file) //nolint:staticcheck // single-plugin .conf files are still read, as containerd and CRI-O do
 		if err != nil {
 			return nil, err
 		}
-		if list, err = libcni.ConfListFromConf(conf); err != nil {
+		if list, err = libcni.ConfListFromConf(conf); err != nil { //nolint:staticcheck // as above
 			return nil, err
 		}
 	}

@@ -113,7 +113,7 @@ func inNetNS(t *testing.T, pin string, fn func() error) error {
 			errc <- err
 			return
 		}
-		defer unix.Close(fd) //nolint:errcheck // read-only fd
+		defer unix.Close(fd) // read-only fd
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
 			errc <- err
 			return

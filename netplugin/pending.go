@@ -53,8 +53,8 @@ func (s pendingStore) put(rec pendingRecord) error {
 	if err != nil {
 		return fmt.Errorf("write pending cni record for sandbox %q: %w", rec.ContainerID, err)
 	}
-	defer os.Remove(tmp.Name()) //nolint:errcheck // gone after a successful rename
-	if _, err := tmp.Write(data); err == nil {
+	defer os.Remove(tmp.Name()) // gone after a successful rename
+	if _, err = tmp.Write(data); err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {

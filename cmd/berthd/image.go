@@ -12,6 +12,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-runtime/berth/cri/config"
@@ -65,7 +66,7 @@ func loadImages(ctx context.Context, cfg config.Config, in io.Reader, stdout, st
 	}
 	dbPath := filepath.Join(cfg.Root, "meta.db")
 	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return fmt.Errorf("%s is locked by a berthd that does not answer on %s yet; retry once it serves, or stop it to load offline", dbPath, adminSocket(cfg))
 	}
 	if err != nil {

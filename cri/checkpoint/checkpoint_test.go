@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -163,10 +164,10 @@ func TestRootfsDiffRoundTrip(t *testing.T) {
 	if l, err := os.Readlink(filepath.Join(rootfs, "data", "link")); err != nil || l != "sub/f" {
 		t.Errorf("symlink replaced file: %q, %v", l, err)
 	}
-	if _, err := os.Lstat(filepath.Join(rootfs, "etc", "motd")); !os.IsNotExist(err) {
+	if _, err := os.Lstat(filepath.Join(rootfs, "etc", "motd")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("deleted file still there: %v", err)
 	}
-	if _, err := os.Lstat(filepath.Join(rootfs, "etc", "hosts")); !os.IsNotExist(err) {
+	if _, err := os.Lstat(filepath.Join(rootfs, "etc", "hosts")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("skipped mount destination was applied: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -124,7 +125,7 @@ func TestVolumeRoundTrip(t *testing.T) {
 	if l, err := os.Readlink(filepath.Join(dst, "link")); err != nil || l != "sub/f" {
 		t.Errorf("restored symlink = %q, %v", l, err)
 	}
-	if _, err := os.Lstat(filepath.Join(dst, "fifo")); !os.IsNotExist(err) {
+	if _, err := os.Lstat(filepath.Join(dst, "fifo")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("fifo was archived: %v", err)
 	}
 }

@@ -108,7 +108,8 @@ func TestServe(t *testing.T) {
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := http.Get("http://" + srv.Addr().String() + "/metrics"); err == nil {
+	if resp, err := http.Get("http://" + srv.Addr().String() + "/metrics"); err == nil {
+		resp.Body.Close()
 		t.Error("endpoint still answers after Shutdown")
 	}
 }

@@ -97,7 +97,7 @@ func apparmorRequest(sc *runtime.LinuxContainerSecurityContext) (*runtime.Securi
 		}
 		return &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: ref}, nil
 	}
-	switch old := sc.GetApparmorProfile(); {
+	switch old := sc.GetApparmorProfile(); { //nolint:staticcheck // the deprecated field older kubelets send, honoured when the new one is unset
 	case old == "":
 		return nil, nil
 	case old == apparmorRuntimeDefault:

@@ -79,7 +79,7 @@ func TestAppArmor(t *testing.T) {
 				in.AppArmor = tt.host
 			}
 			sc(in).Apparmor = tt.profile
-			sc(in).ApparmorProfile = tt.old
+			sc(in).ApparmorProfile = tt.old //nolint:staticcheck // the deprecated field older kubelets send
 			sc(in).Privileged = tt.privileged
 			in.Sandbox.Linux.SecurityContext.Privileged = tt.privileged
 			s, err := Generate(in)

@@ -18,14 +18,14 @@ func TestRequestedStreams(t *testing.T) {
 	h := store.withFlags(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		got, seen = flagsFrom(r.Context())
 	}))
-	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/attach/tok1", nil))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/attach/tok1", nil))
 	if !seen || got != (streamFlags{stdout: true}) {
 		t.Fatalf("flags = %+v, %v; want stdout only", got, seen)
 	}
 	first := got
 	// A token is used once.
 	seen = false
-	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/attach/tok1", nil))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/attach/tok1", nil))
 	if seen {
 		t.Error("flags found for a consumed token")
 	}

@@ -128,11 +128,14 @@ func TestLookupErrors(t *testing.T) {
 func TestHostTransportForcesSchemeAndHeaders(t *testing.T) {
 	var got *http.Request
 	ht := &hostTransport{
-		base: rtFunc(func(r *http.Request) (*http.Response, error) { got = r; return &http.Response{StatusCode: 200}, nil }),
+		base: rtFunc(func(r *http.Request) (*http.Response, error) {
+			got = r
+			return &http.Response{StatusCode: http.StatusOK}, nil
+		}),
 		host: "127.0.0.1:9", scheme: "https", header: http.Header{"X-Mirror": {"1"}},
 	}
 	req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:9/v2/", nil)
-	if _, err := ht.RoundTrip(req); err != nil {
+	if _, err := ht.RoundTrip(req); err != nil { //nolint:bodyclose // the fake transport's response has no body
 		t.Fatal(err)
 	}
 	if got.URL.Scheme != "https" || got.Header.Get("X-Mirror") != "1" || req.URL.Scheme != "http" {

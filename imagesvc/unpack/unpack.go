@@ -299,7 +299,7 @@ func extract(ctx context.Context, dir string, r io.Reader, o Options) error {
 			return fmt.Errorf("more than %d entries: %w", o.MaxEntries, errdefs.ErrInvalidArgument)
 		}
 		cost := int64(512)
-		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
+		if hdr.Typeflag == tar.TypeReg { // the reader turns a legacy TypeRegA into TypeReg
 			cost += hdr.Size
 		}
 		if err := e.budget.charge(cost); err != nil {
@@ -387,7 +387,7 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	}
 	if e.opts.FilesOnly {
 		switch hdr.Typeflag {
-		case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeXGlobalHeader:
+		case tar.TypeDir, tar.TypeReg, tar.TypeXGlobalHeader:
 		case tar.TypeSymlink, tar.TypeLink:
 			if e.opts.FlatLinks {
 				break
@@ -398,7 +398,7 @@ func (e *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 		}
 	}
 	switch hdr.Typeflag {
-	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
+	case tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
 	case tar.TypeChar, tar.TypeBlock:
 		if !e.opts.Devices {
 			return fmt.Errorf("device node %d:%d: %w", hdr.Devmajor, hdr.Devminor, errdefs.ErrInvalidArgument)

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -38,7 +39,7 @@ var countRe = regexp.MustCompile(`n=(\d+)`)
 func counts(t *testing.T, path string) []int {
 	t.Helper()
 	b, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
 	var out []int

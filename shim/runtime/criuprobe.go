@@ -223,7 +223,7 @@ func startGroup(cmd *exec.Cmd) error {
 func killGroup(cmd *exec.Cmd, done <-chan error) {
 	_ = unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
 	select {
-	case <-done:
+	case <-done: //nolint:errcheck // only the exit matters here, not how Wait saw it
 	case <-time.After(groupKillWait):
 	}
 }

@@ -183,7 +183,7 @@ func TestProbeKillsStaleCRIU(t *testing.T) {
 		_ = leftover.Process.Kill()
 		t.Fatal("the stale criu survived ClearStaleProbes")
 	}
-	if _, err := os.Stat(filepath.Dir(stale)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Dir(stale)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stale scratch dir left: %v", err)
 	}
 }

@@ -76,9 +76,9 @@ func TestMeets(t *testing.T) {
 
 func TestResultsRatioAndErrors(t *testing.T) {
 	r := newResults()
-	for _, d := range []time.Duration{10, 20, 30} {
-		r.addDuration("run", "berth", d*time.Millisecond)
-		r.addDuration("run", "containerd", d*4*time.Millisecond)
+	for _, d := range []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 30 * time.Millisecond} {
+		r.addDuration("run", "berth", d)
+		r.addDuration("run", "containerd", d*4)
 	}
 	r.addDuration("exec", "containerd", 5*time.Millisecond)
 	r.fail("exec", "ms", "<= 0.5", "berth", errors.New("unimplemented"))

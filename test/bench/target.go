@@ -52,11 +52,11 @@ type target struct {
 
 // connect builds kubelet's CRI clients for endpoint and checks Version.
 func connect(ctx context.Context, t *target, timeout time.Duration) error {
-	rt, err := remote.NewRemoteRuntimeService(ctx, t.endpoint, timeout, nil, false)
+	rt, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(t.endpoint).WithConnectionTimeout(timeout).WithTracerProvider(nil).Build(ctx)
 	if err != nil {
 		return fmt.Errorf("cri runtime client for %s: %w", t.endpoint, err)
 	}
-	img, err := remote.NewRemoteImageService(ctx, t.endpoint, timeout, nil, false)
+	img, err := remote.NewRemoteImageServiceBuilder().WithEndpoint(t.endpoint).WithConnectionTimeout(timeout).WithTracerProvider(nil).Build(ctx)
 	if err != nil {
 		_ = rt.Close(ctx)
 		return fmt.Errorf("cri image client for %s: %w", t.endpoint, err)

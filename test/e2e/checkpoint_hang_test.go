@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -192,7 +193,7 @@ func TestCheckpointHangingCRIU(t *testing.T) {
 		return err
 	})
 	wantCodeNaming(t, "CheckpointContainer", err, codes.DeadlineExceeded, ctr)
-	if _, err := os.Stat(archive); !os.IsNotExist(err) {
+	if _, err := os.Stat(archive); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("timed-out checkpoint left its archive: %v", err)
 	}
 	keepsCounting("CheckpointContainer")

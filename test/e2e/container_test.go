@@ -195,8 +195,8 @@ func testContainerStatus(t *testing.T, d *testutil.Daemon) {
 		exit   int32
 		reason string
 	}{{0, "Completed"}, {3, "Error"}} {
-		name := "exit" + string(rune('0'+tc.exit))
-		cfg := shConfig(name, "sleep 0.5; exit "+string(rune('0'+tc.exit)))
+		name := fmt.Sprintf("exit%d", tc.exit)
+		cfg := shConfig(name, fmt.Sprintf("sleep 0.5; exit %d", tc.exit))
 		cfg.Labels = map[string]string{"app": "cstatus", "exit": name}
 		cfg.Annotations = map[string]string{"note": "x", "io.kubernetes.container.hash": "abc"}
 		cfg.Metadata.Attempt = 2

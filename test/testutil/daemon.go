@@ -247,12 +247,12 @@ func (d *Daemon) connect() error {
 		return fmt.Errorf("berthd does not answer Version on %s: %w", d.Socket, err)
 	}
 	ctx := context.Background()
-	rs, err := remote.NewRemoteRuntimeService(ctx, endpoint, d.opts.RPCTimeout, nil, false)
+	rs, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(endpoint).WithConnectionTimeout(d.opts.RPCTimeout).WithTracerProvider(nil).Build(ctx)
 	if err != nil {
 		_ = conn.Close()
 		return fmt.Errorf("cri-client runtime service: %w", err)
 	}
-	is, err := remote.NewRemoteImageService(ctx, endpoint, d.opts.RPCTimeout, nil, false)
+	is, err := remote.NewRemoteImageServiceBuilder().WithEndpoint(endpoint).WithConnectionTimeout(d.opts.RPCTimeout).WithTracerProvider(nil).Build(ctx)
 	if err != nil {
 		_ = conn.Close()
 		_ = rs.Close(ctx)
