@@ -97,7 +97,8 @@ kits:
 test-go:
 	BERTH_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 30m -p 1 ./...
 
-# conformance runs critest from ../shared/conformance against bin/berthd.
+# conformance runs critest from ../shared/conformance against bin/berthd
+# and rewrites docs/conformance.md's generated sections from the results.
 conformance: build
 	BERTH_BIN=$(BIN) test/conformance/run.sh
 

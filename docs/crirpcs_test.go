@@ -189,3 +189,20 @@ type partial struct {
 }
 
 func (*partial) Version() {}
+
+// TestConformancePageMarkers keeps the markers test/conformance/record.sh
+// rewrites between, so `make conformance` can refresh conformance.md.
+func TestConformancePageMarkers(t *testing.T) {
+	data, err := os.ReadFile("conformance.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(data)
+	for _, section := range []string{"conformance-run", "conformance-specs"} {
+		begin := strings.Index(page, "\n<!-- BEGIN "+section)
+		end := strings.Index(page, "\n<!-- END "+section)
+		if begin < 0 || end < begin || strings.Count(page, "<!-- BEGIN "+section) != 1 || strings.Count(page, "<!-- END "+section) != 1 {
+			t.Errorf("conformance.md needs one <!-- BEGIN %s --> line and one <!-- END %s --> line after it", section, section)
+		}
+	}
+}

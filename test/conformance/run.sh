@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make conformance: the CRI validation suite (critest) against a real berthd
-# with the conformance kit's mirror tree and a CNI bridge of its own. Exits
+# with the conformance kit's mirror tree and a CNI bridge of its own; a full
+# run rewrites docs/conformance.md's generated sections (record.sh). Exits
 # non-zero when a spec fails that is not in the kit's expected-failures.txt,
 # or when the run leaves anything behind.
 set -uo pipefail
@@ -15,6 +16,11 @@ trap 'berth_cleanup' EXIT
 export REPORT_DIR=${REPORT_DIR:-$top/test/conformance/report}
 "$kit/critest" "unix://$BERTH_SOCK" --expect "$kit/expected-failures.txt" "$@"
 rc=$?
+# A full run (no focus or skip flags) refreshes docs/conformance.md.
+if [ $# -eq 0 ] && [ -s "$REPORT_DIR/results.txt" ]; then
+  BERTH_BIN=$BERTH_BIN "$top/test/conformance/record.sh" "$REPORT_DIR" "$top/docs/conformance.md" ||
+    echo "conformance: docs/conformance.md not refreshed"
+fi
 berth_remove_all
 berth_stop
 if ! berth_leaks; then
