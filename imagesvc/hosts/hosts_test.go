@@ -142,7 +142,7 @@ func TestHostTransportForcesSchemeAndHeaders(t *testing.T) {
 		t.Errorf("request sent as %s with %v (original now %s)", got.URL, got.Header, req.URL)
 	}
 	other, _ := http.NewRequest(http.MethodGet, "http://auth.example/token", nil)
-	ht.RoundTrip(other)
+	ht.RoundTrip(other) //nolint:bodyclose // the fake transport's response has no body
 	if got.URL.String() != "http://auth.example/token" || got.Header.Get("X-Mirror") != "" {
 		t.Errorf("other host's request changed: %s %v", got.URL, got.Header)
 	}
