@@ -28,7 +28,7 @@ func TestDefaultRoundTrips(t *testing.T) {
 func TestDecodeErrorsNameTheKey(t *testing.T) {
 	for _, tc := range []struct{ name, in, key string }{
 		{"unknown top key", "bogus = 1\n", "bogus"},
-		{"unknown nested key", "[grpc]\nadress = \"/x\"\n", "grpc.adress"}, //nolint:misspell // the misspelt key is the point
+		{"unknown nested key", "[grpc]\nadress = \"/x\"\n", "grpc.adress"},
 		{"wrong type", "root = 5\n", "root"},
 		{"relative root", "root = \"rel\"\n", "root"},
 		{"bad level", "[log]\nlevel = \"loud\"\n", "log.level"},
