@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,7 +18,7 @@ import (
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/specgen"
 	"github.com/berth-runtime/berth/cri/store"
-	"github.com/berth-runtime/berth/shim/client"
+	"github.com/berth-runtime/berth/cri/task"
 )
 
 // containerKey is the name a container reserves: unique per pod by
@@ -147,8 +146,8 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	// The shim starts while the rootfs and spec are made: its spawn, a
 	// fork/exec of a Go binary, is the largest cost here after the
 	// runtime's own create, and needs nothing from those steps.
-	shim := s.spawnShim(ctx, rec)
-	cl.add("stop shim", shim.discard)
+	shim := s.tasks.Spawn(ctx, rec)
+	cl.add("stop shim", shim.Discard)
 	if err := s.images.PrepareRootfs(ctx, id, img.ID, rec.Rootfs); err != nil {
 		return nil, fmt.Errorf("prepare rootfs of container %q: %w", id, err)
 	}
@@ -172,15 +171,19 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 			return nil, fmt.Errorf("create log dir of container %q: %w", id, err)
 		}
 	}
-	t, pid, err := s.createInShim(ctx, shim, rec, cfg, restore.imagesDir())
+	restoreFrom := restore.imagesDir()
+	pid, err := shim.Create(ctx, task.CreateOpts{
+		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Terminal: cfg.GetTty(),
+		RestoreFrom: restoreFrom, CriuPath: s.criuPathFor(ctx, restoreFrom),
+	})
 	if err != nil {
 		return nil, err
 	}
-	cl.add("destroy shim", func(ctx context.Context) error { return s.destroyTask(ctx, rec, t) })
+	cl.add("destroy shim", shim.Destroy)
 	if _, err := s.store.UpdateContainer(id, func(c *store.Container) error { c.Status.Pid = pid; return nil }); err != nil {
 		return nil, err
 	}
-	s.watch(rec, t)
+	shim.Watch()
 	s.containerEvent(id, sb.ID, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
 	log.Info("container created", "name", cfg.GetMetadata().GetName(), "image", rec.Image)
 	return &runtime.CreateContainerResponse{ContainerId: id}, nil
@@ -242,94 +245,6 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 		return fmt.Errorf("write spec of container %q: %w", rec.ID, err)
 	}
 	return nil
-}
-
-// runtimeBinary resolves a handler's binary once per call: PATH may differ
-// between the daemon and the shim's environment, so the shim gets a path.
-func (s *Server) runtimeBinary(handler string) (string, error) {
-	h, ok := s.cfg.Runtime.Handlers[handler]
-	if !ok {
-		return "", fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrFailedPrecondition)
-	}
-	p, err := exec.LookPath(h.Binary)
-	if err != nil {
-		return "", fmt.Errorf("runtime handler %q binary %q: %w", handler, h.Binary, errdefs.ErrFailedPrecondition)
-	}
-	return p, nil
-}
-
-// pendingShim is a shim being spawned for a container under creation.
-type pendingShim struct {
-	done chan struct{}
-	cli  *client.Client
-	err  error
-	// taken is set once a task owns the client, so discard leaves it be.
-	taken bool
-}
-
-func (s *Server) spawnShim(ctx context.Context, rec store.Container) *pendingShim {
-	p := &pendingShim{done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		p.cli, p.err = client.Start(ctx, client.StartOpts{
-			ID: rec.ID, ShimBinary: s.shimPath, Socket: s.shimSocket(rec.ID), StateDir: rec.Bundle,
-		})
-		if p.err != nil {
-			s.cleanupShim(context.WithoutCancel(ctx), rec)
-			p.err = fmt.Errorf("start shim of container %q: %w", rec.ID, p.err)
-		}
-	}()
-	return p
-}
-
-func (p *pendingShim) wait() (*client.Client, error) {
-	<-p.done
-	return p.cli, p.err
-}
-
-// discard stops a shim no task took over; it holds no container yet.
-func (p *pendingShim) discard(ctx context.Context) error {
-	cli, err := p.wait()
-	if err != nil || p.taken {
-		return nil
-	}
-	defer cli.Close()
-	if err := cli.Shutdown(ctx); err != nil {
-		return err
-	}
-	return cli.WaitGone(ctx)
-}
-
-// createInShim has the spawned shim create the container.
-func (s *Server) createInShim(ctx context.Context, shim *pendingShim, rec store.Container, cfg *runtime.ContainerConfig, restoreFrom string) (*task, int, error) {
-	bin, err := s.runtimeBinary(rec.RuntimeHandler)
-	if err != nil {
-		return nil, 0, err
-	}
-	cli, err := shim.wait()
-	if err != nil {
-		return nil, 0, err
-	}
-	shim.taken = true
-	t := &task{client: cli, done: make(chan struct{})}
-	pid, err := cli.Create(ctx, client.CreateOpts{
-		Bundle:        rec.Bundle,
-		RuntimeBinary: bin,
-		RuntimeRoot:   s.cfg.HandlerRoot(rec.RuntimeHandler),
-		LogPath:       rec.LogPath,
-		Stdin:         cfg.GetStdin(),
-		StdinOnce:     cfg.GetStdinOnce(),
-		Terminal:      cfg.GetTty(),
-		RestoreFrom:   restoreFrom,
-		CriuPath:      s.criuPathFor(ctx, restoreFrom),
-	})
-	if err != nil {
-		_ = cli.Shutdown(ctx)
-		_ = cli.Close()
-		s.cleanupShim(ctx, rec)
-		return nil, 0, fmt.Errorf("create container %q: %w", rec.ID, err)
-	}
-	return t, pid, nil
 }
 
 // lockReadySandbox locks the sandbox named by id (or a unique prefix) and

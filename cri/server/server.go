@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -23,6 +22,7 @@ import (
 	"github.com/berth-runtime/berth/cri/events"
 	"github.com/berth-runtime/berth/cri/specgen"
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/task"
 	"github.com/berth-runtime/berth/imagesvc"
 	"github.com/berth-runtime/berth/netplugin"
 	"github.com/berth-runtime/berth/sandbox"
@@ -62,6 +62,24 @@ type Network interface {
 
 var _ Network = (*netplugin.Manager)(nil)
 
+// Tasks is what the server needs of the task manager: the containers'
+// shims, from spawn to release.
+type Tasks interface {
+	// Spawn starts the shim of rec, a container under creation.
+	Spawn(ctx context.Context, rec store.Container) task.Pending
+	// Get returns the task of a container that has not finished.
+	Get(id string) (task.Task, bool)
+	// Recover reattaches the shim of c after a restart, or records its
+	// exit when the shim is gone.
+	Recover(ctx context.Context, c store.Container) error
+	// Release makes sure no shim or runtime state holds c any more.
+	Release(ctx context.Context, c store.Container) error
+	// Cleanup releases what is left of a container with no record.
+	Cleanup(ctx context.Context, c store.Container)
+}
+
+var _ Tasks = (*task.Manager)(nil)
+
 // Options wires the server's collaborators; every field is required.
 type Options struct {
 	Config    config.Config
@@ -86,7 +104,6 @@ type Server struct {
 	sandboxes Sandboxes
 	images    Images
 	network   Network
-	shimPath  string
 	log       *slog.Logger
 	// streams is the streaming server; nil when there is none.
 	streams StreamServer
@@ -108,8 +125,8 @@ type Server struct {
 	// apparmor is the host's AppArmor, probed (and berth-default loaded) in New.
 	apparmor *apparmor.Host
 
-	tasksMu sync.Mutex       // guards tasks
-	tasks   map[string]*task // live shim connections by container ID
+	// tasks are the live links to the containers' shims.
+	tasks Tasks
 
 	locks keyedMutex // serialises lifecycle calls per sandbox and per container
 
@@ -138,10 +155,8 @@ func New(o Options) (*Server, error) {
 		sandboxes: o.Sandboxes,
 		images:    o.Images,
 		network:   o.Network,
-		shimPath:  o.ShimPath,
 		log:       o.Logger,
 		streams:   o.Streaming,
-		tasks:     map[string]*task{},
 		stats:     newStatsCollector(cgroups.New("")),
 		events:    events.New[*runtime.ContainerEventResponse](0),
 		cdi:       specgen.NewCDIRegistry(o.Config.CDI.SpecDirs),
@@ -183,6 +198,14 @@ func New(o Options) (*Server, error) {
 	if err := s.makeStateDirs(); err != nil {
 		return nil, err
 	}
+	tasks, err := task.New(task.Options{
+		Config: o.Config, Store: o.Store, ShimPath: o.ShimPath, SocketsDir: s.socketsDir(),
+		Logger: o.Logger, Hooks: s.taskHooks(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.tasks = tasks
 	criu := criuCandidates
 	if o.Config.Runtime.CriuPath != "" {
 		criu = []string{o.Config.Runtime.CriuPath}
@@ -250,9 +273,6 @@ func (s *Server) sandboxesDir() string       { return filepath.Join(s.cfg.State,
 func (s *Server) containersDir() string      { return filepath.Join(s.cfg.State, "containers") }
 func (s *Server) socketsDir() string         { return filepath.Join(s.cfg.State, "s") }
 func (s *Server) bundleDir(id string) string { return filepath.Join(s.containersDir(), id) }
-func (s *Server) shimSocket(id string) string {
-	return filepath.Join(s.socketsDir(), id+".sock")
-}
 
 // Version reports the runtime's name and versions.
 func (s *Server) Version(ctx context.Context, r *runtime.VersionRequest) (*runtime.VersionResponse, error) {
