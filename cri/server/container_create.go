@@ -19,6 +19,7 @@ import (
 	"github.com/berth-runtime/berth/cri/specgen"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/task"
+	"github.com/berth-runtime/berth/sandbox/rollback"
 )
 
 // containerKey is the name a container reserves: unique per pod by
@@ -92,9 +93,9 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	if _, err := s.store.Reserve(name, id); err != nil {
 		return nil, fmt.Errorf("reserve container name %q: %w", cfg.GetMetadata().GetName(), err)
 	}
-	cl := &cleaner{log: log}
-	defer cl.run(&retErr)
-	cl.add("release name", func(context.Context) error { s.store.Release(name, id); return nil })
+	cl := rollback.New(log)
+	defer cl.OnError(ctx, &retErr)
+	cl.Add("release name", func(context.Context) error { s.store.Release(name, id); return nil })
 	unlock := s.locks.lock(id)
 	defer unlock()
 
@@ -138,8 +139,8 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	if err := s.store.AddContainer(rec); err != nil {
 		return nil, err
 	}
-	cl.add("delete record", func(context.Context) error { return s.store.DeleteContainer(id) })
-	cl.add("remove bundle", func(context.Context) error { return os.RemoveAll(bundle) })
+	cl.Add("delete record", func(context.Context) error { return s.store.DeleteContainer(id) })
+	cl.Add("remove bundle", func(context.Context) error { return os.RemoveAll(bundle) })
 	if err := os.MkdirAll(rec.Rootfs, 0o700); err != nil {
 		return nil, fmt.Errorf("create bundle of container %q: %w", id, err)
 	}
@@ -147,11 +148,11 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	// fork/exec of a Go binary, is the largest cost here after the
 	// runtime's own create, and needs nothing from those steps.
 	shim := s.tasks.Spawn(ctx, rec)
-	cl.add("stop shim", shim.Discard)
+	cl.Add("stop shim", shim.Discard)
 	if err := s.images.PrepareRootfs(ctx, id, img.ID, rec.Rootfs); err != nil {
 		return nil, fmt.Errorf("prepare rootfs of container %q: %w", id, err)
 	}
-	cl.add("remove rootfs", func(ctx context.Context) error { return s.images.RemoveRootfs(ctx, id, rec.Rootfs) })
+	cl.Add("remove rootfs", func(ctx context.Context) error { return s.images.RemoveRootfs(ctx, id, rec.Rootfs) })
 	if err := restore.prepare(rec.Bundle, rec.Rootfs); err != nil {
 		return nil, fmt.Errorf("restore rootfs of container %q: %w", id, err)
 	}
@@ -179,7 +180,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	if err != nil {
 		return nil, err
 	}
-	cl.add("destroy shim", shim.Destroy)
+	cl.Add("destroy shim", shim.Destroy)
 	if _, err := s.store.UpdateContainer(id, func(c *store.Container) error { c.Status.Pid = pid; return nil }); err != nil {
 		return nil, err
 	}

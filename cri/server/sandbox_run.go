@@ -17,6 +17,7 @@ import (
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/netplugin"
 	"github.com/berth-runtime/berth/sandbox"
+	"github.com/berth-runtime/berth/sandbox/rollback"
 )
 
 func newID() string {
@@ -85,9 +86,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	if _, err := s.store.Reserve(name, id); err != nil {
 		return nil, fmt.Errorf("reserve pod name %q: %w", name, err)
 	}
-	cl := &cleaner{log: log}
-	defer cl.run(&retErr)
-	cl.add("release name", func(context.Context) error { s.store.Release(name, id); return nil })
+	cl := rollback.New(log)
+	defer cl.OnError(ctx, &retErr)
+	cl.Add("release name", func(context.Context) error { s.store.Release(name, id); return nil })
 
 	unlock := s.locks.lock(id)
 	defer unlock()
@@ -135,13 +136,13 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	if err := s.store.AddSandbox(rec); err != nil {
 		return nil, err
 	}
-	cl.add("delete record", func(context.Context) error { return s.store.DeleteSandbox(id) })
+	cl.Add("delete record", func(context.Context) error { return s.store.DeleteSandbox(id) })
 
 	pod, err := s.sandboxes.Create(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %q: %w", id, err)
 	}
-	cl.add("remove sandbox", func(ctx context.Context) error { return s.sandboxes.Remove(ctx, pod) })
+	cl.Add("remove sandbox", func(ctx context.Context) error { return s.sandboxes.Remove(ctx, pod) })
 	if _, err := s.store.UpdateSandbox(id, func(sb *store.Sandbox) error { sb.Pod = pod; return nil }); err != nil {
 		return nil, err
 	}
@@ -153,7 +154,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 		if err != nil {
 			return nil, fmt.Errorf("set up network of sandbox %q: %w", id, err)
 		}
-		cl.add("tear down network", func(ctx context.Context) error { return s.network.Teardown(ctx, pn) })
+		cl.Add("tear down network", func(ctx context.Context) error { return s.network.Teardown(ctx, pn) })
 		for _, ip := range res.IPs {
 			ips = append(ips, ip.String())
 		}
