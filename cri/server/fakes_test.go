@@ -25,6 +25,7 @@ import (
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/cri/events"
 	"github.com/berth-runtime/berth/cri/specgen"
+	"github.com/berth-runtime/berth/cri/stats"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/task"
 	"github.com/berth-runtime/berth/imagesvc"
@@ -473,6 +474,7 @@ func newTestServer(t *testing.T) *testServer {
 		tasks:     &fakeTasks{store: st},
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cg := cgroups.New(filepath.Join(dir, "cgroup"))
 	ts.Server = &Server{
 		cfg:       cfg,
 		store:     st,
@@ -486,7 +488,8 @@ func newTestServer(t *testing.T) *testServer {
 		features:  map[string]handlerFeatures{},
 		cdi:       specgen.NewCDIRegistry(nil),
 		apparmor:  &apparmor.Host{},
-		stats:     newStatsCollector(cgroups.New(filepath.Join(dir, "cgroup"))),
+		cg:        cg,
+		stats:     stats.New(stats.Options{Cgroups: cg, Root: cfg.Root, Logger: log}),
 		events:    events.New[*runtime.ContainerEventResponse](0),
 	}
 	ts.criu.done = make(chan struct{})

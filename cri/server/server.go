@@ -21,6 +21,7 @@ import (
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/cri/events"
 	"github.com/berth-runtime/berth/cri/specgen"
+	"github.com/berth-runtime/berth/cri/stats"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/task"
 	"github.com/berth-runtime/berth/imagesvc"
@@ -132,10 +133,10 @@ type Server struct {
 
 	// stats reads container and pod cgroups for the stats RPCs and OOM
 	// reporting; events fans lifecycle events out to GetContainerEvents.
-	stats  *statsCollector
+	stats  *stats.Collector
 	events *events.Broadcaster[*runtime.ContainerEventResponse]
-	// oom keeps the OOM kill counts of running containers' cgroups (v2).
-	oom *cgroups.OOMWatcher
+	// cg writes pod cgroups (UpdatePodSandboxResources).
+	cg *cgroups.Manager
 }
 
 // New validates o and returns a server; call Recover before serving.
@@ -157,7 +158,7 @@ func New(o Options) (*Server, error) {
 		network:   o.Network,
 		log:       o.Logger,
 		streams:   o.Streaming,
-		stats:     newStatsCollector(cgroups.New("")),
+		cg:        cgroups.New(""),
 		events:    events.New[*runtime.ContainerEventResponse](0),
 		cdi:       specgen.NewCDIRegistry(o.Config.CDI.SpecDirs),
 	}
@@ -168,11 +169,12 @@ func New(o Options) (*Server, error) {
 		}
 		s.oomScoreAdjMin = &v
 	}
-	oom, err := s.stats.cg.NewOOMWatcher()
+	// oom keeps the OOM kill counts of running containers' cgroups (v2).
+	oom, err := s.cg.NewOOMWatcher()
 	if err != nil {
 		return nil, err
 	}
-	s.oom = oom
+	s.stats = stats.New(stats.Options{Cgroups: s.cg, Root: o.Config.Root, Logger: o.Logger, OOM: oom})
 	s.hugetlb = hugetlbUsable("/sys/fs/cgroup")
 	caps, err := specgen.CurrentCapabilities()
 	if err != nil {
