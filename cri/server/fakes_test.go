@@ -17,7 +17,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	bolt "go.etcd.io/bbolt"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/apparmor"
@@ -27,6 +26,7 @@ import (
 	"github.com/berth-runtime/berth/cri/specgen"
 	"github.com/berth-runtime/berth/cri/stats"
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/store/storetest"
 	"github.com/berth-runtime/berth/cri/task"
 	"github.com/berth-runtime/berth/imagesvc"
 	"github.com/berth-runtime/berth/netplugin"
@@ -455,15 +455,7 @@ type testServer struct {
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	st, err := store.Open(db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	cfg := config.Default()
 	cfg.Root, cfg.State = filepath.Join(dir, "root"), filepath.Join(dir, "state")
 	cfg.Runtime.RestrictOOMScoreAdj = false

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/store/storetest"
 )
 
 // newTestManager returns a manager over a fresh store whose shim binary
@@ -22,15 +22,7 @@ import (
 func newTestManager(t *testing.T) (*Manager, *store.Store, config.Config) {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	st, err := store.Open(db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	cfg := config.Default()
 	cfg.Root, cfg.State = filepath.Join(dir, "root"), filepath.Join(dir, "state")
 	cfg.Runtime.Handlers = map[string]config.Handler{"runc": {Binary: "true"}}
