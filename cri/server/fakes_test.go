@@ -477,7 +477,7 @@ func newTestServer(t *testing.T) *testServer {
 		log:       log,
 		streams:   fakeStreams{},
 		allCaps:   []string{"CAP_CHOWN", "CAP_KILL"},
-		features:  map[string]handlerFeatures{},
+		features:  map[string]task.Features{},
 		cdi:       specgen.NewCDIRegistry(nil),
 		apparmor:  &apparmor.Host{},
 		cg:        cg,

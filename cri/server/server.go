@@ -120,7 +120,7 @@ type Server struct {
 	// background from New on.
 	criu criuProbe
 	// features is what each runtime handler supports, probed in New.
-	features map[string]handlerFeatures
+	features map[string]task.Features
 	// cdi resolves CDI devices from the config's cdi.spec_dirs.
 	cdi *specgen.CDIRegistry
 	// apparmor is the host's AppArmor, probed (and berth-default loaded) in New.
@@ -188,7 +188,7 @@ func New(o Options) (*Server, error) {
 	if idmapErr != nil {
 		s.log.Info("idmapped mounts unavailable: user namespaces off", "error", idmapErr)
 	}
-	s.features = probeHandlers(context.Background(), o.Config.Runtime.Handlers, idmapErr == nil, s.log)
+	s.features = task.ProbeFeatures(context.Background(), o.Config.Runtime.Handlers, idmapErr == nil, s.log)
 	s.apparmor = apparmor.New(s.log)
 	if s.apparmor.Enabled() {
 		// A failure is logged by the loader; containers asking for the
