@@ -9,6 +9,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/task"
 )
 
 func podConfig(name string) *runtime.PodSandboxConfig {
@@ -17,6 +18,19 @@ func podConfig(name string) *runtime.PodSandboxConfig {
 		Labels:   map[string]string{"app": name},
 		Hostname: name,
 	}
+}
+
+// usernsPod asks for a user namespace, which the test server's handlers
+// do not support.
+func usernsPod() *runtime.PodSandboxConfig {
+	cfg := podConfig("userns")
+	ids := []*runtime.IDMapping{{HostId: 100000, ContainerId: 0, Length: 65536}}
+	cfg.Linux = &runtime.LinuxPodSandboxConfig{SecurityContext: &runtime.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtime.NamespaceOption{UsernsOptions: &runtime.UserNamespace{
+			Mode: runtime.NamespaceMode_POD, Uids: ids, Gids: ids,
+		}},
+	}}
+	return cfg
 }
 
 func (ts *testServer) runPod(t *testing.T, cfg *runtime.PodSandboxConfig) string {
@@ -39,11 +53,12 @@ func TestRunPodSandboxArguments(t *testing.T) {
 	ts := newTestServer(t)
 	ctx := context.Background()
 	for name, r := range map[string]*runtime.RunPodSandboxRequest{
-		"no config":       {},
-		"no metadata":     {Config: &runtime.PodSandboxConfig{}},
-		"no name":         {Config: &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{Namespace: "ns"}}},
-		"unknown handler": {Config: podConfig("a"), RuntimeHandler: "kata"},
-		"NUL in name":     {Config: &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{Name: "a\x00", Namespace: "ns"}}},
+		"no config":                         {},
+		"no metadata":                       {Config: &runtime.PodSandboxConfig{}},
+		"no name":                           {Config: &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{Namespace: "ns"}}},
+		"unknown handler":                   {Config: podConfig("a"), RuntimeHandler: "kata"},
+		"NUL in name":                       {Config: &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{Name: "a\x00", Namespace: "ns"}}},
+		"userns unsupported by the handler": {Config: usernsPod()},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := ts.RunPodSandbox(ctx, r)
@@ -307,4 +322,10 @@ func sameIDs(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+func TestRunPodSandboxUserns(t *testing.T) {
+	ts := newTestServer(t)
+	ts.features["runc"] = task.Features{UserNamespaces: true}
+	ts.runPod(t, usernsPod())
 }

@@ -1,8 +1,11 @@
 // Package server implements the CRI RuntimeService and ImageService: each
-// RPC turns a CRI request into calls on the sandbox controller, the image
-// service, the network manager and the shims, records the outcome in the
-// store, and turns it back into a CRI response. RPCs berth does not
-// implement yet answer Unimplemented through the embedded defaults.
+// RPC validates a CRI request, turns it into calls on the sandbox
+// controller, the image service, the network manager and the task manager
+// (cri/task: the shims and the OCI runtime), records the outcome in the
+// store, and turns it back into a CRI response; stats come from
+// cri/stats. Every collaborator is a narrow interface declared here, so
+// the handlers are unit-tested over fakes (fakes_test.go). RPCs berth does
+// not implement yet answer Unimplemented through the embedded defaults.
 package server
 
 import (
