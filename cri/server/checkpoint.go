@@ -62,7 +62,7 @@ func (s *Server) CheckpointContainer(ctx context.Context, r *runtime.CheckpointC
 // instant; CheckpointPod pauses the pod's containers itself and passes
 // false.
 func (s *Server) checkpointToArchive(ctx context.Context, id, archive string, pause bool, bound time.Duration) (retErr error) {
-	criu, err := s.criu.get(ctx)
+	criu, err := s.criu.Get(ctx)
 	if err != nil {
 		return err
 	}

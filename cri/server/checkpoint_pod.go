@@ -102,7 +102,7 @@ func (s *Server) CheckpointPod(ctx context.Context, r *runtime.CheckpointPodRequ
 		return nil, fmt.Errorf("checkpoint pod: %w", err)
 	}
 	defer unlockPod()
-	if _, err := s.criu.get(ctx); err != nil {
+	if _, err := s.criu.Get(ctx); err != nil {
 		return nil, err
 	}
 	// One bound for the whole cut: every container's dump shares it.

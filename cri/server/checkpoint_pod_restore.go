@@ -49,7 +49,7 @@ func (s *Server) RestorePod(ctx context.Context, r *runtime.RestorePodRequest) (
 			return nil, fmt.Errorf("pod checkpoint %q: pod config: %v: %w", path, err, errdefs.ErrInvalidArgument)
 		}
 	}
-	if _, err := s.criu.get(ctx); err != nil {
+	if _, err := s.criu.Get(ctx); err != nil {
 		return nil, err
 	}
 	for _, cfg := range cfgs {

@@ -484,11 +484,18 @@ func newTestServer(t *testing.T) *testServer {
 		stats:     stats.New(stats.Options{Cgroups: cg, Root: cfg.Root, Logger: log}),
 		events:    events.New[*runtime.ContainerEventResponse](0),
 	}
-	ts.criu.done = make(chan struct{})
-	ts.criu.err = fmt.Errorf("no CRIU in unit tests: %w", errdefs.ErrFailedPrecondition)
-	close(ts.criu.done)
+	ts.criu = noCRIU{}
 	if err := ts.makeStateDirs(); err != nil {
 		t.Fatal(err)
 	}
 	return ts
 }
+
+// noCRIU is a host without a working CRIU.
+type noCRIU struct{}
+
+func (noCRIU) Get(context.Context) (string, error) {
+	return "", fmt.Errorf("no CRIU in unit tests: %w", errdefs.ErrFailedPrecondition)
+}
+func (n noCRIU) Ready() (bool, error) { _, err := n.Get(context.Background()); return false, err }
+func (noCRIU) Stop()                  {}

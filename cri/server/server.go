@@ -84,6 +84,19 @@ type Tasks interface {
 
 var _ Tasks = (*task.Manager)(nil)
 
+// CRIU is the CRIU checkpoint and restore use (task.CRIUProbe).
+type CRIU interface {
+	// Get returns the path of a working CRIU, waiting for the probe while
+	// ctx allows; FailedPrecondition when there is none.
+	Get(ctx context.Context) (string, error)
+	// Ready reports the probe's result without waiting.
+	Ready() (probing bool, err error)
+	// Stop ends a probe still running and waits for it.
+	Stop()
+}
+
+var _ CRIU = (*task.CRIUProbe)(nil)
+
 // Options wires the server's collaborators; every field is required.
 type Options struct {
 	Config    config.Config
@@ -121,7 +134,7 @@ type Server struct {
 	allCaps []string
 	// criu is the CRIU checkpoint and restore use, probed in the
 	// background from New on.
-	criu criuProbe
+	criu CRIU
 	// features is what each runtime handler supports, probed in New.
 	features map[string]task.Features
 	// cdi resolves CDI devices from the config's cdi.spec_dirs.
@@ -211,17 +224,17 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.tasks = tasks
-	criu := criuCandidates
+	criu := task.CRIUCandidates
 	if o.Config.Runtime.CriuPath != "" {
 		criu = []string{o.Config.Runtime.CriuPath}
 	}
-	s.criu.start(criu, s.checkpointsDir(), filepath.Join(o.Config.State, "criu-proof.json"), o.Config.Runtime.CheckpointTimeoutDuration(), s.log)
+	s.criu = task.ProbeCRIU(criu, s.checkpointsDir(), filepath.Join(o.Config.State, "criu-proof.json"), o.Config.Runtime.CheckpointTimeoutDuration(), s.log)
 	return s, nil
 }
 
 // Close stops what New started in the background (the CRIU probe) and
 // waits for it; call it once the server no longer serves.
-func (s *Server) Close() { s.criu.stop() }
+func (s *Server) Close() { s.criu.Stop() }
 
 // makeStateDirs creates the state dirs with their modes and closes what an
 // older berth left open, so an upgraded node is protected too.
