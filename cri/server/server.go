@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/apparmor"
@@ -84,6 +85,22 @@ type Tasks interface {
 
 var _ Tasks = (*task.Manager)(nil)
 
+// Stats is what the server needs of the stats collector: samples of
+// containers and pods, and the OOM kill counts of containers' cgroups.
+type Stats interface {
+	Container(ctx context.Context, rec store.Container) (*runtime.ContainerStats, *cgroups.Stats)
+	Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) (*runtime.LinuxPodSandboxStats, error)
+	PodMetrics(ctx context.Context, sb store.Sandbox, ctrs []store.Container, fs *unix.Statfs_t) *runtime.PodSandboxMetrics
+	RootFs() *unix.Statfs_t
+	// Forget drops what is cached about objects not in keep.
+	Forget(keep map[string]bool)
+	User(rec store.Container) *runtime.ContainerUser
+	WatchOOM(rec store.Container) uint64
+	OOMKilled(rec store.Container, base uint64) bool
+}
+
+var _ Stats = (*stats.Collector)(nil)
+
 // CRIU is the CRIU checkpoint and restore use (task.CRIUProbe).
 type CRIU interface {
 	// Get returns the path of a working CRIU, waiting for the probe while
@@ -149,7 +166,7 @@ type Server struct {
 
 	// stats reads container and pod cgroups for the stats RPCs and OOM
 	// reporting; events fans lifecycle events out to GetContainerEvents.
-	stats  *stats.Collector
+	stats  Stats
 	events *events.Broadcaster[*runtime.ContainerEventResponse]
 	// cg writes pod cgroups (UpdatePodSandboxResources).
 	cg *cgroups.Manager
