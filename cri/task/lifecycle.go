@@ -88,7 +88,11 @@ func (p *pending) Create(ctx context.Context, o CreateOpts) (int, error) {
 		CriuPath:      o.CriuPath,
 	})
 	if err != nil {
-		if rerr := p.m.release(ctx, p.rec, p.cli); rerr != nil {
+		// The request's context may be what ended the create; the shim
+		// must go anyway.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if rerr := p.m.release(rctx, p.rec, p.cli); rerr != nil {
 			p.m.log.Warn("release shim after failed create", "container_id", p.rec.ID, "error", rerr)
 		}
 		p.cli = nil
