@@ -169,3 +169,40 @@ func TestContainerEvents(t *testing.T) {
 		t.Errorf("stream ended with %v", err)
 	}
 }
+
+func TestReopenContainerLogWithLog(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	sb := ts.runPod(t, podConfig("web"))
+	cfg := containerConfig("logged")
+	cfg.LogPath = "logged/0.log"
+	ts.images.addImage(testImage)
+	resp, err := ts.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sb, Config: cfg,
+		SandboxConfig: &runtime.PodSandboxConfig{LogDirectory: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetContainerId()
+	if _, err := ts.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.ReopenContainerLog(ctx, &runtime.ReopenContainerLogRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if !ts.tasks.get(id).has("reopen log") {
+		t.Error("the shim was not asked to reopen the log")
+	}
+}
+
+func TestRuntimeConfigAndFsInfo(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	rc, err := ts.RuntimeConfig(ctx, &runtime.RuntimeConfigRequest{})
+	if err != nil || rc.GetLinux().GetCgroupDriver() != runtime.CgroupDriver_CGROUPFS {
+		t.Errorf("RuntimeConfig = %v, %v", rc, err)
+	}
+	fs, err := ts.ImageFsInfo(ctx, &runtime.ImageFsInfoRequest{})
+	if err != nil || len(fs.GetImageFilesystems()) != 1 || fs.GetImageFilesystems()[0].GetFsId().GetMountpoint() != "/" {
+		t.Errorf("ImageFsInfo = %v, %v", fs, err)
+	}
+}
