@@ -92,7 +92,9 @@ func (p *pending) Create(ctx context.Context, o CreateOpts) (int, error) {
 		// must go anyway.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		if rerr := p.m.release(rctx, p.rec, p.cli); rerr != nil {
+		// A runtime create that failed half way may have left state the
+		// shim does not know of: the second release finds it on disk.
+		if rerr := errors.Join(p.m.release(rctx, p.rec, p.cli), p.m.Release(rctx, p.rec)); rerr != nil {
 			p.m.log.Warn("release shim after failed create", "container_id", p.rec.ID, "error", rerr)
 		}
 		p.cli = nil
@@ -221,8 +223,8 @@ const shimGoneWait = 2 * time.Second
 
 // release is the one way berthd ends a shim and what it holds: the init
 // process is killed if it runs, the runtime deletes the container, the
-// shim shuts down and is waited for. cli may be nil when berthd has no
-// connection. Whenever that fails, or a shim or runtime state is left,
+// shim shuts down and is waited for. When that fails, or berthd has no
+// connection (cli nil) and a shim or runtime state is left on disk,
 // `berth-shim delete` does the same work without the shim; its failure,
 // or runtime state that survives it, fails the release.
 func (m *Manager) release(ctx context.Context, rec store.Container, cli *client.Client) error {
@@ -249,7 +251,12 @@ func (m *Manager) release(ctx context.Context, rec store.Container, cli *client.
 		}
 		_ = cli.Close()
 	}
-	if len(errs) == 0 && !client.ShimAlive(rec.Bundle) && !m.runtimeKnows(rec) {
+	switch {
+	case cli != nil && len(errs) == 0:
+		// The shim did it all and is gone.
+		return nil
+	case cli == nil && !client.ShimAlive(rec.Bundle) && !m.runtimeKnows(rec):
+		// Nothing holds the container.
 		return nil
 	}
 	if err := m.cleanup(ctx, rec); err != nil {
