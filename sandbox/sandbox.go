@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-runtime/berth/sandbox/netns"
 	"github.com/berth-runtime/berth/sandbox/podfiles"
+	"github.com/berth-runtime/berth/sandbox/rollback"
 )
 
 // DefaultNetNSDir is where network namespaces are pinned unless configured.
@@ -143,7 +144,7 @@ func (c *Controller) Create(ctx context.Context, s Spec) (Pod, error) {
 		hostname = h
 	}
 	pod := Pod{ID: s.ID, Dir: filepath.Clean(s.Dir), NoInfra: !s.SharePID}
-	cl := &cleaner{log: log}
+	cl := rollback.New(log)
 
 	// 0700: the pod's files are its containers' (bind mounts, which need
 	// no traversal by the container's user), no other user's.
@@ -156,10 +157,10 @@ func (c *Controller) Create(ctx context.Context, s Spec) (Pod, error) {
 		}
 		return Pod{}, fmt.Errorf("create sandbox %q dir: %w", s.ID, err)
 	}
-	cl.add("remove pod dir", func(context.Context) error { return os.RemoveAll(pod.Dir) })
+	cl.Add("remove pod dir", func(context.Context) error { return os.RemoveAll(pod.Dir) })
 
 	if err := c.build(ctx, s, hostname, &pod, cl); err != nil {
-		if cerr := cl.run(ctx); cerr != nil {
+		if cerr := cl.Run(ctx); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 		return Pod{}, err
@@ -170,7 +171,7 @@ func (c *Controller) Create(ctx context.Context, s Spec) (Pod, error) {
 
 // build does the steps of Create after the pod dir exists, registering an
 // undo step in cl for each thing it creates.
-func (c *Controller) build(ctx context.Context, s Spec, hostname string, pod *Pod, cl *cleaner) error {
+func (c *Controller) build(ctx context.Context, s Spec, hostname string, pod *Pod, cl *rollback.Steps) error {
 	req := netns.Request{ID: s.ID, Hostname: hostname}
 	if !s.HostNetwork {
 		req.NetDir, req.UTSDir = c.netNSDir, c.utsNSDir
@@ -183,7 +184,7 @@ func (c *Controller) build(ctx context.Context, s Spec, hostname string, pod *Po
 		return fmt.Errorf("create namespaces for sandbox %q: %w", s.ID, err)
 	}
 	pod.NetNS, pod.IPCNS, pod.UTSNS = pins.Net, pins.IPC, pins.UTS
-	cl.add("remove namespace pins", func(context.Context) error { return removePins(*pod) })
+	cl.Add("remove namespace pins", func(context.Context) error { return removePins(*pod) })
 
 	if err := c.writeFiles(s, hostname, pod); err != nil {
 		return fmt.Errorf("write files of sandbox %q: %w", s.ID, err)
@@ -199,7 +200,7 @@ func (c *Controller) build(ctx context.Context, s Spec, hostname string, pod *Po
 			return fmt.Errorf("sandbox %q: %w", s.ID, err)
 		}
 		pod.ShmPath = shm
-		cl.add("unmount shm", func(context.Context) error { return podfiles.UnmountShm(shm) })
+		cl.Add("unmount shm", func(context.Context) error { return podfiles.UnmountShm(shm) })
 	}
 
 	if s.SharePID {
@@ -209,7 +210,7 @@ func (c *Controller) build(ctx context.Context, s Spec, hostname string, pod *Po
 		}
 		pod.InfraPID, pod.InfraStartTime = pid, start
 		p := *pod
-		cl.add("stop infra process", func(ctx context.Context) error { return c.Stop(ctx, p) })
+		cl.Add("stop infra process", func(ctx context.Context) error { return c.Stop(ctx, p) })
 	}
 	return ctx.Err()
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/berth-runtime/berth/cri/checkpoint"
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/store"
-	"github.com/berth-runtime/berth/shim/client"
+	"github.com/berth-runtime/berth/cri/task"
 )
 
 func (s *Server) checkpointsDir() string { return filepath.Join(s.cfg.State, "checkpoints") }
@@ -62,7 +62,7 @@ func (s *Server) CheckpointContainer(ctx context.Context, r *runtime.CheckpointC
 // instant; CheckpointPod pauses the pod's containers itself and passes
 // false.
 func (s *Server) checkpointToArchive(ctx context.Context, id, archive string, pause bool, bound time.Duration) (retErr error) {
-	criu, err := s.criu.get(ctx)
+	criu, err := s.criu.Get(ctx)
 	if err != nil {
 		return err
 	}
@@ -97,21 +97,21 @@ func (s *Server) checkpointToArchive(ctx context.Context, id, archive string, pa
 		return err
 	}
 	if pause {
-		if err := t.client.Pause(ctx); err != nil {
+		if err := t.Pause(ctx); err != nil {
 			return fmt.Errorf("pause container %q for checkpoint: %w", c.ID, err)
 		}
 		defer func() {
 			// The container must never be left frozen, whatever ctx says.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
-			if err := t.client.Resume(rctx); err != nil && retErr == nil {
+			if err := t.Resume(rctx); err != nil && retErr == nil {
 				retErr = fmt.Errorf("resume container %q after checkpoint: %w", c.ID, err)
 			}
 		}()
 	}
 	cctx, cancel := criuCallContext(ctx, bound)
 	defer cancel()
-	err = t.client.Checkpoint(cctx, client.CheckpointOpts{
+	err = t.Checkpoint(cctx, task.CheckpointOpts{
 		ImagePath:    filepath.Join(dir, checkpoint.CheckpointDirectory),
 		WorkPath:     dir,
 		LeaveRunning: true,

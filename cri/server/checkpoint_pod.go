@@ -19,6 +19,7 @@ import (
 	"github.com/berth-runtime/berth/cri/checkpoint"
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/task"
 )
 
 // Options CheckpointPod accepts (the CRI leaves their keys to the runtime
@@ -101,7 +102,7 @@ func (s *Server) CheckpointPod(ctx context.Context, r *runtime.CheckpointPodRequ
 		return nil, fmt.Errorf("checkpoint pod: %w", err)
 	}
 	defer unlockPod()
-	if _, err := s.criu.get(ctx); err != nil {
+	if _, err := s.criu.Get(ctx); err != nil {
 		return nil, err
 	}
 	// One bound for the whole cut: every container's dump shares it.
@@ -182,12 +183,12 @@ func removeContents(dir string) {
 // out, and resumes every container it paused. CRIU must be done by
 // criuDeadline.
 func (s *Server) dumpPod(ctx context.Context, sb store.Sandbox, ctrs []store.Container, out string, opts podCheckpointOpts, criuDeadline time.Time) (retErr error) {
-	var paused []*task
+	var paused []task.Task
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		for _, t := range paused {
-			if err := t.client.Resume(rctx); err != nil {
+			if err := t.Resume(rctx); err != nil {
 				retErr = errors.Join(retErr, fmt.Errorf("resume container after pod checkpoint: %w", err))
 			}
 		}
@@ -197,7 +198,7 @@ func (s *Server) dumpPod(ctx context.Context, sb store.Sandbox, ctrs []store.Con
 		if t == nil {
 			return fmt.Errorf("checkpoint container %q: no shim: %w", c.ID, errdefs.ErrFailedPrecondition)
 		}
-		if err := t.client.Pause(ctx); err != nil {
+		if err := t.Pause(ctx); err != nil {
 			return fmt.Errorf("pause container %q for pod checkpoint: %w", c.ID, err)
 		}
 		paused = append(paused, t)

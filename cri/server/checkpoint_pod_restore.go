@@ -6,7 +6,6 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/berth-runtime/berth/cri/checkpoint"
 	"github.com/berth-runtime/berth/cri/interceptor"
+	"github.com/berth-runtime/berth/sandbox/rollback"
 )
 
 // RestorePod creates a new pod sandbox from a pod checkpoint (made by
@@ -49,7 +49,7 @@ func (s *Server) RestorePod(ctx context.Context, r *runtime.RestorePodRequest) (
 			return nil, fmt.Errorf("pod checkpoint %q: pod config: %v: %w", path, err, errdefs.ErrInvalidArgument)
 		}
 	}
-	if _, err := s.criu.get(ctx); err != nil {
+	if _, err := s.criu.Get(ctx); err != nil {
 		return nil, err
 	}
 	for _, cfg := range cfgs {
@@ -69,16 +69,12 @@ func (s *Server) RestorePod(ctx context.Context, r *runtime.RestorePodRequest) (
 		return nil, fmt.Errorf("restore pod: %w", err)
 	}
 	id := sbResp.GetPodSandboxId()
-	defer func() {
-		if retErr == nil {
-			return
-		}
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		defer cancel()
-		if _, err := s.RemovePodSandbox(rctx, &runtime.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
-			interceptor.Logger(ctx).Error("remove pod of failed restore", "sandbox_id", id, "error", err)
-		}
-	}()
+	cl := rollback.New(interceptor.Logger(ctx))
+	defer cl.OnError(ctx, &retErr)
+	cl.Add("remove pod", func(ctx context.Context) error {
+		_, err := s.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: id})
+		return err
+	})
 	for _, vol := range dump.Volumes {
 		for _, dst := range targets[vol.Name] {
 			if err := checkpoint.ApplyVolume(ctx, filepath.Join(path, vol.Archive), dst); err != nil {

@@ -61,7 +61,7 @@ func (s *Server) openRestore(ctx context.Context, cfg *runtime.ContainerConfig) 
 	} else if fi, err := os.Stat(img); err != nil || !fi.Mode().IsRegular() {
 		return nil, nil
 	}
-	if _, err := s.criu.get(ctx); err != nil {
+	if _, err := s.criu.Get(ctx); err != nil {
 		return nil, fmt.Errorf("restore from %q: %w", img, err)
 	}
 	if err := os.MkdirAll(s.checkpointsDir(), 0o700); err != nil {
@@ -209,7 +209,7 @@ func (s *Server) criuPathFor(ctx context.Context, restoreFrom string) string {
 		return ""
 	}
 	// openRestore already waited for the probe and found it good.
-	p, _ := s.criu.get(ctx)
+	p, _ := s.criu.Get(ctx)
 	return p
 }
 

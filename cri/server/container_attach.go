@@ -10,7 +10,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/streaming"
-	"github.com/berth-runtime/berth/shim/client"
+	"github.com/berth-runtime/berth/cri/task"
 )
 
 // Attach returns the URL of a streaming attach session.
@@ -35,7 +35,7 @@ func (r streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out,
 	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
 		return fmt.Errorf("decode config of container %q: %w", c.ID, err)
 	}
-	o := client.AttachOpts{FifoDir: fifoDir(c)}
+	o := task.AttachOpts{FifoDir: fifoDir(c)}
 	if in != nil && cfg.GetStdin() {
 		o.Stdin = in
 	}
@@ -46,9 +46,9 @@ func (r streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out,
 		o.Stderr = errw
 	}
 	if cfg.GetTty() && resize != nil {
-		go forwardResize(ctx, resize, t.client.ResizePty)
+		go forwardResize(ctx, resize, t.ResizePty)
 	}
-	if err := t.client.Attach(ctx, o); err != nil {
+	if err := t.Attach(ctx, o); err != nil {
 		return fmt.Errorf("attach to container %q: %w", id, err)
 	}
 	return nil

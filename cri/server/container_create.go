@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,7 +18,9 @@ import (
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/specgen"
 	"github.com/berth-runtime/berth/cri/store"
-	"github.com/berth-runtime/berth/shim/client"
+	"github.com/berth-runtime/berth/cri/task"
+	"github.com/berth-runtime/berth/imagesvc"
+	"github.com/berth-runtime/berth/sandbox/rollback"
 )
 
 // containerKey is the name a container reserves: unique per pod by
@@ -56,134 +57,195 @@ func logPath(dir, rel string) (string, error) {
 	return p, nil
 }
 
+// containerPlan is what the steps of CreateContainer share: each reads
+// what the earlier ones set, and records the undo of what it makes in cl.
+type containerPlan struct {
+	id      string
+	name    string                   // the reserved name
+	cfg     *runtime.ContainerConfig // the request's, or the checkpoint's when restoring
+	podCfg  runtime.PodSandboxConfig
+	sb      store.Sandbox
+	img     imagesvc.Image
+	logFile string
+	restore *restoreSource // nil unless restoring from a checkpoint
+	rec     store.Container
+	shim    task.Pending
+	volumes []specs.Mount
+	cl      *rollback.Steps
+}
+
 // CreateContainer builds the container's rootfs, bundle and shim, and has
 // the OCI runtime create it, so StartContainer only has to start it.
 func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainerRequest) (_ *runtime.CreateContainerResponse, retErr error) {
-	cfg := r.GetConfig()
-	if err := validateContainerConfig(cfg); err != nil {
+	p := &containerPlan{cfg: r.GetConfig()}
+	if err := validateContainerConfig(p.cfg); err != nil {
 		return nil, err
 	}
 	// An image that is a checkpoint archive restores the container from it.
-	restore, err := s.openRestore(ctx, cfg)
+	restore, err := s.openRestore(ctx, p.cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer restore.discard()
 	if restore != nil {
-		cfg = restore.config
+		p.restore, p.cfg = restore, restore.config
 	}
 	sb, unlockPod, err := s.lockReadySandbox(r.GetPodSandboxId())
 	if err != nil {
 		return nil, err
 	}
 	defer unlockPod()
-	logFile, err := logPath(r.GetSandboxConfig().GetLogDirectory(), cfg.GetLogPath())
-	if err != nil {
+	p.sb = sb
+	if p.logFile, err = logPath(r.GetSandboxConfig().GetLogDirectory(), p.cfg.GetLogPath()); err != nil {
 		return nil, err
 	}
-	img, err := s.images.Get(ctx, cfg.GetImage().GetImage())
-	if err != nil {
-		return nil, fmt.Errorf("image %q: %w", cfg.GetImage().GetImage(), err)
+	if p.img, err = s.images.Get(ctx, p.cfg.GetImage().GetImage()); err != nil {
+		return nil, fmt.Errorf("image %q: %w", p.cfg.GetImage().GetImage(), err)
 	}
 
-	id := newID()
-	ctx = interceptor.With(ctx, "container_id", id)
+	p.id = newID()
+	ctx = interceptor.With(ctx, "container_id", p.id)
 	log := interceptor.Logger(ctx)
-	name := containerKey(sb.ID, cfg.GetMetadata())
-	if _, err := s.store.Reserve(name, id); err != nil {
-		return nil, fmt.Errorf("reserve container name %q: %w", cfg.GetMetadata().GetName(), err)
+	p.cl = rollback.New(log)
+	defer p.cl.OnError(ctx, &retErr)
+	p.name = containerKey(sb.ID, p.cfg.GetMetadata())
+	if _, err := s.store.Reserve(p.name, p.id); err != nil {
+		return nil, fmt.Errorf("reserve container name %q: %w", p.cfg.GetMetadata().GetName(), err)
 	}
-	cl := &cleaner{log: log}
-	defer cl.run(&retErr)
-	cl.add("release name", func(context.Context) error { s.store.Release(name, id); return nil })
-	unlock := s.locks.lock(id)
+	p.cl.Add("release name", func(context.Context) error { s.store.Release(p.name, p.id); return nil })
+	unlock := s.locks.lock(p.id)
 	defer unlock()
 
-	var podCfg runtime.PodSandboxConfig
-	if err := proto.Unmarshal(sb.Config, &podCfg); err != nil {
-		return nil, fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
+	for _, step := range []func(context.Context, *containerPlan) error{
+		s.recordContainer, // first, so a daemon killed later finds what to clean up
+		s.spawnShim,
+		s.prepareRootfs,
+		s.prepareContainerVolumes,
+		s.writeContainerSpec,
+		s.createTask,
+	} {
+		if err := step(ctx, p); err != nil {
+			return nil, err
+		}
 	}
-	if cfg, err = s.resolveImageMounts(ctx, cfg); err != nil {
-		return nil, err
+	s.containerEvent(p.id, sb.ID, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
+	log.Info("container created", "name", p.cfg.GetMetadata().GetName(), "image", p.rec.Image)
+	return &runtime.CreateContainerResponse{ContainerId: p.id}, nil
+}
+
+// recordContainer persists the container's record, state CREATED, before
+// anything of it exists, and makes its bundle dir.
+func (s *Server) recordContainer(ctx context.Context, p *containerPlan) error {
+	if err := proto.Unmarshal(p.sb.Config, &p.podCfg); err != nil {
+		return fmt.Errorf("decode config of sandbox %q: %w", p.sb.ID, err)
 	}
-	rawCfg, err := proto.Marshal(cfg)
+	var err error
+	if p.cfg, err = s.resolveImageMounts(ctx, p.cfg); err != nil {
+		return err
+	}
+	rawCfg, err := proto.Marshal(p.cfg)
 	if err != nil {
-		return nil, fmt.Errorf("encode container config: %w", err)
+		return fmt.Errorf("encode container config: %w", err)
 	}
-	bundle := s.bundleDir(id)
-	rec := store.Container{
-		ID:             id,
-		SandboxID:      sb.ID,
-		Name:           name,
-		Metadata:       store.ContainerMetadata{Name: cfg.GetMetadata().GetName(), Attempt: cfg.GetMetadata().GetAttempt()},
-		Labels:         cfg.GetLabels(),
-		Annotations:    cfg.GetAnnotations(),
+	bundle := s.bundleDir(p.id)
+	p.rec = store.Container{
+		ID:             p.id,
+		SandboxID:      p.sb.ID,
+		Name:           p.name,
+		Metadata:       store.ContainerMetadata{Name: p.cfg.GetMetadata().GetName(), Attempt: p.cfg.GetMetadata().GetAttempt()},
+		Labels:         p.cfg.GetLabels(),
+		Annotations:    p.cfg.GetAnnotations(),
 		Config:         rawCfg,
-		Image:          cfg.GetImage().GetImage(),
-		ImageID:        img.ID,
-		ImageRef:       imageRef(img),
-		RuntimeHandler: sb.RuntimeHandler,
-		LogPath:        logFile,
-		StopSignal:     img.Config.Config.StopSignal,
+		Image:          p.cfg.GetImage().GetImage(),
+		ImageID:        p.img.ID,
+		ImageRef:       imageRef(p.img),
+		RuntimeHandler: p.sb.RuntimeHandler,
+		LogPath:        p.logFile,
+		StopSignal:     p.img.Config.Config.StopSignal,
 		Bundle:         bundle,
 		Rootfs:         filepath.Join(bundle, "rootfs"),
 		CreatedAt:      time.Now().UnixNano(),
-		Restore:        restore != nil,
+		Restore:        p.restore != nil,
 		Status:         store.ContainerStatus{State: store.ContainerCreated},
 	}
-	if sig := cfg.GetStopSignal(); sig != runtime.Signal_SIGNAL_RUNTIME_DEFAULT {
-		rec.StopSignal = strings.TrimPrefix(sig.String(), "SIGNAL_")
+	if sig := p.cfg.GetStopSignal(); sig != runtime.Signal_SIGNAL_RUNTIME_DEFAULT {
+		p.rec.StopSignal = strings.TrimPrefix(sig.String(), "SIGNAL_")
 	}
-	// Persisted first so a daemon killed from here on finds the record and
-	// cleans up whatever the following steps made.
-	if err := s.store.AddContainer(rec); err != nil {
-		return nil, err
+	if err := s.store.AddContainer(p.rec); err != nil {
+		return err
 	}
-	cl.add("delete record", func(context.Context) error { return s.store.DeleteContainer(id) })
-	cl.add("remove bundle", func(context.Context) error { return os.RemoveAll(bundle) })
-	if err := os.MkdirAll(rec.Rootfs, 0o700); err != nil {
-		return nil, fmt.Errorf("create bundle of container %q: %w", id, err)
+	p.cl.Add("delete record", func(context.Context) error { return s.store.DeleteContainer(p.id) })
+	p.cl.Add("remove bundle", func(context.Context) error { return os.RemoveAll(bundle) })
+	if err := os.MkdirAll(p.rec.Rootfs, 0o700); err != nil {
+		return fmt.Errorf("create bundle of container %q: %w", p.id, err)
 	}
-	// The shim starts while the rootfs and spec are made: its spawn, a
-	// fork/exec of a Go binary, is the largest cost here after the
-	// runtime's own create, and needs nothing from those steps.
-	shim := s.spawnShim(ctx, rec)
-	cl.add("stop shim", shim.discard)
-	if err := s.images.PrepareRootfs(ctx, id, img.ID, rec.Rootfs); err != nil {
-		return nil, fmt.Errorf("prepare rootfs of container %q: %w", id, err)
-	}
-	cl.add("remove rootfs", func(ctx context.Context) error { return s.images.RemoveRootfs(ctx, id, rec.Rootfs) })
-	if err := restore.prepare(rec.Bundle, rec.Rootfs); err != nil {
-		return nil, fmt.Errorf("restore rootfs of container %q: %w", id, err)
-	}
-	if err := prepareUsernsRootfs(&podCfg, bundle, rec.Rootfs); err != nil {
-		return nil, fmt.Errorf("prepare rootfs of container %q for its user namespace: %w", id, err)
-	}
-	volumes, err := s.prepareVolumes(ctx, rec, cfg, img.Config.Config.Volumes, cl)
-	if err != nil {
-		return nil, fmt.Errorf("prepare volumes of container %q: %w", id, err)
-	}
+	return nil
+}
 
-	if err := s.writeSpec(rec, cfg, &podCfg, sb, img.Config.Config, volumes); err != nil {
-		return nil, err
+// spawnShim starts the shim while the rootfs and spec are made: its
+// spawn, a fork/exec of a Go binary, is the largest cost of a create
+// after the runtime's own, and needs nothing from those steps.
+func (s *Server) spawnShim(ctx context.Context, p *containerPlan) error {
+	p.shim = s.tasks.Spawn(ctx, p.rec)
+	p.cl.Add("stop shim", p.shim.Discard)
+	return nil
+}
+
+// prepareRootfs mounts the image's layers at the rootfs, applies a
+// checkpoint's file changes and readies it for the pod's user namespace.
+func (s *Server) prepareRootfs(ctx context.Context, p *containerPlan) error {
+	if err := s.images.PrepareRootfs(ctx, p.id, p.img.ID, p.rec.Rootfs); err != nil {
+		return fmt.Errorf("prepare rootfs of container %q: %w", p.id, err)
 	}
-	if logFile != "" {
-		if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
-			return nil, fmt.Errorf("create log dir of container %q: %w", id, err)
+	p.cl.Add("remove rootfs", func(ctx context.Context) error { return s.images.RemoveRootfs(ctx, p.id, p.rec.Rootfs) })
+	if err := p.restore.prepare(p.rec.Bundle, p.rec.Rootfs); err != nil {
+		return fmt.Errorf("restore rootfs of container %q: %w", p.id, err)
+	}
+	if err := prepareUsernsRootfs(&p.podCfg, p.rec.Bundle, p.rec.Rootfs); err != nil {
+		return fmt.Errorf("prepare rootfs of container %q for its user namespace: %w", p.id, err)
+	}
+	return nil
+}
+
+func (s *Server) prepareContainerVolumes(ctx context.Context, p *containerPlan) error {
+	var err error
+	if p.volumes, err = s.prepareVolumes(ctx, p.rec, p.cfg, p.img.Config.Config.Volumes, p.cl); err != nil {
+		return fmt.Errorf("prepare volumes of container %q: %w", p.id, err)
+	}
+	return nil
+}
+
+// writeContainerSpec writes the bundle's config.json and makes the log's
+// dir.
+func (s *Server) writeContainerSpec(ctx context.Context, p *containerPlan) error {
+	if err := s.writeSpec(p.rec, p.cfg, &p.podCfg, p.sb, p.img.Config.Config, p.volumes); err != nil {
+		return err
+	}
+	if p.logFile != "" {
+		if err := os.MkdirAll(filepath.Dir(p.logFile), 0o755); err != nil {
+			return fmt.Errorf("create log dir of container %q: %w", p.id, err)
 		}
 	}
-	t, pid, err := s.createInShim(ctx, shim, rec, cfg, restore.imagesDir())
+	return nil
+}
+
+// createTask has the shim create the container through the OCI runtime,
+// records its pid and hands it to the task manager to watch.
+func (s *Server) createTask(ctx context.Context, p *containerPlan) error {
+	restoreFrom := p.restore.imagesDir()
+	pid, err := p.shim.Create(ctx, task.CreateOpts{
+		Stdin: p.cfg.GetStdin(), StdinOnce: p.cfg.GetStdinOnce(), Terminal: p.cfg.GetTty(),
+		RestoreFrom: restoreFrom, CriuPath: s.criuPathFor(ctx, restoreFrom),
+	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cl.add("destroy shim", func(ctx context.Context) error { return s.destroyTask(ctx, rec, t) })
-	if _, err := s.store.UpdateContainer(id, func(c *store.Container) error { c.Status.Pid = pid; return nil }); err != nil {
-		return nil, err
+	p.cl.Add("destroy shim", p.shim.Destroy)
+	if _, err := s.store.UpdateContainer(p.id, func(c *store.Container) error { c.Status.Pid = pid; return nil }); err != nil {
+		return err
 	}
-	s.watch(rec, t)
-	s.containerEvent(id, sb.ID, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
-	log.Info("container created", "name", cfg.GetMetadata().GetName(), "image", rec.Image)
-	return &runtime.CreateContainerResponse{ContainerId: id}, nil
+	p.shim.Watch()
+	return nil
 }
 
 func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, podCfg *runtime.PodSandboxConfig, sb store.Sandbox, imgCfg imageConfig, volumes []specs.Mount) error {
@@ -242,94 +304,6 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 		return fmt.Errorf("write spec of container %q: %w", rec.ID, err)
 	}
 	return nil
-}
-
-// runtimeBinary resolves a handler's binary once per call: PATH may differ
-// between the daemon and the shim's environment, so the shim gets a path.
-func (s *Server) runtimeBinary(handler string) (string, error) {
-	h, ok := s.cfg.Runtime.Handlers[handler]
-	if !ok {
-		return "", fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrFailedPrecondition)
-	}
-	p, err := exec.LookPath(h.Binary)
-	if err != nil {
-		return "", fmt.Errorf("runtime handler %q binary %q: %w", handler, h.Binary, errdefs.ErrFailedPrecondition)
-	}
-	return p, nil
-}
-
-// pendingShim is a shim being spawned for a container under creation.
-type pendingShim struct {
-	done chan struct{}
-	cli  *client.Client
-	err  error
-	// taken is set once a task owns the client, so discard leaves it be.
-	taken bool
-}
-
-func (s *Server) spawnShim(ctx context.Context, rec store.Container) *pendingShim {
-	p := &pendingShim{done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		p.cli, p.err = client.Start(ctx, client.StartOpts{
-			ID: rec.ID, ShimBinary: s.shimPath, Socket: s.shimSocket(rec.ID), StateDir: rec.Bundle,
-		})
-		if p.err != nil {
-			s.cleanupShim(context.WithoutCancel(ctx), rec)
-			p.err = fmt.Errorf("start shim of container %q: %w", rec.ID, p.err)
-		}
-	}()
-	return p
-}
-
-func (p *pendingShim) wait() (*client.Client, error) {
-	<-p.done
-	return p.cli, p.err
-}
-
-// discard stops a shim no task took over; it holds no container yet.
-func (p *pendingShim) discard(ctx context.Context) error {
-	cli, err := p.wait()
-	if err != nil || p.taken {
-		return nil
-	}
-	defer cli.Close()
-	if err := cli.Shutdown(ctx); err != nil {
-		return err
-	}
-	return cli.WaitGone(ctx)
-}
-
-// createInShim has the spawned shim create the container.
-func (s *Server) createInShim(ctx context.Context, shim *pendingShim, rec store.Container, cfg *runtime.ContainerConfig, restoreFrom string) (*task, int, error) {
-	bin, err := s.runtimeBinary(rec.RuntimeHandler)
-	if err != nil {
-		return nil, 0, err
-	}
-	cli, err := shim.wait()
-	if err != nil {
-		return nil, 0, err
-	}
-	shim.taken = true
-	t := &task{client: cli, done: make(chan struct{})}
-	pid, err := cli.Create(ctx, client.CreateOpts{
-		Bundle:        rec.Bundle,
-		RuntimeBinary: bin,
-		RuntimeRoot:   s.cfg.HandlerRoot(rec.RuntimeHandler),
-		LogPath:       rec.LogPath,
-		Stdin:         cfg.GetStdin(),
-		StdinOnce:     cfg.GetStdinOnce(),
-		Terminal:      cfg.GetTty(),
-		RestoreFrom:   restoreFrom,
-		CriuPath:      s.criuPathFor(ctx, restoreFrom),
-	})
-	if err != nil {
-		_ = cli.Shutdown(ctx)
-		_ = cli.Close()
-		s.cleanupShim(ctx, rec)
-		return nil, 0, fmt.Errorf("create container %q: %w", rec.ID, err)
-	}
-	return t, pid, nil
 }
 
 // lockReadySandbox locks the sandbox named by id (or a unique prefix) and

@@ -16,7 +16,7 @@ import (
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/streaming"
-	"github.com/berth-runtime/berth/shim/client"
+	"github.com/berth-runtime/berth/cri/task"
 )
 
 // maxExecSyncOutput caps what ExecSync keeps of stdout and stderr
@@ -38,7 +38,7 @@ var _ StreamServer = (*streaming.Server)(nil)
 // runningTask returns the record and shim of a running container:
 // errdefs.ErrNotFound for an unknown one, ErrFailedPrecondition for one
 // that does not run.
-func (s *Server) runningTask(id string) (store.Container, *task, error) {
+func (s *Server) runningTask(id string) (store.Container, task.Task, error) {
 	c, err := s.store.Container(id)
 	if err != nil {
 		return store.Container{}, nil, err
@@ -96,7 +96,7 @@ func (s *Server) ExecSync(ctx context.Context, r *runtime.ExecSyncRequest) (*run
 	out := &cappedBuffer{limit: maxExecSyncOutput}
 	errb := &cappedBuffer{limit: maxExecSyncOutput, shared: out}
 	out.shared = errb
-	p, err := t.client.Exec(ctx, client.ExecOpts{Args: r.GetCmd(), FifoDir: fifoDir(c), Stdout: out, Stderr: errb})
+	p, err := t.Exec(ctx, task.ExecOpts{Args: r.GetCmd(), FifoDir: fifoDir(c), Stdout: out, Stderr: errb})
 	if err != nil {
 		return nil, execSyncError(c.ID, timeout, err)
 	}
@@ -118,7 +118,7 @@ func execSyncError(id string, timeout time.Duration, err error) error {
 
 // closeProcess kills the process if it still runs and releases it, with a
 // fresh context: the request's may be what ended.
-func closeProcess(p *client.Process, s *Server) {
+func closeProcess(p task.Process, s *Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := p.Close(ctx); err != nil {
@@ -177,7 +177,7 @@ func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.
 	if err != nil {
 		return err
 	}
-	o := client.ExecOpts{Args: cmd, Terminal: tty, FifoDir: fifoDir(c)}
+	o := task.ExecOpts{Args: cmd, Terminal: tty, FifoDir: fifoDir(c)}
 	// Typed nils would count as set.
 	if in != nil {
 		o.Stdin = in
@@ -188,7 +188,7 @@ func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.
 	if errw != nil && !tty {
 		o.Stderr = errw
 	}
-	p, err := t.client.Exec(ctx, o)
+	p, err := t.Exec(ctx, o)
 	if err != nil {
 		return fmt.Errorf("exec in container %q: %w", id, err)
 	}

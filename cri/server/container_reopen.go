@@ -25,7 +25,7 @@ func (s *Server) ReopenContainerLog(ctx context.Context, r *runtime.ReopenContai
 	if c.LogPath == "" {
 		return &runtime.ReopenContainerLogResponse{}, nil
 	}
-	if err := t.client.ReopenLog(ctx); err != nil {
+	if err := t.ReopenLog(ctx); err != nil {
 		return nil, fmt.Errorf("reopen log of container %q: %w", c.ID, err)
 	}
 	return &runtime.ReopenContainerLogResponse{}, nil

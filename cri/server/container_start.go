@@ -10,6 +10,7 @@ import (
 
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/task"
 )
 
 // StartContainer starts a created container.
@@ -52,7 +53,7 @@ func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRe
 		// Even when ctx has run out (a restore that hit its bound): a
 		// container left CREATED with a live shim is a leak.
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		_ = t.client.Kill(kctx, 9, true)
+		_ = t.Kill(kctx, 9, true)
 		cancel()
 		return nil, fmt.Errorf("start container %q: %w", c.ID, err)
 	}
@@ -75,12 +76,12 @@ func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRe
 
 // startTask starts c's process, or restores it from its checkpoint with
 // CRIU bounded by runtime.checkpoint_timeout and ctx.
-func (s *Server) startTask(ctx context.Context, t *task, c store.Container) (int, error) {
+func (s *Server) startTask(ctx context.Context, t task.Task, c store.Container) (int, error) {
 	if !c.Restore {
-		return t.client.Start(ctx)
+		return t.Start(ctx)
 	}
 	bound := s.criuBound(ctx)
 	cctx, cancel := criuCallContext(ctx, bound)
 	defer cancel()
-	return t.client.Restore(cctx, bound)
+	return t.Restore(cctx, bound)
 }

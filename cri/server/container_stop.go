@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/task"
 )
 
 // killWait bounds the wait for a container to go after SIGKILL; a process
@@ -69,13 +70,13 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout i
 			log.Warn("image stop signal unusable, using SIGTERM", "error", err)
 			sig = unix.SIGTERM
 		}
-		if err := t.client.Kill(ctx, sig, false); err != nil {
+		if err := t.Kill(ctx, sig, false); err != nil {
 			return s.exitingAnyway(ctx, t, fmt.Errorf("signal container %q: %w", c.ID, err))
 		}
 		timer := time.NewTimer(time.Duration(timeout) * time.Second)
 		defer timer.Stop()
 		select {
-		case <-t.done:
+		case <-t.Done():
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -83,11 +84,11 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout i
 			log.Info("stop timeout reached, killing", "timeout", timeout)
 		}
 	}
-	if err := t.client.Kill(ctx, unix.SIGKILL, true); err != nil {
+	if err := t.Kill(ctx, unix.SIGKILL, true); err != nil {
 		return s.exitingAnyway(ctx, t, fmt.Errorf("kill container %q: %w", c.ID, err))
 	}
 	select {
-	case <-t.done:
+	case <-t.Done():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -99,9 +100,9 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout i
 // exitingAnyway decides what a failed signal means: a container that exited
 // meanwhile has its shim torn down under the signal, which then fails with
 // "deleted" or "connection lost"; that is a stop that succeeded.
-func (s *Server) exitingAnyway(ctx context.Context, t *task, err error) error {
+func (s *Server) exitingAnyway(ctx context.Context, t task.Task, err error) error {
 	select {
-	case <-t.done:
+	case <-t.Done():
 		return nil
 	case <-ctx.Done():
 		return err
@@ -144,7 +145,7 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	}
 	// A shim can outlive its task only across a daemon crash; make sure
 	// nothing of the container still runs before its files go.
-	if err := s.releaseRuntime(ctx, c); err != nil {
+	if err := s.tasks.Release(ctx, c); err != nil {
 		return err
 	}
 	if err := s.removeVolumes(ctx, c); err != nil {

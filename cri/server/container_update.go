@@ -42,7 +42,7 @@ func (s *Server) UpdateContainerResources(ctx context.Context, r *runtime.Update
 	if c.Status.State == store.ContainerExited || t == nil {
 		return nil, fmt.Errorf("container %q is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
-	if err := t.client.Update(ctx, res); err != nil {
+	if err := t.Update(ctx, res); err != nil {
 		return nil, fmt.Errorf("update resources of container %q: %w", c.ID, err)
 	}
 	if _, err := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/imagesvc"
+	"github.com/berth-runtime/berth/sandbox/rollback"
 )
 
 // VolumeImages is what volume preparation needs of the image service
@@ -50,7 +51,7 @@ func imageVolumePaths(bundle string, i int) (mnt, sub string) {
 // writable dir for each volume the image declares that no CRI mount covers,
 // as containerd does by default. It returns the mounts for the spec; undo
 // steps go to cl. Call it after the rootfs is prepared.
-func (s *Server) prepareVolumes(ctx context.Context, rec store.Container, cfg *runtime.ContainerConfig, declared map[string]struct{}, cl *cleaner) ([]specs.Mount, error) {
+func (s *Server) prepareVolumes(ctx context.Context, rec store.Container, cfg *runtime.ContainerConfig, declared map[string]struct{}, cl *rollback.Steps) ([]specs.Mount, error) {
 	vols, ok := s.images.(VolumeImages)
 	if !ok {
 		return nil, fmt.Errorf("image service cannot mount volumes: %w", errdefs.ErrNotImplemented)
@@ -89,7 +90,7 @@ func (s *Server) prepareVolumes(ctx context.Context, rec store.Container, cfg *r
 	return out, nil
 }
 
-func (s *Server) mountImageVolume(ctx context.Context, vols VolumeImages, rec store.Container, i int, m *runtime.Mount, cl *cleaner) (string, error) {
+func (s *Server) mountImageVolume(ctx context.Context, vols VolumeImages, rec store.Container, i int, m *runtime.Mount, cl *rollback.Steps) (string, error) {
 	key := imageVolumeKey(rec.ID, i)
 	mnt, sub := imageVolumePaths(rec.Bundle, i)
 	if _, err := vols.MountImage(ctx, key, m.GetImage().GetImage(), mnt); err != nil {
@@ -99,14 +100,14 @@ func (s *Server) mountImageVolume(ctx context.Context, vols VolumeImages, rec st
 		}
 		return "", err
 	}
-	cl.add("unmount image volume", func(ctx context.Context) error { return vols.RemoveRootfs(ctx, key, mnt) })
+	cl.Add("unmount image volume", func(ctx context.Context) error { return vols.RemoveRootfs(ctx, key, mnt) })
 	if m.GetImageSubPath() == "" {
 		return mnt, nil
 	}
 	if err := bindSubPath(mnt, m.GetImageSubPath(), sub); err != nil {
 		return "", err
 	}
-	cl.add("unmount image sub path", func(context.Context) error { return unmountRemove(sub) })
+	cl.Add("unmount image sub path", func(context.Context) error { return unmountRemove(sub) })
 	return sub, nil
 }
 

@@ -1,11 +1,6 @@
 package server
 
-import (
-	"context"
-	"log/slog"
-	"sync"
-	"time"
-)
+import "sync"
 
 // keyedMutex serialises lifecycle calls on one object (kubelet may stop a
 // pod while it creates a container in it) without a global lock.
@@ -40,37 +35,5 @@ func (k *keyedMutex) lock(key string) func() {
 			delete(k.locks, key)
 		}
 		k.mu.Unlock()
-	}
-}
-
-// cleaner records undo steps while an object is built and runs them in
-// reverse if the build fails. Undo runs on a fresh, bounded context: the
-// request's may already be cancelled, and what it created must go anyway.
-type cleaner struct {
-	log   *slog.Logger
-	steps []step
-}
-
-type step struct {
-	name string
-	fn   func(ctx context.Context) error
-}
-
-func (c *cleaner) add(name string, fn func(ctx context.Context) error) {
-	c.steps = append(c.steps, step{name, fn})
-}
-
-// run undoes every recorded step when *errp is non-nil.
-func (c *cleaner) run(errp *error) {
-	if *errp == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	for i := len(c.steps) - 1; i >= 0; i-- {
-		st := c.steps[i]
-		if err := st.fn(ctx); err != nil {
-			c.log.Error("rollback step failed", "step", st.name, "error", err, "cause", *errp)
-		}
 	}
 }

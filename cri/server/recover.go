@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/berth-runtime/berth/cri/store"
-	"github.com/berth-runtime/berth/shim/client"
 )
 
 // Recover rebuilds berthd's live state from the store after a start or a
@@ -61,43 +59,7 @@ func (s *Server) recoverContainer(ctx context.Context, c store.Container) error 
 	if c.Status.Removing {
 		return s.removeContainer(ctx, c)
 	}
-	if c.Status.State == store.ContainerExited {
-		if client.ShimAlive(c.Bundle) {
-			// Left by an older berthd that recorded exits first.
-			s.cleanupShim(ctx, c)
-		}
-		return nil
-	}
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	cli, err := client.Connect(dctx, s.shimSocket(c.ID), c.Bundle)
-	if err != nil {
-		exit := s.shimLost(c)
-		if c.Status.Pid == 0 && c.Status.State == store.ContainerCreated {
-			// The daemon died inside CreateContainer: nothing ran.
-			exit = client.Exit{Status: 255, ExitedAt: time.Now()}
-			if _, err := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
-				rec.Status.Reason, rec.Status.Message = "Error", "berthd restarted while creating the container"
-				return nil
-			}); err != nil {
-				return err
-			}
-		}
-		return s.recordExit(c.ID, exit)
-	}
-	t := &task{client: cli, done: make(chan struct{})}
-	if st, err := cli.State(dctx); err == nil && st.Status == client.StatusStopped && st.Exit != nil {
-		// It ended while berthd was down: record that before serving, so
-		// no client sees it RUNNING after the restart.
-		s.tasksMu.Lock()
-		s.tasks[c.ID] = t
-		s.tasksMu.Unlock()
-		s.finish(c, t, *st.Exit, nil, 0)
-		return nil
-	}
-	s.watch(c, t)
-	s.log.Info("reattached container", "container_id", c.ID)
-	return nil
+	return s.tasks.Recover(ctx, c)
 }
 
 func (s *Server) recoverSandbox(ctx context.Context, sb store.Sandbox) error {
@@ -152,7 +114,7 @@ func (s *Server) removeOrphanBundles(ctx context.Context) {
 		}
 		rec.Rootfs = filepath.Join(rec.Bundle, "rootfs")
 		s.log.Warn("removing state of unknown container", "container_id", rec.ID)
-		s.cleanupShim(ctx, rec)
+		s.tasks.Cleanup(ctx, rec)
 		if err := s.images.RemoveRootfs(ctx, rec.ID, rec.Rootfs); err != nil {
 			s.log.Error("remove rootfs of unknown container", "container_id", rec.ID, "error", err)
 			continue

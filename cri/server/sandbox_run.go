@@ -17,6 +17,7 @@ import (
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/netplugin"
 	"github.com/berth-runtime/berth/sandbox"
+	"github.com/berth-runtime/berth/sandbox/rollback"
 )
 
 func newID() string {
@@ -62,113 +63,146 @@ func namespaceOptions(c *runtime.PodSandboxConfig) *runtime.NamespaceOption {
 	return c.GetLinux().GetSecurityContext().GetNamespaceOptions()
 }
 
+// podPlan is what the steps of RunPodSandbox share: each reads what the
+// earlier ones set, and records the undo of what it makes in cl.
+type podPlan struct {
+	id, name string
+	cfg      *runtime.PodSandboxConfig
+	handler  string
+	hostNet  bool
+	spec     sandbox.Spec
+	rec      store.Sandbox
+	ips      []string
+	cl       *rollback.Steps
+}
+
 // RunPodSandbox creates the pod's namespaces, files and network.
 func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequest) (_ *runtime.RunPodSandboxResponse, retErr error) {
-	cfg := r.GetConfig()
-	if err := validatePodConfig(cfg); err != nil {
+	p := &podPlan{cfg: r.GetConfig(), handler: r.GetRuntimeHandler()}
+	if err := validatePodConfig(p.cfg); err != nil {
 		return nil, err
 	}
-	handler := r.GetRuntimeHandler()
-	if handler == "" {
-		handler = s.cfg.Runtime.DefaultHandler
+	if p.handler == "" {
+		p.handler = s.cfg.Runtime.DefaultHandler
 	}
-	if _, ok := s.cfg.Runtime.Handlers[handler]; !ok {
-		return nil, fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrInvalidArgument)
+	if _, ok := s.cfg.Runtime.Handlers[p.handler]; !ok {
+		return nil, fmt.Errorf("runtime handler %q is not configured: %w", p.handler, errdefs.ErrInvalidArgument)
 	}
-	if err := s.checkPodUserns(cfg, handler); err != nil {
+	if err := s.checkPodUserns(p.cfg, p.handler); err != nil {
 		return nil, err
 	}
-	id := newID()
-	ctx = interceptor.With(ctx, "sandbox_id", id)
+	p.id = newID()
+	ctx = interceptor.With(ctx, "sandbox_id", p.id)
 	log := interceptor.Logger(ctx)
-	name := podKey(cfg.GetMetadata())
-	if _, err := s.store.Reserve(name, id); err != nil {
-		return nil, fmt.Errorf("reserve pod name %q: %w", name, err)
+	p.cl = rollback.New(log)
+	defer p.cl.OnError(ctx, &retErr)
+	p.name = podKey(p.cfg.GetMetadata())
+	if _, err := s.store.Reserve(p.name, p.id); err != nil {
+		return nil, fmt.Errorf("reserve pod name %q: %w", p.name, err)
 	}
-	cl := &cleaner{log: log}
-	defer cl.run(&retErr)
-	cl.add("release name", func(context.Context) error { s.store.Release(name, id); return nil })
-
-	unlock := s.locks.lock(id)
+	p.cl.Add("release name", func(context.Context) error { s.store.Release(p.name, p.id); return nil })
+	unlock := s.locks.lock(p.id)
 	defer unlock()
 
-	rawCfg, err := proto.Marshal(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("encode pod config: %w", err)
+	for _, step := range []func(context.Context, *podPlan) error{
+		s.recordSandbox, // first, so a daemon killed later finds what to clean up
+		s.createSandbox,
+		s.setupNetwork,
+		s.markReady,
+	} {
+		if err := step(ctx, p); err != nil {
+			return nil, err
+		}
 	}
-	nsOpts := namespaceOptions(cfg)
-	hostNet := nsOpts.GetNetwork() == runtime.NamespaceMode_NODE
-	spec := sandbox.Spec{
-		ID:          id,
-		Dir:         filepath.Join(s.sandboxesDir(), id),
-		Hostname:    cfg.GetHostname(),
-		HostNetwork: hostNet,
+	s.sandboxEvent(p.rec, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
+	s.sandboxEvent(p.rec, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
+	log.Info("pod sandbox running", "pod", p.cfg.GetMetadata().GetNamespace()+"/"+p.cfg.GetMetadata().GetName(), "ips", p.ips)
+	return &runtime.RunPodSandboxResponse{PodSandboxId: p.id}, nil
+}
+
+// recordSandbox persists the pod's record, NOTREADY, before anything of it
+// exists, and describes the sandbox to create.
+func (s *Server) recordSandbox(ctx context.Context, p *podPlan) error {
+	rawCfg, err := proto.Marshal(p.cfg)
+	if err != nil {
+		return fmt.Errorf("encode pod config: %w", err)
+	}
+	nsOpts := namespaceOptions(p.cfg)
+	p.hostNet = nsOpts.GetNetwork() == runtime.NamespaceMode_NODE
+	p.spec = sandbox.Spec{
+		ID:          p.id,
+		Dir:         filepath.Join(s.sandboxesDir(), p.id),
+		Hostname:    p.cfg.GetHostname(),
+		HostNetwork: p.hostNet,
 		HostIPC:     nsOpts.GetIpc() == runtime.NamespaceMode_NODE,
 		SharePID:    nsOpts.GetPid() == runtime.NamespaceMode_POD,
 	}
-	spec.UIDMappings, spec.GIDMappings = infraIDMaps(cfg)
-	if dns := cfg.GetDnsConfig(); dns != nil {
-		spec.DNS = &sandbox.DNS{Servers: dns.GetServers(), Searches: dns.GetSearches(), Options: dns.GetOptions()}
+	p.spec.UIDMappings, p.spec.GIDMappings = infraIDMaps(p.cfg)
+	if dns := p.cfg.GetDnsConfig(); dns != nil {
+		p.spec.DNS = &sandbox.DNS{Servers: dns.GetServers(), Searches: dns.GetSearches(), Options: dns.GetOptions()}
 	}
-	cgroupParent := cfg.GetLinux().GetCgroupParent()
+	cgroupParent := p.cfg.GetLinux().GetCgroupParent()
 	if cgroupParent == "" {
 		cgroupParent = s.cfg.CgroupParent
 	}
-	// The record goes to disk before anything is created, so a daemon
-	// killed half way finds it on restart and removes what was made.
-	rec := store.Sandbox{
-		ID:   id,
-		Name: name,
-		Metadata: store.PodMetadata{
-			Name: cfg.GetMetadata().GetName(), UID: cfg.GetMetadata().GetUid(),
-			Namespace: cfg.GetMetadata().GetNamespace(), Attempt: cfg.GetMetadata().GetAttempt(),
-		},
-		Labels:         cfg.GetLabels(),
-		Annotations:    cfg.GetAnnotations(),
+	m := p.cfg.GetMetadata()
+	p.rec = store.Sandbox{
+		ID:             p.id,
+		Name:           p.name,
+		Metadata:       store.PodMetadata{Name: m.GetName(), UID: m.GetUid(), Namespace: m.GetNamespace(), Attempt: m.GetAttempt()},
+		Labels:         p.cfg.GetLabels(),
+		Annotations:    p.cfg.GetAnnotations(),
 		Config:         rawCfg,
-		RuntimeHandler: handler,
+		RuntimeHandler: p.handler,
 		CgroupParent:   cgroupParent,
 		CreatedAt:      time.Now().UnixNano(),
-		Pod:            sandbox.Pod{ID: id, Dir: spec.Dir, NoInfra: !spec.SharePID},
+		Pod:            sandbox.Pod{ID: p.id, Dir: p.spec.Dir, NoInfra: !p.spec.SharePID},
 		Status:         store.SandboxStatus{State: store.SandboxNotReady},
 	}
-	if err := s.store.AddSandbox(rec); err != nil {
-		return nil, err
+	if err := s.store.AddSandbox(p.rec); err != nil {
+		return err
 	}
-	cl.add("delete record", func(context.Context) error { return s.store.DeleteSandbox(id) })
+	p.cl.Add("delete record", func(context.Context) error { return s.store.DeleteSandbox(p.id) })
+	return nil
+}
 
-	pod, err := s.sandboxes.Create(ctx, spec)
+// createSandbox has the sandbox controller make the pod's namespaces, its
+// files and, when the pod shares a PID namespace, its infra process.
+func (s *Server) createSandbox(ctx context.Context, p *podPlan) error {
+	pod, err := s.sandboxes.Create(ctx, p.spec)
 	if err != nil {
-		return nil, fmt.Errorf("create sandbox %q: %w", id, err)
+		return fmt.Errorf("create sandbox %q: %w", p.id, err)
 	}
-	cl.add("remove sandbox", func(ctx context.Context) error { return s.sandboxes.Remove(ctx, pod) })
-	if _, err := s.store.UpdateSandbox(id, func(sb *store.Sandbox) error { sb.Pod = pod; return nil }); err != nil {
-		return nil, err
-	}
+	p.cl.Add("remove sandbox", func(ctx context.Context) error { return s.sandboxes.Remove(ctx, pod) })
+	p.rec.Pod = pod
+	_, err = s.store.UpdateSandbox(p.id, func(sb *store.Sandbox) error { sb.Pod = pod; return nil })
+	return err
+}
 
-	var ips []string
-	if !hostNet {
-		pn := podNetwork(rec, pod, cfg)
-		res, err := s.network.Setup(ctx, pn)
-		if err != nil {
-			return nil, fmt.Errorf("set up network of sandbox %q: %w", id, err)
-		}
-		cl.add("tear down network", func(ctx context.Context) error { return s.network.Teardown(ctx, pn) })
-		for _, ip := range res.IPs {
-			ips = append(ips, ip.String())
-		}
-	}
-	if _, err := s.store.UpdateSandbox(id, func(sb *store.Sandbox) error {
-		sb.Status.State = store.SandboxReady
-		sb.Status.IPs = ips
+// setupNetwork attaches the pod's network namespace to the pod network.
+func (s *Server) setupNetwork(ctx context.Context, p *podPlan) error {
+	if p.hostNet {
 		return nil
-	}); err != nil {
-		return nil, err
 	}
-	s.sandboxEvent(rec, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
-	s.sandboxEvent(rec, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
-	log.Info("pod sandbox running", "pod", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName(), "ips", ips)
-	return &runtime.RunPodSandboxResponse{PodSandboxId: id}, nil
+	pn := podNetwork(p.rec, p.rec.Pod, p.cfg)
+	res, err := s.network.Setup(ctx, pn)
+	if err != nil {
+		return fmt.Errorf("set up network of sandbox %q: %w", p.id, err)
+	}
+	p.cl.Add("tear down network", func(ctx context.Context) error { return s.network.Teardown(ctx, pn) })
+	for _, ip := range res.IPs {
+		p.ips = append(p.ips, ip.String())
+	}
+	return nil
+}
+
+func (s *Server) markReady(ctx context.Context, p *podPlan) error {
+	_, err := s.store.UpdateSandbox(p.id, func(sb *store.Sandbox) error {
+		sb.Status.State = store.SandboxReady
+		sb.Status.IPs = p.ips
+		return nil
+	})
+	return err
 }
 
 // podNetwork describes a pod to the network manager; Setup and Teardown

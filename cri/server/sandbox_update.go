@@ -55,10 +55,10 @@ func (s *Server) UpdatePodSandboxResources(ctx context.Context, r *runtime.Updat
 		return nil, fmt.Errorf("sandbox %q: pod slice %q is systemd's (cgroup_driver systemd); berthd does not resize it: %w", id, parent, errdefs.ErrFailedPrecondition)
 	}
 	path := cgroups.Path(parent)
-	if !s.stats.cg.Exists(path) {
+	if !s.cg.Exists(path) {
 		return nil, fmt.Errorf("cgroup %q of sandbox %q does not exist: %w", parent, id, errdefs.ErrFailedPrecondition)
 	}
-	if err := s.stats.cg.Update(path, limits); err != nil {
+	if err := s.cg.Update(path, limits); err != nil {
 		return nil, fmt.Errorf("update cgroup of sandbox %q: %w", id, err)
 	}
 	if _, err := s.store.UpdateSandbox(id, func(rec *store.Sandbox) error {

@@ -1,8 +1,11 @@
 // Package server implements the CRI RuntimeService and ImageService: each
-// RPC turns a CRI request into calls on the sandbox controller, the image
-// service, the network manager and the shims, records the outcome in the
-// store, and turns it back into a CRI response. RPCs berth does not
-// implement yet answer Unimplemented through the embedded defaults.
+// RPC validates a CRI request, turns it into calls on the sandbox
+// controller, the image service, the network manager and the task manager
+// (cri/task: the shims and the OCI runtime), records the outcome in the
+// store, and turns it back into a CRI response; stats come from
+// cri/stats. Every collaborator is a narrow interface declared here, so
+// the handlers are unit-tested over fakes (fakes_test.go). RPCs berth does
+// not implement yet answer Unimplemented through the embedded defaults.
 package server
 
 import (
@@ -12,9 +15,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/apparmor"
@@ -22,7 +25,9 @@ import (
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/cri/events"
 	"github.com/berth-runtime/berth/cri/specgen"
+	"github.com/berth-runtime/berth/cri/stats"
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/task"
 	"github.com/berth-runtime/berth/imagesvc"
 	"github.com/berth-runtime/berth/netplugin"
 	"github.com/berth-runtime/berth/sandbox"
@@ -62,6 +67,53 @@ type Network interface {
 
 var _ Network = (*netplugin.Manager)(nil)
 
+// Tasks is what the server needs of the task manager: the containers'
+// shims, from spawn to release.
+type Tasks interface {
+	// Spawn starts the shim of rec, a container under creation.
+	Spawn(ctx context.Context, rec store.Container) task.Pending
+	// Get returns the task of a container that has not finished.
+	Get(id string) (task.Task, bool)
+	// Recover reattaches the shim of c after a restart, or records its
+	// exit when the shim is gone.
+	Recover(ctx context.Context, c store.Container) error
+	// Release makes sure no shim or runtime state holds c any more.
+	Release(ctx context.Context, c store.Container) error
+	// Cleanup releases what is left of a container with no record.
+	Cleanup(ctx context.Context, c store.Container)
+}
+
+var _ Tasks = (*task.Manager)(nil)
+
+// Stats is what the server needs of the stats collector: samples of
+// containers and pods, and the OOM kill counts of containers' cgroups.
+type Stats interface {
+	Container(ctx context.Context, rec store.Container) (*runtime.ContainerStats, *cgroups.Stats)
+	Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) (*runtime.LinuxPodSandboxStats, error)
+	PodMetrics(ctx context.Context, sb store.Sandbox, ctrs []store.Container, fs *unix.Statfs_t) *runtime.PodSandboxMetrics
+	RootFs() *unix.Statfs_t
+	// Forget drops what is cached about objects not in keep.
+	Forget(keep map[string]bool)
+	User(rec store.Container) *runtime.ContainerUser
+	WatchOOM(rec store.Container) uint64
+	OOMKilled(rec store.Container, base uint64) bool
+}
+
+var _ Stats = (*stats.Collector)(nil)
+
+// CRIU is the CRIU checkpoint and restore use (task.CRIUProbe).
+type CRIU interface {
+	// Get returns the path of a working CRIU, waiting for the probe while
+	// ctx allows; FailedPrecondition when there is none.
+	Get(ctx context.Context) (string, error)
+	// Ready reports the probe's result without waiting.
+	Ready() (probing bool, err error)
+	// Stop ends a probe still running and waits for it.
+	Stop()
+}
+
+var _ CRIU = (*task.CRIUProbe)(nil)
+
 // Options wires the server's collaborators; every field is required.
 type Options struct {
 	Config    config.Config
@@ -86,7 +138,6 @@ type Server struct {
 	sandboxes Sandboxes
 	images    Images
 	network   Network
-	shimPath  string
 	log       *slog.Logger
 	// streams is the streaming server; nil when there is none.
 	streams StreamServer
@@ -100,25 +151,25 @@ type Server struct {
 	allCaps []string
 	// criu is the CRIU checkpoint and restore use, probed in the
 	// background from New on.
-	criu criuProbe
+	criu CRIU
 	// features is what each runtime handler supports, probed in New.
-	features map[string]handlerFeatures
+	features map[string]task.Features
 	// cdi resolves CDI devices from the config's cdi.spec_dirs.
 	cdi *specgen.CDIRegistry
 	// apparmor is the host's AppArmor, probed (and berth-default loaded) in New.
 	apparmor *apparmor.Host
 
-	tasksMu sync.Mutex       // guards tasks
-	tasks   map[string]*task // live shim connections by container ID
+	// tasks are the live links to the containers' shims.
+	tasks Tasks
 
 	locks keyedMutex // serialises lifecycle calls per sandbox and per container
 
 	// stats reads container and pod cgroups for the stats RPCs and OOM
 	// reporting; events fans lifecycle events out to GetContainerEvents.
-	stats  *statsCollector
+	stats  Stats
 	events *events.Broadcaster[*runtime.ContainerEventResponse]
-	// oom keeps the OOM kill counts of running containers' cgroups (v2).
-	oom *cgroups.OOMWatcher
+	// cg writes pod cgroups (UpdatePodSandboxResources).
+	cg *cgroups.Manager
 }
 
 // New validates o and returns a server; call Recover before serving.
@@ -138,11 +189,9 @@ func New(o Options) (*Server, error) {
 		sandboxes: o.Sandboxes,
 		images:    o.Images,
 		network:   o.Network,
-		shimPath:  o.ShimPath,
 		log:       o.Logger,
 		streams:   o.Streaming,
-		tasks:     map[string]*task{},
-		stats:     newStatsCollector(cgroups.New("")),
+		cg:        cgroups.New(""),
 		events:    events.New[*runtime.ContainerEventResponse](0),
 		cdi:       specgen.NewCDIRegistry(o.Config.CDI.SpecDirs),
 	}
@@ -153,11 +202,12 @@ func New(o Options) (*Server, error) {
 		}
 		s.oomScoreAdjMin = &v
 	}
-	oom, err := s.stats.cg.NewOOMWatcher()
+	// oom keeps the OOM kill counts of running containers' cgroups (v2).
+	oom, err := s.cg.NewOOMWatcher()
 	if err != nil {
 		return nil, err
 	}
-	s.oom = oom
+	s.stats = stats.New(stats.Options{Cgroups: s.cg, Root: o.Config.Root, Logger: o.Logger, OOM: oom})
 	s.hugetlb = hugetlbUsable("/sys/fs/cgroup")
 	caps, err := specgen.CurrentCapabilities()
 	if err != nil {
@@ -171,7 +221,7 @@ func New(o Options) (*Server, error) {
 	if idmapErr != nil {
 		s.log.Info("idmapped mounts unavailable: user namespaces off", "error", idmapErr)
 	}
-	s.features = probeHandlers(context.Background(), o.Config.Runtime.Handlers, idmapErr == nil, s.log)
+	s.features = task.ProbeFeatures(context.Background(), o.Config.Runtime.Handlers, idmapErr == nil, s.log)
 	s.apparmor = apparmor.New(s.log)
 	if s.apparmor.Enabled() {
 		// A failure is logged by the loader; containers asking for the
@@ -183,17 +233,25 @@ func New(o Options) (*Server, error) {
 	if err := s.makeStateDirs(); err != nil {
 		return nil, err
 	}
-	criu := criuCandidates
+	tasks, err := task.New(task.Options{
+		Config: o.Config, Store: o.Store, ShimPath: o.ShimPath, SocketsDir: s.socketsDir(),
+		Logger: o.Logger, Hooks: s.taskHooks(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.tasks = tasks
+	criu := task.CRIUCandidates
 	if o.Config.Runtime.CriuPath != "" {
 		criu = []string{o.Config.Runtime.CriuPath}
 	}
-	s.criu.start(criu, s.checkpointsDir(), filepath.Join(o.Config.State, "criu-proof.json"), o.Config.Runtime.CheckpointTimeoutDuration(), s.log)
+	s.criu = task.ProbeCRIU(criu, s.checkpointsDir(), filepath.Join(o.Config.State, "criu-proof.json"), o.Config.Runtime.CheckpointTimeoutDuration(), s.log)
 	return s, nil
 }
 
 // Close stops what New started in the background (the CRIU probe) and
 // waits for it; call it once the server no longer serves.
-func (s *Server) Close() { s.criu.stop() }
+func (s *Server) Close() { s.criu.Stop() }
 
 // makeStateDirs creates the state dirs with their modes and closes what an
 // older berth left open, so an upgraded node is protected too.
@@ -250,9 +308,6 @@ func (s *Server) sandboxesDir() string       { return filepath.Join(s.cfg.State,
 func (s *Server) containersDir() string      { return filepath.Join(s.cfg.State, "containers") }
 func (s *Server) socketsDir() string         { return filepath.Join(s.cfg.State, "s") }
 func (s *Server) bundleDir(id string) string { return filepath.Join(s.containersDir(), id) }
-func (s *Server) shimSocket(id string) string {
-	return filepath.Join(s.socketsDir(), id+".sock")
-}
 
 // Version reports the runtime's name and versions.
 func (s *Server) Version(ctx context.Context, r *runtime.VersionRequest) (*runtime.VersionResponse, error) {

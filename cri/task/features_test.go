@@ -1,4 +1,4 @@
-package server
+package task
 
 import "testing"
 
@@ -9,12 +9,12 @@ func TestParseFeatures(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc string
 		kernel    bool
-		want      handlerFeatures
+		want      Features
 	}{
-		{"runc 1.1.5", runc115, true, handlerFeatures{}},
-		{"runc 1.5.2", runc152, true, handlerFeatures{RecursiveReadOnly: true, UserNamespaces: true}},
-		{"runc 1.5.2, kernel without idmap", runc152, false, handlerFeatures{RecursiveReadOnly: true}},
-		{"idmap disabled", noIdmap, true, handlerFeatures{RecursiveReadOnly: true}},
+		{"runc 1.1.5", runc115, true, Features{}},
+		{"runc 1.5.2", runc152, true, Features{RecursiveReadOnly: true, UserNamespaces: true}},
+		{"runc 1.5.2, kernel without idmap", runc152, false, Features{RecursiveReadOnly: true}},
+		{"idmap disabled", noIdmap, true, Features{RecursiveReadOnly: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseFeatures([]byte(tc.doc), tc.kernel)

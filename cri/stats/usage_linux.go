@@ -1,4 +1,4 @@
-package server
+package stats
 
 import (
 	"bufio"
@@ -27,7 +27,7 @@ const defaultInterface = "eth0"
 // podNetwork reads the interface counters of the pod's network namespace:
 // through a running container's /proc/<pid>/net/dev when there is one,
 // else by entering the pinned namespace on a locked thread.
-func (s *Server) podNetwork(ctx context.Context, sb store.Sandbox, pids []int, now time.Time) *runtime.NetworkUsage {
+func (c *Collector) podNetwork(ctx context.Context, sb store.Sandbox, pids []int, now time.Time) *runtime.NetworkUsage {
 	if sb.Pod.NetNS == "" {
 		return nil // host network: the node's counters are not the pod's
 	}
@@ -45,7 +45,7 @@ func (s *Server) podNetwork(ctx context.Context, sb store.Sandbox, pids []int, n
 		data, err = readNetDevIn(sb.Pod.NetNS)
 	}
 	if err != nil {
-		s.log.DebugContext(ctx, "read pod network counters", "sandbox_id", sb.ID, "error", err)
+		c.log.DebugContext(ctx, "read pod network counters", "sandbox_id", sb.ID, "error", err)
 		return nil
 	}
 	ifaces := parseNetDev(data)
@@ -132,25 +132,25 @@ func parseNetDev(data []byte) []*runtime.NetworkInterfaceUsage {
 
 // writableLayer reports the disk use of the container's overlay upper dir,
 // refreshed at most every layerTTL.
-func (s *Server) writableLayer(id string, now time.Time) *runtime.FilesystemUsage {
-	s.stats.mu.Lock()
-	cached, ok := s.stats.layers[id]
-	mount := s.stats.fsMount
-	s.stats.mu.Unlock()
+func (c *Collector) writableLayer(id string, now time.Time) *runtime.FilesystemUsage {
+	c.mu.Lock()
+	cached, ok := c.layers[id]
+	mount := c.fsMount
+	c.mu.Unlock()
 	if mount == "" {
-		mount = mountpointOf(s.cfg.Root)
+		mount = mountpointOf(c.root)
 	}
 	if !ok || now.Sub(cached.at) >= layerTTL {
-		b, n, err := diskUsage(filepath.Join(s.cfg.Root, "containers", id, "upper"))
+		b, n, err := diskUsage(filepath.Join(c.root, "containers", id, "upper"))
 		if err != nil {
 			return nil
 		}
 		cached = layerSample{bytes: b, inodes: n, at: now}
 	}
-	s.stats.mu.Lock()
-	s.stats.layers[id] = cached
-	s.stats.fsMount = mount
-	s.stats.mu.Unlock()
+	c.mu.Lock()
+	c.layers[id] = cached
+	c.fsMount = mount
+	c.mu.Unlock()
 	return &runtime.FilesystemUsage{
 		Timestamp:  cached.at.UnixNano(),
 		FsId:       &runtime.FilesystemIdentifier{Mountpoint: mount},

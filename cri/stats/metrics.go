@@ -1,4 +1,4 @@
-package server
+package stats
 
 import (
 	"context"
@@ -91,35 +91,12 @@ var metricGauge = func() map[string]bool {
 	return m
 }()
 
-// ListMetricDescriptors describes every metric ListPodSandboxMetrics sends.
-func (s *Server) ListMetricDescriptors(ctx context.Context, r *runtime.ListMetricDescriptorsRequest) (*runtime.ListMetricDescriptorsResponse, error) {
+// Descriptors describes every metric PodMetrics reports.
+func Descriptors() []*runtime.MetricDescriptor {
 	out := make([]*runtime.MetricDescriptor, 0, len(metricDescs))
 	for _, d := range metricDescs {
 		keys := append(append([]string{}, metricLabels...), d.extra...)
 		out = append(out, &runtime.MetricDescriptor{Name: d.name, Help: d.help, LabelKeys: keys})
-	}
-	return &runtime.ListMetricDescriptorsResponse{Descriptors: out}, nil
-}
-
-// ListPodSandboxMetrics samples every ready pod and its running containers.
-func (s *Server) ListPodSandboxMetrics(ctx context.Context, r *runtime.ListPodSandboxMetricsRequest) (*runtime.ListPodSandboxMetricsResponse, error) {
-	return &runtime.ListPodSandboxMetricsResponse{PodMetrics: s.podSandboxMetrics(ctx)}, nil
-}
-
-// StreamPodSandboxMetrics sends one sample of every pod, like the List
-// call; kubelet polls either.
-func (s *Server) StreamPodSandboxMetrics(r *runtime.StreamPodSandboxMetricsRequest, stream runtime.RuntimeService_StreamPodSandboxMetricsServer) error {
-	return stream.Send(&runtime.StreamPodSandboxMetricsResponse{PodSandboxMetrics: s.podSandboxMetrics(stream.Context())})
-}
-
-func (s *Server) podSandboxMetrics(ctx context.Context) []*runtime.PodSandboxMetrics {
-	var out []*runtime.PodSandboxMetrics
-	fs := s.rootFsStat()
-	for _, sb := range s.store.Sandboxes() {
-		if sb.Status.State != store.SandboxReady {
-			continue
-		}
-		out = append(out, s.onePodMetrics(ctx, sb, fs))
 	}
 	return out
 }
@@ -140,39 +117,41 @@ func (m *metricSink) add(name string, v uint64, extra ...string) {
 	m.out = append(m.out, &runtime.Metric{Name: name, Timestamp: m.ts, MetricType: typ, LabelValues: lv, Value: &runtime.UInt64Value{Value: v}})
 }
 
-func (s *Server) onePodMetrics(ctx context.Context, sb store.Sandbox, fs *unix.Statfs_t) *runtime.PodSandboxMetrics {
+// PodMetrics samples a pod and its running containers, ctrs; fs is the
+// filesystem of berth's root (RootFs), nil when unknown.
+func (c *Collector) PodMetrics(ctx context.Context, sb store.Sandbox, ctrs []store.Container, fs *unix.Statfs_t) *runtime.PodSandboxMetrics {
 	now := time.Now()
 	pm := &runtime.PodSandboxMetrics{PodSandboxId: sb.ID}
 	var pids []int
-	for _, c := range s.store.ContainersOf(sb.ID) {
-		if c.Status.State != store.ContainerRunning {
+	for _, rec := range ctrs {
+		if rec.Status.State != store.ContainerRunning {
 			continue
 		}
-		sink := &metricSink{ts: now.UnixNano(), labels: []string{c.Metadata.Name, c.ID, c.Image, c.Name, sb.Metadata.Namespace, sb.Metadata.Name}}
-		if !s.containerMetrics(ctx, c, sink, fs, now) {
+		sink := &metricSink{ts: now.UnixNano(), labels: []string{rec.Metadata.Name, rec.ID, rec.Image, rec.Name, sb.Metadata.Namespace, sb.Metadata.Name}}
+		if !c.containerMetrics(rec, sink, fs, now) {
 			continue
 		}
-		pids = append(pids, c.Status.Pid)
-		pm.ContainerMetrics = append(pm.ContainerMetrics, &runtime.ContainerMetrics{ContainerId: c.ID, Metrics: sink.out})
+		pids = append(pids, rec.Status.Pid)
+		pm.ContainerMetrics = append(pm.ContainerMetrics, &runtime.ContainerMetrics{ContainerId: rec.ID, Metrics: sink.out})
 	}
 	pod := &metricSink{ts: now.UnixNano(), labels: []string{"POD", sb.ID, "", sb.Name, sb.Metadata.Namespace, sb.Metadata.Name}}
-	s.networkMetrics(ctx, sb, pids, pod)
+	c.networkMetrics(ctx, sb, pids, pod)
 	pm.Metrics = pod.out
 	return pm
 }
 
 // containerMetrics adds a running container's metrics; false when its
 // cgroup is gone (it exited meanwhile).
-func (s *Server) containerMetrics(ctx context.Context, c store.Container, m *metricSink, fs *unix.Statfs_t, now time.Time) bool {
-	path, err := s.stats.cgroupOf(c)
+func (c *Collector) containerMetrics(rec store.Container, m *metricSink, fs *unix.Statfs_t, now time.Time) bool {
+	path, err := c.CgroupOf(rec)
 	if err != nil {
 		return false
 	}
-	st, err := s.stats.cg.Stats(path)
+	st, err := c.cg.Stats(path)
 	if err != nil {
 		return false
 	}
-	d, err := s.stats.cg.Detail(path)
+	d, err := c.cg.Detail(path)
 	if err != nil {
 		return false
 	}
@@ -197,7 +176,7 @@ func (s *Server) containerMetrics(ctx context.Context, c store.Container, m *met
 		m.add("container_memory_failures_total", minor, "pgfault", scope)
 		m.add("container_memory_failures_total", st.MajorPageFaults, "pgmajfault", scope)
 	}
-	if n, err := s.stats.cg.OOMKills(path); err == nil {
+	if n, err := c.cg.OOMKills(path); err == nil {
 		m.add("container_oom_events_total", n)
 	}
 	m.add("container_spec_cpu_shares", d.CPUShares)
@@ -214,7 +193,7 @@ func (s *Server) containerMetrics(ctx context.Context, c store.Container, m *met
 	fds, socks := countFDs(d.Procs)
 	m.add("container_file_descriptors", fds)
 	m.add("container_sockets", socks)
-	m.add("container_start_time_seconds", uint64(c.Status.StartedAt/int64(time.Second)))
+	m.add("container_start_time_seconds", uint64(rec.Status.StartedAt/int64(time.Second)))
 	m.add("container_last_seen", uint64(now.Unix()))
 	for _, io := range d.Blkio {
 		dev := fmt.Sprintf("%d:%d", io.Major, io.Minor)
@@ -226,15 +205,15 @@ func (s *Server) containerMetrics(ctx context.Context, c store.Container, m *met
 		m.add("container_fs_reads_total", io.Reads, dev)
 		m.add("container_fs_writes_total", io.Writes, dev)
 	}
-	s.fsMetrics(c, m, fs, now)
+	c.fsMetrics(rec, m, fs, now)
 	return true
 }
 
 // fsMetrics reports the writable layer against the filesystem of berth's
 // root, where the layer lives.
-func (s *Server) fsMetrics(c store.Container, m *metricSink, fs *unix.Statfs_t, now time.Time) {
-	dev := s.cfg.Root
-	if wl := s.writableLayer(c.ID, now); wl != nil {
+func (c *Collector) fsMetrics(rec store.Container, m *metricSink, fs *unix.Statfs_t, now time.Time) {
+	dev := c.root
+	if wl := c.writableLayer(rec.ID, now); wl != nil {
 		m.add("container_fs_usage_bytes", wl.GetUsedBytes().GetValue(), dev)
 	}
 	if fs != nil {
@@ -244,9 +223,10 @@ func (s *Server) fsMetrics(c store.Container, m *metricSink, fs *unix.Statfs_t, 
 	}
 }
 
-func (s *Server) rootFsStat() *unix.Statfs_t {
+// RootFs is the filesystem of berth's root dir, nil when unknown.
+func (c *Collector) RootFs() *unix.Statfs_t {
 	var st unix.Statfs_t
-	if err := unix.Statfs(s.cfg.Root, &st); err != nil {
+	if err := unix.Statfs(c.root, &st); err != nil {
 		return nil
 	}
 	return &st
@@ -254,7 +234,7 @@ func (s *Server) rootFsStat() *unix.Statfs_t {
 
 // networkMetrics reads every interface of the pod's network namespace,
 // with the packet and drop counters the CRI stats lack.
-func (s *Server) networkMetrics(ctx context.Context, sb store.Sandbox, pids []int, m *metricSink) {
+func (c *Collector) networkMetrics(ctx context.Context, sb store.Sandbox, pids []int, m *metricSink) {
 	if sb.Pod.NetNS == "" {
 		return // host network: the node's counters are not the pod's
 	}
@@ -267,7 +247,7 @@ func (s *Server) networkMetrics(ctx context.Context, sb store.Sandbox, pids []in
 	}
 	if data == nil {
 		if data, err = readNetDevIn(sb.Pod.NetNS); err != nil {
-			s.log.DebugContext(ctx, "read pod network counters", "sandbox_id", sb.ID, "error", err)
+			c.log.DebugContext(ctx, "read pod network counters", "sandbox_id", sb.ID, "error", err)
 			return
 		}
 	}

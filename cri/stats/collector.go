@@ -1,0 +1,326 @@
+// Package stats samples containers and pods for the CRI stats and metrics
+// RPCs: cgroup usage, the pod network namespace's counters, the writable
+// layer's disk use, and the OOM kill counts of containers' cgroups.
+// cri/server turns store records into calls here and filters the results.
+package stats
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cri/cgroups"
+	"github.com/berth-runtime/berth/cri/store"
+)
+
+// Collector keeps what stats need between calls: each object's
+// cgroup path (read once from its bundle), the previous CPU sample of each
+// (usage_nano_cores is a rate) and writable-layer sizes, whose directory
+// walk is too slow to repeat on every 10 s poll of every container.
+type Collector struct {
+	cg   *cgroups.Manager
+	root string // berth's root dir, where writable layers live
+	log  *slog.Logger
+	oom  *cgroups.OOMWatcher // nil: OOM kills are read from the cgroup only
+
+	mu      sync.Mutex             // guards the maps below
+	paths   map[string]specInfo    // container ID -> what its spec says
+	cpu     map[string]cpuSample   // container or "pod/"+sandbox ID -> last sample
+	layers  map[string]layerSample // container ID -> writable layer usage
+	fsMount string                 // mountpoint of the root dir, once known
+}
+
+type cpuSample struct {
+	usage uint64
+	at    time.Time
+}
+
+type layerSample struct {
+	bytes, inodes uint64
+	at            time.Time
+}
+
+const (
+	// cpuWindow is the shortest interval usage_nano_cores is averaged over:
+	// two calls in quick succession still get a meaningful rate.
+	cpuWindow = time.Second
+	// layerTTL bounds how stale a writable layer size may be (cadvisor
+	// refreshes its disk usage about once a minute).
+	layerTTL = 30 * time.Second
+)
+
+// Options configure a Collector; Cgroups is required.
+type Options struct {
+	Cgroups *cgroups.Manager
+	Root    string // berth's root dir
+	Logger  *slog.Logger
+	OOM     *cgroups.OOMWatcher
+}
+
+// New returns a collector with nothing cached.
+func New(o Options) *Collector {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Collector{
+		cg:     o.Cgroups,
+		root:   o.Root,
+		log:    o.Logger,
+		oom:    o.OOM,
+		paths:  map[string]specInfo{},
+		cpu:    map[string]cpuSample{},
+		layers: map[string]layerSample{},
+	}
+}
+
+// specInfo is what berthd reads back from a container's config.json.
+type specInfo struct {
+	cgroup string // cgroup path below the hierarchy root
+	user   *runtime.ContainerUser
+}
+
+// spec returns what the container's bundle spec says, read once.
+func (c *Collector) spec(rec store.Container) (specInfo, error) {
+	c.mu.Lock()
+	info, ok := c.paths[rec.ID]
+	c.mu.Unlock()
+	if ok {
+		return info, nil
+	}
+	data, err := os.ReadFile(filepath.Join(rec.Bundle, "config.json"))
+	if err != nil {
+		return specInfo{}, fmt.Errorf("read spec of container %q: %w", rec.ID, err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return specInfo{}, fmt.Errorf("decode spec of container %q: %w", rec.ID, err)
+	}
+	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
+		info.cgroup = cgroups.Path(spec.Linux.CgroupsPath)
+	}
+	if spec.Process != nil {
+		u := spec.Process.User
+		lu := &runtime.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID)}
+		for _, g := range u.AdditionalGids {
+			lu.SupplementalGroups = append(lu.SupplementalGroups, int64(g))
+		}
+		info.user = &runtime.ContainerUser{Linux: lu}
+	}
+	c.mu.Lock()
+	c.paths[rec.ID] = info
+	c.mu.Unlock()
+	return info, nil
+}
+
+// cgroupOf returns the container's cgroup path as its spec names it.
+func (c *Collector) CgroupOf(rec store.Container) (string, error) {
+	info, err := c.spec(rec)
+	if err != nil {
+		return "", err
+	}
+	if info.cgroup == "" {
+		return "", fmt.Errorf("spec of container %q names no cgroup", rec.ID)
+	}
+	return info.cgroup, nil
+}
+
+// User is the identity the container's process runs as
+// (ContainerStatus.user), nil when the bundle is gone.
+func (c *Collector) User(rec store.Container) *runtime.ContainerUser {
+	info, err := c.spec(rec)
+	if err != nil {
+		return nil
+	}
+	return info.user
+}
+
+// nanoCores turns a cumulative CPU reading into a rate against the
+// previous sample of key; nil on the first sample.
+func (c *Collector) nanoCores(key string, usage uint64, now time.Time) *runtime.UInt64Value {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev, ok := c.cpu[key]
+	if !ok || usage < prev.usage {
+		c.cpu[key] = cpuSample{usage: usage, at: now}
+		return nil
+	}
+	dt := now.Sub(prev.at)
+	if dt >= cpuWindow {
+		c.cpu[key] = cpuSample{usage: usage, at: now}
+	}
+	if dt <= 0 {
+		return nil
+	}
+	return &runtime.UInt64Value{Value: uint64(float64(usage-prev.usage) / dt.Seconds())}
+}
+
+// Forget drops what is cached about objects not in keep.
+func (c *Collector) Forget(keep map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range c.paths {
+		if !keep[id] {
+			delete(c.paths, id)
+		}
+	}
+	for id := range c.cpu {
+		if !keep[id] {
+			delete(c.cpu, id)
+		}
+	}
+	for id := range c.layers {
+		if !keep[id] {
+			delete(c.layers, id)
+		}
+	}
+}
+
+func u64(v uint64) *runtime.UInt64Value { return &runtime.UInt64Value{Value: v} }
+
+func psi(p *cgroups.Pressure) *runtime.PsiStats {
+	if p == nil {
+		return nil
+	}
+	d := func(x cgroups.PressureData) *runtime.PsiData {
+		return &runtime.PsiData{Total: x.Total, Avg10: x.Avg10, Avg60: x.Avg60, Avg300: x.Avg300}
+	}
+	return &runtime.PsiStats{Some: d(p.Some), Full: d(p.Full)}
+}
+
+// usageFromCgroup fills CPU, memory, swap and IO usage from one sample.
+func (c *Collector) usageFromCgroup(key string, st cgroups.Stats, now time.Time) (*runtime.CpuUsage, *runtime.MemoryUsage, *runtime.SwapUsage, *runtime.IoUsage) {
+	ts := now.UnixNano()
+	cpu := &runtime.CpuUsage{
+		Timestamp:            ts,
+		UsageCoreNanoSeconds: u64(st.CPUUsageNanos),
+		UsageNanoCores:       c.nanoCores(key, st.CPUUsageNanos, now),
+		Psi:                  psi(st.CPUPressure),
+	}
+	mem := &runtime.MemoryUsage{
+		Timestamp:       ts,
+		WorkingSetBytes: u64(st.MemoryWorkingSet),
+		UsageBytes:      u64(st.MemoryUsage),
+		RssBytes:        u64(st.MemoryRSS),
+		PageFaults:      u64(st.PageFaults),
+		MajorPageFaults: u64(st.MajorPageFaults),
+		Psi:             psi(st.MemoryPressure),
+	}
+	if st.HasMemoryLimit {
+		avail := uint64(0)
+		if st.MemoryLimit > st.MemoryWorkingSet {
+			avail = st.MemoryLimit - st.MemoryWorkingSet
+		}
+		mem.AvailableBytes = u64(avail)
+	}
+	var swap *runtime.SwapUsage
+	if st.HasSwap {
+		swap = &runtime.SwapUsage{Timestamp: ts, SwapUsageBytes: u64(st.SwapUsage)}
+		if st.HasSwapLimit && st.SwapLimit >= st.SwapUsage {
+			swap.SwapAvailableBytes = u64(st.SwapLimit - st.SwapUsage)
+		}
+	}
+	var io *runtime.IoUsage
+	if st.IOPressure != nil {
+		io = &runtime.IoUsage{Timestamp: ts, Psi: psi(st.IOPressure)}
+	}
+	return cpu, mem, swap, io
+}
+
+func containerAttributes(rec store.Container) *runtime.ContainerAttributes {
+	return &runtime.ContainerAttributes{
+		Id:          rec.ID,
+		Metadata:    &runtime.ContainerMetadata{Name: rec.Metadata.Name, Attempt: rec.Metadata.Attempt},
+		Labels:      rec.Labels,
+		Annotations: rec.Annotations,
+	}
+}
+
+// Container samples one container. A container that is not running
+// has no cgroup: it gets attributes and its writable layer only, as
+// kubelet still accounts the disk of exited containers.
+func (c *Collector) Container(ctx context.Context, rec store.Container) (*runtime.ContainerStats, *cgroups.Stats) {
+	now := time.Now()
+	out := &runtime.ContainerStats{Attributes: containerAttributes(rec)}
+	out.WritableLayer = c.writableLayer(rec.ID, now)
+	if rec.Status.State != store.ContainerRunning {
+		return out, nil
+	}
+	path, err := c.CgroupOf(rec)
+	if err != nil {
+		c.log.DebugContext(ctx, "container cgroup unknown", "container_id", rec.ID, "error", err)
+		return out, nil
+	}
+	st, err := c.cg.Stats(path)
+	if err != nil {
+		if !cgroups.IsGone(err) {
+			c.log.WarnContext(ctx, "read container cgroup", "container_id", rec.ID, "error", err)
+		}
+		return out, nil
+	}
+	out.Cpu, out.Memory, out.Swap, out.Io = c.usageFromCgroup(rec.ID, st, now)
+	return out, &st
+}
+
+// PodKeyPrefix keeps pod CPU samples apart from container ones.
+const PodKeyPrefix = "pod/"
+
+// podStats samples one pod: its own cgroup when kubelet gave it one
+// (cgroup_parent), otherwise the sum of its running containers, since the
+// configured default parent is shared by every such pod.
+func (c *Collector) Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) (*runtime.LinuxPodSandboxStats, error) {
+	var cfg runtime.PodSandboxConfig
+	if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
+		return nil, fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
+	}
+	now := time.Now()
+	linux := &runtime.LinuxPodSandboxStats{}
+	var sum cgroups.Stats
+	running := 0
+	var pids []int
+	for _, rec := range ctrs {
+		cs, raw := c.Container(ctx, rec)
+		linux.Containers = append(linux.Containers, cs)
+		if raw != nil {
+			running++
+			addStats(&sum, raw)
+			pids = append(pids, rec.Status.Pid)
+		}
+	}
+	own := false
+	if parent := cfg.GetLinux().GetCgroupParent(); parent != "" && sb.Status.State == store.SandboxReady {
+		if st, err := c.cg.Stats(cgroups.Path(parent)); err == nil {
+			sum, own = st, true
+		}
+	}
+	if own || running > 0 {
+		linux.Cpu, linux.Memory, _, linux.Io = c.usageFromCgroup(PodKeyPrefix+sb.ID, sum, now)
+		linux.Process = &runtime.ProcessUsage{Timestamp: now.UnixNano(), ProcessCount: u64(sum.Pids)}
+	}
+	if sb.Status.State == store.SandboxReady {
+		linux.Network = c.podNetwork(ctx, sb, pids, now)
+	}
+	return linux, nil
+}
+
+// addStats sums container samples into a pod total. Limits and pressure
+// do not add up, so the sum carries none.
+func addStats(sum *cgroups.Stats, c *cgroups.Stats) {
+	sum.CPUUsageNanos += c.CPUUsageNanos
+	sum.MemoryUsage += c.MemoryUsage
+	sum.MemoryWorkingSet += c.MemoryWorkingSet
+	sum.MemoryRSS += c.MemoryRSS
+	sum.PageFaults += c.PageFaults
+	sum.MajorPageFaults += c.MajorPageFaults
+	sum.SwapUsage += c.SwapUsage
+	sum.HasSwap = sum.HasSwap || c.HasSwap
+	sum.Pids += c.Pids
+}

@@ -1,0 +1,178 @@
+// Package task owns berthd's live links to its containers' shims: it spawns
+// one shim per container, has it create the container through the OCI
+// runtime, watches the init process until it exits, records the exit,
+// and releases the shim and the runtime's state. It is the only part of
+// berthd that speaks to shims and that knows where the OCI runtime keeps
+// its state; cri/server consumes it through an interface of its own.
+package task
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-runtime/berth/cri/config"
+	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/shim/client"
+)
+
+// Exit is how a process ended.
+type Exit = client.Exit
+
+// ExecOpts, AttachOpts and CheckpointOpts are the shim's own options.
+type (
+	ExecOpts       = client.ExecOpts
+	AttachOpts     = client.AttachOpts
+	CheckpointOpts = client.CheckpointOpts
+)
+
+// Task is the live link to the shim of a container that has not finished
+// yet.
+type Task interface {
+	Start(ctx context.Context) (pid int, err error)
+	// Restore starts the container from the checkpoint it was created
+	// from, CRIU bounded by timeout.
+	Restore(ctx context.Context, timeout time.Duration) (pid int, err error)
+	Kill(ctx context.Context, sig syscall.Signal, all bool) error
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+	Checkpoint(ctx context.Context, o CheckpointOpts) error
+	Update(ctx context.Context, res *specs.LinuxResources) error
+	ReopenLog(ctx context.Context) error
+	Exec(ctx context.Context, o ExecOpts) (Process, error)
+	Attach(ctx context.Context, o AttachOpts) error
+	ResizePty(ctx context.Context, width, height uint32) error
+	// Done is closed once the container's exit is recorded.
+	Done() <-chan struct{}
+}
+
+// Process is a process exec'd in a container.
+type Process interface {
+	ID() string
+	Wait(ctx context.Context) (Exit, error)
+	Resize(ctx context.Context, width, height uint32) error
+	// Close kills the process if it still runs and releases it.
+	Close(ctx context.Context) error
+}
+
+// Hooks tell the manager's owner about a container's end. Each may be nil.
+type Hooks struct {
+	// Watching runs when the manager starts watching rec; what it returns
+	// is handed to Exiting.
+	Watching func(rec store.Container) uint64
+	// Exiting runs once the init process is gone, before the runtime
+	// deletes the container and its cgroup.
+	Exiting func(rec store.Container, watched uint64)
+	// Exited runs once the exit is recorded.
+	Exited func(rec store.Container, exit Exit)
+}
+
+// Options configure a Manager; Store, ShimPath and SocketsDir are required.
+type Options struct {
+	Config     config.Config // runtime handlers and their state roots
+	Store      *store.Store
+	ShimPath   string // the berth-shim binary
+	SocketsDir string // where shims listen, one socket per container
+	Logger     *slog.Logger
+	Hooks      Hooks
+}
+
+// Manager keeps the tasks of the containers that have not finished.
+type Manager struct {
+	cfg        config.Config
+	store      *store.Store
+	shimPath   string
+	socketsDir string
+	log        *slog.Logger
+	hooks      Hooks
+
+	mu    sync.Mutex           // guards tasks
+	tasks map[string]*shimTask // by container ID
+}
+
+// New returns a manager with no tasks; Recover reattaches the running
+// containers' shims.
+func New(o Options) (*Manager, error) {
+	if o.Store == nil || o.ShimPath == "" || o.SocketsDir == "" {
+		return nil, fmt.Errorf("task manager options incomplete: %w", errdefs.ErrInvalidArgument)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Manager{
+		cfg: o.Config, store: o.Store, shimPath: o.ShimPath, socketsDir: o.SocketsDir,
+		log: o.Logger, hooks: o.Hooks, tasks: map[string]*shimTask{},
+	}, nil
+}
+
+// Get returns the task of container id, if it has one.
+func (m *Manager) Get(id string) (Task, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tasks[id]
+	if !ok {
+		return nil, false
+	}
+	return t, true
+}
+
+func (m *Manager) socket(id string) string { return filepath.Join(m.socketsDir, id+".sock") }
+
+// runtimeBinary resolves a handler's binary once per call: PATH may differ
+// between the daemon and the shim's environment, so the shim gets a path.
+func (m *Manager) runtimeBinary(handler string) (string, error) {
+	h, ok := m.cfg.Runtime.Handlers[handler]
+	if !ok {
+		return "", fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrFailedPrecondition)
+	}
+	p, err := exec.LookPath(h.Binary)
+	if err != nil {
+		return "", fmt.Errorf("runtime handler %q binary %q: %w", handler, h.Binary, errdefs.ErrFailedPrecondition)
+	}
+	return p, nil
+}
+
+// shimTask is a Task over a shim client.
+type shimTask struct {
+	cli  *client.Client
+	done chan struct{}
+}
+
+var _ Task = (*shimTask)(nil)
+
+func (t *shimTask) Start(ctx context.Context) (int, error) { return t.cli.Start(ctx) }
+func (t *shimTask) Restore(ctx context.Context, timeout time.Duration) (int, error) {
+	return t.cli.Restore(ctx, timeout)
+}
+func (t *shimTask) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
+	return t.cli.Kill(ctx, sig, all)
+}
+func (t *shimTask) Pause(ctx context.Context) error  { return t.cli.Pause(ctx) }
+func (t *shimTask) Resume(ctx context.Context) error { return t.cli.Resume(ctx) }
+func (t *shimTask) Checkpoint(ctx context.Context, o CheckpointOpts) error {
+	return t.cli.Checkpoint(ctx, o)
+}
+func (t *shimTask) Update(ctx context.Context, res *specs.LinuxResources) error {
+	return t.cli.Update(ctx, res)
+}
+func (t *shimTask) ReopenLog(ctx context.Context) error { return t.cli.ReopenLog(ctx) }
+func (t *shimTask) Exec(ctx context.Context, o ExecOpts) (Process, error) {
+	p, err := t.cli.Exec(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+func (t *shimTask) Attach(ctx context.Context, o AttachOpts) error { return t.cli.Attach(ctx, o) }
+func (t *shimTask) ResizePty(ctx context.Context, width, height uint32) error {
+	return t.cli.ResizePty(ctx, width, height)
+}
+func (t *shimTask) Done() <-chan struct{} { return t.done }

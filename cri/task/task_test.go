@@ -1,0 +1,169 @@
+package task
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/berth-runtime/berth/cri/config"
+	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/store/storetest"
+)
+
+// newTestManager returns a manager over a fresh store whose shim binary
+// is false(1): no shim ever answers, so what is tested is how the manager
+// copes with shims that are gone.
+func newTestManager(t *testing.T) (*Manager, *store.Store, config.Config) {
+	t.Helper()
+	dir := t.TempDir()
+	st := storetest.Open(t)
+	cfg := config.Default()
+	cfg.Root, cfg.State = filepath.Join(dir, "root"), filepath.Join(dir, "state")
+	cfg.Runtime.Handlers = map[string]config.Handler{"runc": {Binary: "true"}}
+	m, err := New(Options{
+		Config: cfg, Store: st, ShimPath: "/bin/false", SocketsDir: filepath.Join(dir, "s"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, st, cfg
+}
+
+func addContainer(t *testing.T, st *store.Store, cfg config.Config, id string, status store.ContainerStatus) store.Container {
+	t.Helper()
+	bundle := filepath.Join(cfg.State, "containers", id)
+	if err := os.MkdirAll(bundle, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rec := store.Container{ID: id, SandboxID: "sb", Name: "ctr_" + id, Bundle: bundle, RuntimeHandler: "runc", Status: status}
+	if err := st.AddContainer(rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func TestNewValidates(t *testing.T) {
+	if _, err := New(Options{}); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("New with no options: %v", err)
+	}
+}
+
+// A container whose shim is gone and left no exit file ended with an
+// error; one caught inside CreateContainer says so.
+func TestRecoverLostShim(t *testing.T) {
+	m, st, cfg := newTestManager(t)
+	ctx := context.Background()
+	running := addContainer(t, st, cfg, "running", store.ContainerStatus{State: store.ContainerRunning, Pid: 99999})
+	creating := addContainer(t, st, cfg, "creating", store.ContainerStatus{State: store.ContainerCreated})
+	for _, c := range []store.Container{running, creating} {
+		if err := m.Recover(ctx, c); err != nil {
+			t.Fatalf("recover %s: %v", c.ID, err)
+		}
+		if _, ok := m.Get(c.ID); ok {
+			t.Errorf("%s has a task without a shim", c.ID)
+		}
+	}
+	got, _ := st.Container("running")
+	if got.Status.State != store.ContainerExited || got.Status.ExitCode != 255 || got.Status.Reason != "Error" || got.Status.Pid != 0 {
+		t.Errorf("lost running container: %+v", got.Status)
+	}
+	got, _ = st.Container("creating")
+	if got.Status.State != store.ContainerExited || got.Status.Message == "" {
+		t.Errorf("container caught creating: %+v", got.Status)
+	}
+}
+
+func TestRecoverExitedIsLeftAlone(t *testing.T) {
+	m, st, cfg := newTestManager(t)
+	c := addContainer(t, st, cfg, "done", store.ContainerStatus{State: store.ContainerExited, ExitCode: 3, Reason: "Error"})
+	if err := m.Recover(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.Container("done"); got.Status != c.Status {
+		t.Errorf("status %+v, want %+v", got.Status, c.Status)
+	}
+}
+
+func TestRecordExit(t *testing.T) {
+	m, st, cfg := newTestManager(t)
+	addContainer(t, st, cfg, "a", store.ContainerStatus{State: store.ContainerRunning, Pid: 10, Reason: "OOMKilled"})
+	at := time.Unix(1000, 0)
+	if err := m.recordExit("a", Exit{Status: 137, ExitedAt: at}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := st.Container("a")
+	if got.Status.State != store.ContainerExited || got.Status.ExitCode != 137 || got.Status.FinishedAt != at.UnixNano() ||
+		got.Status.Reason != "OOMKilled" || got.Status.Pid != 0 {
+		t.Errorf("status %+v", got.Status)
+	}
+	// The first exit recorded stands.
+	if err := m.recordExit("a", Exit{Status: 0, ExitedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := st.Container("a"); again.Status != got.Status {
+		t.Errorf("second exit changed the status to %+v", again.Status)
+	}
+	// A container removed meanwhile is no error.
+	if err := m.recordExit("gone", Exit{}); err != nil {
+		t.Errorf("exit of a removed container: %v", err)
+	}
+}
+
+// Release succeeds at once when neither a shim nor the runtime holds the
+// container, and fails while the runtime keeps its state.
+func TestRelease(t *testing.T) {
+	m, st, cfg := newTestManager(t)
+	ctx := context.Background()
+	c := addContainer(t, st, cfg, "a", store.ContainerStatus{State: store.ContainerExited})
+	if err := m.Release(ctx, c); err != nil {
+		t.Fatalf("release of a container nothing holds: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.HandlerRoot("runc"), c.ID), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(ctx, c); err == nil {
+		t.Fatal("release succeeded while the runtime keeps the container's state")
+	}
+}
+
+func TestSpawnFailure(t *testing.T) {
+	m, st, cfg := newTestManager(t)
+	ctx := context.Background()
+	c := addContainer(t, st, cfg, "a", store.ContainerStatus{State: store.ContainerCreated})
+	p := m.Spawn(ctx, c)
+	if _, err := p.Create(ctx, CreateOpts{}); err == nil {
+		t.Fatal("create through a shim that never started succeeded")
+	}
+	if err := p.Discard(ctx); err != nil {
+		t.Errorf("discard: %v", err)
+	}
+	if err := p.Destroy(ctx); err != nil {
+		t.Errorf("destroy of nothing created: %v", err)
+	}
+	p.Watch()
+	if _, ok := m.Get(c.ID); ok {
+		t.Error("a failed create is watched")
+	}
+}
+
+func TestCreateUnknownHandler(t *testing.T) {
+	m, st, cfg := newTestManager(t)
+	ctx := context.Background()
+	c := addContainer(t, st, cfg, "a", store.ContainerStatus{State: store.ContainerCreated})
+	c.RuntimeHandler = "kata"
+	p := m.Spawn(ctx, c)
+	_, err := p.Create(ctx, CreateOpts{})
+	if !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("create with an unknown handler: %v", err)
+	}
+	if err := p.Discard(ctx); err != nil {
+		t.Errorf("discard: %v", err)
+	}
+}
