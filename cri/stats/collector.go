@@ -121,7 +121,7 @@ func (c *Collector) spec(rec store.Container) (specInfo, error) {
 	return info, nil
 }
 
-// cgroupOf returns the container's cgroup path as its spec names it.
+// CgroupOf returns the container's cgroup path as its spec names it.
 func (c *Collector) CgroupOf(rec store.Container) (string, error) {
 	info, err := c.spec(rec)
 	if err != nil {
@@ -273,7 +273,7 @@ func (c *Collector) Container(ctx context.Context, rec store.Container) (*runtim
 // PodKeyPrefix keeps pod CPU samples apart from container ones.
 const PodKeyPrefix = "pod/"
 
-// podStats samples one pod: its own cgroup when kubelet gave it one
+// Pod samples one pod: its own cgroup when kubelet gave it one
 // (cgroup_parent), otherwise the sum of its running containers, since the
 // configured default parent is shared by every such pod.
 func (c *Collector) Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) (*runtime.LinuxPodSandboxStats, error) {

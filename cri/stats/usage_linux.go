@@ -174,7 +174,7 @@ func diskUsage(dir string) (bytesUsed, inodes uint64, err error) {
 		if err := unix.Lstat(p, &st); err != nil {
 			return nil
 		}
-		key := [2]uint64{uint64(st.Dev), st.Ino}
+		key := [2]uint64{uint64(st.Dev), st.Ino} //nolint:unconvert // Stat_t.Dev is uint32 on some architectures
 		if seen[key] {
 			return nil
 		}
