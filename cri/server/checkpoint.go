@@ -17,6 +17,7 @@ import (
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/task"
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 func (s *Server) checkpointsDir() string { return filepath.Join(s.cfg.State, "checkpoints") }
@@ -135,13 +136,9 @@ func (s *Server) checkpointToArchive(ctx context.Context, id, archive string, pa
 
 // writeDumpFiles writes spec.dump, config.dump and bind.mounts for c.
 func (s *Server) writeDumpFiles(c store.Container, dir string) (*specs.Spec, error) {
-	raw, err := os.ReadFile(filepath.Join(c.Bundle, "config.json"))
+	spec, err := api.ReadSpec(c.Bundle)
 	if err != nil {
-		return nil, fmt.Errorf("read spec of container %q: %w", c.ID, err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(raw, &spec); err != nil {
-		return nil, fmt.Errorf("decode spec of container %q: %w", c.ID, err)
+		return nil, fmt.Errorf("container %q: %w", c.ID, err)
 	}
 	sb, err := s.store.Sandbox(c.SandboxID)
 	if err != nil {
@@ -204,7 +201,7 @@ func (s *Server) writeDumpFiles(c store.Container, dir string) (*specs.Spec, err
 			return nil, err
 		}
 	}
-	return &spec, nil
+	return spec, nil
 }
 
 func nonNil(m map[string]string) map[string]string {

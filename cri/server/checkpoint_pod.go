@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -20,6 +18,7 @@ import (
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/task"
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // Options CheckpointPod accepts (the CRI leaves their keys to the runtime
@@ -245,7 +244,7 @@ func (s *Server) dumpPodContainer(ctx context.Context, c store.Container, out st
 	if pc.Config, err = protojson.Marshal(&cfg); err != nil {
 		return pc, fmt.Errorf("encode config of container %q: %w", c.ID, err)
 	}
-	spec, err := readSpec(c.Bundle)
+	spec, err := api.ReadSpec(c.Bundle)
 	if err != nil {
 		return pc, fmt.Errorf("checkpoint container %q: %w", c.ID, err)
 	}
@@ -265,18 +264,6 @@ func (s *Server) dumpPodContainer(ctx context.Context, c store.Container, out st
 		}
 	}
 	return pc, nil
-}
-
-func readSpec(bundle string) (*specs.Spec, error) {
-	raw, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return nil, fmt.Errorf("read spec: %w", err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(raw, &spec); err != nil {
-		return nil, fmt.Errorf("decode spec: %w", err)
-	}
-	return &spec, nil
 }
 
 // volumeSet collects the pod's writable directory mounts, one volume per

@@ -6,20 +6,17 @@ package stats
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/cgroups"
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/shim/api"
 )
 
 // Collector keeps what stats need between calls: each object's
@@ -96,13 +93,9 @@ func (c *Collector) spec(rec store.Container) (specInfo, error) {
 	if ok {
 		return info, nil
 	}
-	data, err := os.ReadFile(filepath.Join(rec.Bundle, "config.json"))
+	spec, err := api.ReadSpec(rec.Bundle)
 	if err != nil {
-		return specInfo{}, fmt.Errorf("read spec of container %q: %w", rec.ID, err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(data, &spec); err != nil {
-		return specInfo{}, fmt.Errorf("decode spec of container %q: %w", rec.ID, err)
+		return specInfo{}, fmt.Errorf("container %q: %w", rec.ID, err)
 	}
 	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
 		info.cgroup = cgroups.Path(spec.Linux.CgroupsPath)

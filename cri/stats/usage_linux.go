@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/sandbox/netns"
 )
 
 // defaultInterface is the pod interface CNI plugins create by convention.
@@ -66,43 +66,13 @@ func (c *Collector) podNetwork(ctx context.Context, sb store.Sandbox, pids []int
 }
 
 // readNetDevIn reads /proc/thread-self/net/dev inside the namespace pinned
-// at nsPath. The thread is returned to the Go scheduler only if it made it
-// back to its own namespace; otherwise it dies with the goroutine.
-func readNetDevIn(nsPath string) ([]byte, error) {
-	type result struct {
-		data []byte
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		goruntime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			goruntime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("open own netns: %w", err)}
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(nsPath)
-		if err != nil {
-			goruntime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("open netns %s: %w", nsPath, err)}
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			goruntime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("enter netns %s: %w", nsPath, err)}
-			return
-		}
-		data, rerr := os.ReadFile("/proc/thread-self/net/dev")
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
-			goruntime.UnlockOSThread()
-		}
-		ch <- result{data: data, err: rerr}
-	}()
-	r := <-ch
-	return r.data, r.err
+// at nsPath.
+func readNetDevIn(nsPath string) (data []byte, err error) {
+	err = netns.Do(nsPath, func() error {
+		data, err = os.ReadFile("/proc/thread-self/net/dev")
+		return err
+	})
+	return data, err
 }
 
 // parseNetDev parses /proc/net/dev: two header lines, then
