@@ -68,7 +68,7 @@ build() {
 }
 # The same flags as the kit's kubelet build, so the packages both link
 # come from the Go build cache.
-build e2e_node.test env CGO_ENABLED=0 $GO test -c -trimpath -ldflags "$ld" -o "$dir/e2e_node.test.tmp" k8s.io/kubernetes/test/e2e_node
+build e2e_node.test env CGO_ENABLED=0 $GO test -c -vet=off -trimpath -ldflags "$ld" -o "$dir/e2e_node.test.tmp" k8s.io/kubernetes/test/e2e_node
 build agnhost env CGO_ENABLED=0 $GO build -trimpath -ldflags "$ld" -o "$dir/agnhost.tmp" k8s.io/kubernetes/test/images/agnhost
 build nnp env CGO_ENABLED=0 $GO build -trimpath -o "$dir/nnp.tmp" k8s.io/kubernetes/test/images/nonewprivs
 build ginkgo env CGO_ENABLED=0 GOFLAGS=-mod=mod $GO build -trimpath -o "$dir/ginkgo.tmp" github.com/onsi/ginkgo/v2/ginkgo

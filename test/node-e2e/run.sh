@@ -14,7 +14,8 @@
 # skipped`, the same for every runtime. Exit status 0 when nothing failed.
 #
 # Env: REPORT_DIR (default ./node-e2e-report), NODE_E2E_FOCUS (a regexp;
-# default the whole [NodeConformance] focus), NODE_E2E_PROCS (ginkgo
+# default the whole [NodeConformance] focus), NODE_E2E_EXCLUDE (a regexp
+# of specs left out of the focus, default upstream's), NODE_E2E_PROCS (ginkgo
 # processes, default 4), NODE_E2E_TIMEOUT (default 2h), NODE_NAME,
 # SKIP_LIST (default skip.txt beside this script), REGISTRY_ADDR.
 set -uo pipefail
@@ -24,6 +25,10 @@ shared=${SHARED_DIR:-$top/../shared}
 endpoint=${1:?usage: run.sh ENDPOINT}
 REPORT_DIR=${REPORT_DIR:-$PWD/node-e2e-report}
 focus=${NODE_E2E_FOCUS:-'\[NodeConformance\]'}
+# What upstream's node conformance jobs leave out of the focus
+# (pull-kubernetes-node-e2e-containerd): flaky specs, slow ones, and the
+# serial ones, which restart kubelet or need the node alone. Empty runs them.
+exclude=${NODE_E2E_EXCLUDE-'\[Flaky\]|\[Slow\]|\[Serial\]'}
 procs=${NODE_E2E_PROCS:-4}
 timeout=${NODE_E2E_TIMEOUT:-2h}
 node=${NODE_NAME:-node-e2e}
@@ -47,6 +52,7 @@ log "images: building and pushing to $REGISTRY_ADDR"
 "$tool/nodee2e" images -registry "$REGISTRY_ADDR" -bin "$bin" -debs "$(dirname "$bin")/debs" -pause "$pause" ||
 	{ log "image build failed"; exit 2; }
 skip_re=$("$tool/nodee2e" skip-regex "$skips") || exit 2
+[ -n "$exclude" ] && skip_re="$exclude${skip_re:+|$skip_re}"
 
 # One kubelet per host: it owns /var/lib/kubelet, its ports and
 # /var/log/containers, so this waits for the kubelet kit's runs and theirs
@@ -77,7 +83,7 @@ fi
 # of the host's root cgroup into /system and itself into /kubelet; a shared
 # node keeps its processes where they are.
 kflags="--system-cgroups= --kubelet-cgroups= --runtime-cgroups="
-log "running e2e_node $(basename "$bin") against $endpoint: focus $focus, $procs processes, skip list $(grep -cv '^\(#\|$\)' "$skips") entries"
+log "running e2e_node $(basename "$bin") against $endpoint: focus $focus, excluding ${exclude:-nothing}, $procs processes, skip list $(grep -cv '^\(#\|$\)' "$skips") entries"
 t0=$(date +%s)
 (cd "$work" && PATH=$path "$bin/ginkgo" --procs="$procs" --timeout="$timeout" \
 	--focus="$focus" --skip="$skip_re" --no-color --json-report=report.json --output-dir="$REPORT_DIR" \
@@ -94,4 +100,4 @@ if [ ! -s "$REPORT_DIR/report.json" ]; then
 	log "no report: the suite did not run"
 	exit 1
 fi
-"$tool/nodee2e" summary -report "$REPORT_DIR/report.json" -focus "$focus" -skips "$skips" -out "$REPORT_DIR"
+"$tool/nodee2e" summary -report "$REPORT_DIR/report.json" -focus "$focus" -exclude "$exclude" -skips "$skips" -out "$REPORT_DIR"

@@ -8,6 +8,7 @@
 //	nodee2e images -registry 127.0.0.1:5000 -bin DIR -debs DIR
 //	nodee2e skip-regex skip.txt
 //	nodee2e summary -report report.json -focus REGEX -skips skip.txt -out DIR
+//	nodee2e compare berth RESULTS containerd RESULTS
 package main
 
 import (
@@ -21,7 +22,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: nodee2e images|skip-regex|summary [flags]")
+		fmt.Fprintln(os.Stderr, "usage: nodee2e images|skip-regex|summary|compare [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -34,6 +35,8 @@ func main() {
 		err = skipRegexCmd(os.Args[2:])
 	case "summary":
 		err = summaryCmd(os.Args[2:])
+	case "compare":
+		err = compareCmd(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}

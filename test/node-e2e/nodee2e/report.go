@@ -98,10 +98,11 @@ type outcome struct {
 	Reason string // failure or skip message
 }
 
-// summarize classifies every spec whose full text focus matches (the
-// report also holds the specs the focus filtered out, as skipped) and
+// summarize classifies every spec whose full text focus matches and
+// exclude does not (the report also holds the specs the two filtered out,
+// as skipped: they are not part of the run) and
 // every failed suite-level node (a failed BeforeSuite fails the run).
-func summarize(reports []ginkgoReport, focus *regexp.Regexp, skips []skipEntry) []outcome {
+func summarize(reports []ginkgoReport, focus, exclude *regexp.Regexp, skips []skipEntry) []outcome {
 	var out []outcome
 	for _, r := range reports {
 		for _, s := range r.SpecReports {
@@ -112,7 +113,7 @@ func summarize(reports []ginkgoReport, focus *regexp.Regexp, skips []skipEntry) 
 				}
 				continue
 			}
-			if !focus.MatchString(text) {
+			if !focus.MatchString(text) || (exclude != nil && exclude.MatchString(text)) {
 				continue
 			}
 			o := outcome{Spec: text}
@@ -184,6 +185,7 @@ func summaryCmd(args []string) error {
 	fl := flag.NewFlagSet("summary", flag.ContinueOnError)
 	report := fl.String("report", "", "ginkgo JSON report")
 	focus := fl.String("focus", `\[NodeConformance\]`, "the run's focus (ginkgo.focus)")
+	excl := fl.String("exclude", "", "specs the run left out of the focus (a regexp)")
 	skipList := fl.String("skips", "", "skip list")
 	outDir := fl.String("out", "", "directory for results.txt, failures.txt, summary.txt")
 	if err := fl.Parse(args); err != nil {
@@ -192,6 +194,12 @@ func summaryCmd(args []string) error {
 	re, err := regexp.Compile(*focus)
 	if err != nil {
 		return fmt.Errorf("focus: %w", err)
+	}
+	var exclude *regexp.Regexp
+	if *excl != "" {
+		if exclude, err = regexp.Compile(*excl); err != nil {
+			return fmt.Errorf("exclude: %w", err)
+		}
 	}
 	var skips []skipEntry
 	if *skipList != "" {
@@ -207,7 +215,7 @@ func summaryCmd(args []string) error {
 	if err := json.Unmarshal(data, &reports); err != nil {
 		return fmt.Errorf("parse report %s: %w", *report, err)
 	}
-	out := summarize(reports, re, skips)
+	out := summarize(reports, re, exclude, skips)
 	var results, failures strings.Builder
 	for _, o := range out {
 		fmt.Fprintf(&results, "%s\t%s\n", o.State, o.Spec)
@@ -245,4 +253,85 @@ func skippedText(out []outcome) string {
 		}
 	}
 	return b.String()
+}
+
+// compareCmd prints, as Markdown for docs/node-conformance.md, the totals
+// of two runs' results.txt side by side and every spec whose outcome
+// differs between them.
+func compareCmd(args []string) error {
+	if len(args) != 4 {
+		return errors.New("usage: nodee2e compare NAME_A RESULTS_A NAME_B RESULTS_B")
+	}
+	a, err := readResults(args[1])
+	if err != nil {
+		return err
+	}
+	b, err := readResults(args[3])
+	if err != nil {
+		return err
+	}
+	fmt.Print(compareMarkdown(args[0], a, args[2], b))
+	return nil
+}
+
+// readResults maps each spec of a results.txt to its state.
+func readResults(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read results: %w", err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		state, spec, ok := strings.Cut(line, "\t")
+		if ok {
+			out[spec] = state
+		}
+	}
+	return out, nil
+}
+
+func compareMarkdown(nameA string, a map[string]string, nameB string, b map[string]string) string {
+	var sb strings.Builder
+	total := func(m map[string]string, state string) int {
+		n := 0
+		for _, s := range m {
+			if s == state {
+				n++
+			}
+		}
+		return n
+	}
+	fmt.Fprintf(&sb, "| | %s | %s |\n| --- | --- | --- |\n", nameA, nameB)
+	for _, st := range []string{"PASS", "FAIL", "SKIP"} {
+		fmt.Fprintf(&sb, "| %s | %d | %d |\n", st, total(a, st), total(b, st))
+	}
+	specs := map[string]bool{}
+	for s := range a {
+		specs[s] = true
+	}
+	for s := range b {
+		specs[s] = true
+	}
+	var diff []string
+	for s := range specs {
+		if a[s] != b[s] {
+			diff = append(diff, s)
+		}
+	}
+	sort.Strings(diff)
+	fmt.Fprintf(&sb, "\nSpecs whose outcome differs: %d\n", len(diff))
+	if len(diff) > 0 {
+		fmt.Fprintf(&sb, "\n| spec | %s | %s |\n| --- | --- | --- |\n", nameA, nameB)
+		for _, s := range diff {
+			fmt.Fprintf(&sb, "| %s | %s | %s |\n", strings.ReplaceAll(s, "|", `\|`), orDash(a[s]), orDash(b[s]))
+		}
+	}
+	return sb.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "not run"
+	}
+	return s
 }

@@ -66,6 +66,7 @@ func TestSummary(t *testing.T) {
 		mk("It", "skipped", "Only supported for node OS distro [gci ubuntu]", "[sig-node] Sysctls", "should work [NodeConformance]"),
 		mk("It", "skipped", "", "[sig-node] Image", "should pull by digest [NodeConformance]"),
 		mk("It", "skipped", "", "[sig-node] Memory", "unfocused spec [Serial]"),
+		mk("It", "skipped", "", "[sig-node] Memory", "excluded spec [NodeConformance] [Serial]"),
 		mk("It", "passed", "", "[sig-node] Other", "unfocused but run [Feature:X]"),
 		mk("ReportAfterSuite", "failed", "report broke", "Kubernetes e2e JUnit report"),
 	}}}
@@ -82,7 +83,7 @@ func TestSummary(t *testing.T) {
 	if err := os.WriteFile(sp, []byte("should pull by digest # digest of an upstream image\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = summaryCmd([]string{"-report", rp, "-focus", `\[NodeConformance\]`, "-skips", sp, "-out", dir})
+	err = summaryCmd([]string{"-report", rp, "-focus", `\[NodeConformance\]`, "-exclude", `\[Serial\]`, "-skips", sp, "-out", dir})
 	if err != errSpecsFailed {
 		t.Fatalf("summary returned %v, want errSpecsFailed", err)
 	}
@@ -103,7 +104,7 @@ func TestSummary(t *testing.T) {
 			t.Errorf("results.txt lacks %q:\n%s", want, results)
 		}
 	}
-	if strings.Contains(string(results), "unfocused") {
+	if strings.Contains(string(results), "unfocused") || strings.Contains(string(results), "excluded") {
 		t.Errorf("results.txt lists specs outside the focus:\n%s", results)
 	}
 	skipped, _ := os.ReadFile(filepath.Join(dir, "skipped.txt"))
@@ -115,5 +116,23 @@ func TestSummary(t *testing.T) {
 	failures, _ := os.ReadFile(filepath.Join(dir, "failures.txt"))
 	if !strings.Contains(string(failures), "\ttimed out\n") || strings.Contains(string(failures), "waiting") {
 		t.Errorf("failures.txt should give the first line of each message:\n%s", failures)
+	}
+}
+
+func TestCompareMarkdown(t *testing.T) {
+	a := map[string]string{"s1": "PASS", "s2": "FAIL", "s3": "SKIP"}
+	b := map[string]string{"s1": "PASS", "s2": "PASS", "s4 | piped": "PASS"}
+	got := compareMarkdown("berth", a, "containerd", b)
+	for _, want := range []string{
+		"| PASS | 1 | 3 |", "| FAIL | 1 | 0 |", "| SKIP | 1 | 0 |",
+		"Specs whose outcome differs: 3",
+		"| s2 | FAIL | PASS |", "| s3 | SKIP | not run |", `| s4 \| piped | not run | PASS |`,
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("compare output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "| s1 |") {
+		t.Errorf("a spec with the same outcome is listed as differing:\n%s", got)
 	}
 }
