@@ -48,8 +48,9 @@ if [ ! -x "$pause" ]; then
 	(cd "$top" && $GO build -o "$tool/berth-pause" ./cmd/berth-pause) || { log "no pause binary"; exit 2; }
 	pause=$tool/berth-pause
 fi
+(cd "$top" && CGO_ENABLED=0 $GO build -trimpath -o "$tool/nmeter" ./test/node-e2e/nmeter) || { log "nmeter build failed"; exit 2; }
 log "images: building and pushing to $REGISTRY_ADDR"
-"$tool/nodee2e" images -registry "$REGISTRY_ADDR" -bin "$bin" -debs "$(dirname "$bin")/debs" -pause "$pause" ||
+"$tool/nodee2e" images -registry "$REGISTRY_ADDR" -bin "$bin" -debs "$(dirname "$bin")/debs" -pause "$pause" -nmeter "$tool/nmeter" ||
 	{ log "image build failed"; exit 2; }
 skip_re=$("$tool/nodee2e" skip-regex "$skips") || exit 2
 [ -n "$exclude" ] && skip_re="$exclude${skip_re:+|$skip_re}"

@@ -104,7 +104,10 @@ type imageBuilder struct {
 	debs string // Debian packages downloaded (not installed) for the images
 	// berthPause is the static pause program the pause image runs.
 	berthPause string
-	base       v1.Layer
+	// nmeter is the stand-in for the busybox applet Debian's busybox-static
+	// lacks (test/node-e2e/nmeter), static.
+	nmeter string
+	base   v1.Layer
 }
 
 func imagesCmd(ctx context.Context, args []string) error {
@@ -113,11 +116,12 @@ func imagesCmd(ctx context.Context, args []string) error {
 	bin := fl.String("bin", "", "directory with agnhost, nnp, localhost.crt, localhost.key (build.sh)")
 	debs := fl.String("debs", "", "cache directory for Debian packages")
 	pause := fl.String("pause", "", "static pause binary (berth-pause)")
+	nmeter := fl.String("nmeter", "", "static nmeter stand-in (test/node-e2e/nmeter)")
 	list := fl.Bool("list", false, "print the upstream references and exit")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
-	b := &imageBuilder{bin: *bin, debs: *debs, berthPause: *pause}
+	b := &imageBuilder{bin: *bin, debs: *debs, berthPause: *pause, nmeter: *nmeter}
 	imgs, err := b.build(*list)
 	if err != nil {
 		return err
@@ -236,7 +240,8 @@ func withLabel(img v1.Image, k, v string) (v1.Image, error) {
 }
 
 // baseLayer is upstream's busybox image made of Debian's busybox-static:
-// every applet in /bin, the busybox image's passwd and group.
+// every applet in /bin (nmeter, which Debian leaves out, by a stand-in),
+// the busybox image's passwd and group.
 func (b *imageBuilder) baseLayer() (v1.Layer, error) {
 	if b.base != nil {
 		return b.base, nil
@@ -249,7 +254,15 @@ func (b *imageBuilder) baseLayer() (v1.Layer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list busybox applets: %w", err)
 	}
-	files := []testutil.File{{Path: "/bin", Dir: true}, {Path: "/bin/busybox", Body: string(bb), Mode: 0o755}}
+	// The lifecycle ordering specs timestamp their output with nmeter.
+	nm, err := os.ReadFile(b.nmeter)
+	if err != nil {
+		return nil, fmt.Errorf("read nmeter stand-in: %w", err)
+	}
+	files := []testutil.File{
+		{Path: "/bin", Dir: true}, {Path: "/bin/busybox", Body: string(bb), Mode: 0o755},
+		{Path: "/bin/nmeter", Body: string(nm), Mode: 0o755},
+	}
 	for _, a := range strings.Fields(string(out)) {
 		if a == "busybox" || strings.Contains(a, "/") {
 			continue

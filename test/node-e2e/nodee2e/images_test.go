@@ -46,13 +46,18 @@ func TestImagesRun(t *testing.T) {
 	if debs == "" {
 		debs = t.TempDir()
 	}
-	b := &imageBuilder{bin: bin, debs: debs, berthPause: pause}
+	nmeter := filepath.Join(t.TempDir(), "nmeter")
+	if out, err := nmeterBuild(nmeter).CombinedOutput(); err != nil {
+		t.Fatalf("build nmeter: %v\n%s", err, out)
+	}
+	b := &imageBuilder{bin: bin, debs: debs, berthPause: pause, nmeter: nmeter}
 	imgs, err := b.build(false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checks := map[string][][]string{
-		busyboxRepo: {{"/bin/sh", "-c", "id -u && wget --help 2>&1 | head -1"}},
+		busyboxRepo: {{"/bin/sh", "-c", "id -u && wget --help 2>&1 | head -1"},
+			{"/bin/sh", "-c", "date -u +%FT$(nmeter -d0 '%3t' | head -n1)Z | grep -E '^[0-9-]+T[0-9:]+[.][0-9]{3}Z$'"}},
 		agnhostRepo: {{"/agnhost-2", "pause"}, {"/bin/bash", "-c", "echo ok"}, {"/usr/bin/curl", "--version"},
 			{"/bin/sh", "-c", "id user-defined-in-image | grep -q 50000"}},
 		nginxRepo:  {{"/usr/sbin/nginx", "-t"}},
@@ -123,4 +128,11 @@ func flatten(img v1.Image, root string) error {
 			}
 		}
 	}
+}
+
+// nmeterBuild builds the stand-in static, as run.sh does.
+func nmeterBuild(out string) *exec.Cmd {
+	cmd := exec.Command("go", "build", "-o", out, "../nmeter")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	return cmd
 }
