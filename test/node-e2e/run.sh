@@ -64,9 +64,12 @@ flock 9
 rm -rf "$REPORT_DIR"
 mkdir -p "$REPORT_DIR"
 # The suite writes the kubelet's config, static pod dir and API token file
-# into its working directory.
+# into its working directory, which ginkgo makes the directory of the
+# binary it is given: a link in a fresh work dir keeps them out of the
+# cache (--k8s-bin-dir tells the suite where its kubelet is).
 work=$(mktemp -d /tmp/node-e2e-work.XXXXXX)
 trap 'rm -rf "$tool" "$work"' EXIT
+ln -s "$bin/e2e_node.test" "$work/e2e_node.test"
 
 # Off systemd the suite must not find systemd-run (it would start kubelet
 # as a transient unit), so PATH gets /usr/bin's entries but that one.
@@ -88,9 +91,9 @@ log "running e2e_node $(basename "$bin") against $endpoint: focus $focus, exclud
 t0=$(date +%s)
 (cd "$work" && PATH=$path "$bin/ginkgo" --procs="$procs" --timeout="$timeout" \
 	--focus="$focus" --skip="$skip_re" --no-color --json-report=report.json --output-dir="$REPORT_DIR" \
-	"$bin/e2e_node.test" -- \
+	"$work/e2e_node.test" -- \
 	--container-runtime-endpoint="$endpoint" --image-service-endpoint="$endpoint" \
-	--prepull-images=false --node-name="$node" --report-dir="$REPORT_DIR" \
+	--prepull-images=false --node-name="$node" --report-dir="$REPORT_DIR" --k8s-bin-dir="$bin" \
 	--kubelet-config-file="$here/kubelet-config.yaml" --kubelet-flags="$kflags" \
 	--v=2 >"$REPORT_DIR/e2e.log" 2>&1)
 rc=$?
