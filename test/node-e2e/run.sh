@@ -65,11 +65,11 @@ rm -rf "$REPORT_DIR"
 mkdir -p "$REPORT_DIR"
 # The suite writes the kubelet's config, static pod dir and API token file
 # into its working directory, which ginkgo makes the directory of the
-# binary it is given: a link in a fresh work dir keeps them out of the
-# cache (--k8s-bin-dir tells the suite where its kubelet is).
+# binary it is given: links in a fresh work dir keep them out of the
+# cache (the suite looks for kubelet beside the path it was started as).
 work=$(mktemp -d /tmp/node-e2e-work.XXXXXX)
 trap 'rm -rf "$tool" "$work"' EXIT
-ln -s "$bin/e2e_node.test" "$work/e2e_node.test"
+ln -s "$bin/e2e_node.test" "$bin/kubelet" "$work/"
 
 # Off systemd the suite must not find systemd-run (it would start kubelet
 # as a transient unit), so PATH gets /usr/bin's entries but that one.
@@ -93,7 +93,7 @@ t0=$(date +%s)
 	--focus="$focus" --skip="$skip_re" --no-color --json-report=report.json --output-dir="$REPORT_DIR" \
 	"$work/e2e_node.test" -- \
 	--container-runtime-endpoint="$endpoint" --image-service-endpoint="$endpoint" \
-	--prepull-images=false --node-name="$node" --report-dir="$REPORT_DIR" --k8s-bin-dir="$bin" \
+	--prepull-images=false --node-name="$node" --report-dir="$REPORT_DIR" \
 	--kubelet-config-file="$here/kubelet-config.yaml" --kubelet-flags="$kflags" \
 	--v=2 >"$REPORT_DIR/e2e.log" 2>&1)
 rc=$?
@@ -105,3 +105,11 @@ if [ ! -s "$REPORT_DIR/report.json" ]; then
 	exit 1
 fi
 "$tool/nodee2e" summary -report "$REPORT_DIR/report.json" -focus "$focus" -exclude "$exclude" -skips "$skips" -out "$REPORT_DIR"
+src=$?
+if [ "$src" -eq 0 ] && [ "$rc" -ne 0 ]; then
+	# No spec failed, yet the suite did: its setup, flags or teardown.
+	tail -20 "$REPORT_DIR/e2e.log"
+	log "the suite failed outside its specs (exit $rc)"
+	exit 1
+fi
+exit "$src"
