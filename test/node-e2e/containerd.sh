@@ -53,7 +53,7 @@ TOML
 PATH=$ctrd:$PATH "$ctrd/containerd" --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
 pid=$!
 cleanup() {
-	crictl --runtime-endpoint "unix://$dir/containerd.sock" rmp -af >/dev/null 2>&1
+	crictl --timeout 60s --runtime-endpoint "unix://$dir/containerd.sock" rmp -af >/dev/null 2>&1
 	kill -TERM "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	# containerd leaves its shims' mounts and the pod netns pins.
