@@ -31,6 +31,9 @@ root = "$dir/root"
 state = "$dir/state"
 [grpc]
   address = "$dir/containerd.sock"
+[plugins."io.containerd.cri.v1.runtime"]
+  # Without CAP_SYS_RESOURCE (this VM) the pause container's -998 fails.
+  restrict_oom_score_adj = true
 [plugins."io.containerd.cri.v1.runtime".containerd]
   default_runtime_name = "runc"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
