@@ -134,6 +134,10 @@ fi
 if has kubelet; then
   mkdir -p "$pl/kubelet"
   cp -a "$kkit/e2e" "$kkit/pods" "$pl/kubelet/"
+  # Probes get 10 s instead of kubelet's default 1 s: under emulation an
+  # exec probe (runc exec of three processes) takes longer than 1 s on
+  # its own, so the sidecar's readiness probe always timed out.
+  sed -i 's/^\( *\)periodSeconds: \(.*\)$/\1periodSeconds: \2\n\1timeoutSeconds: 10/' "$pl/kubelet/pods/"*.yaml
   install -m 0755 "$KUBELET_BIN" "$pl/kubelet/kubelet"
 fi
 echo "$parts" > "$pl/nodevm/parts"
