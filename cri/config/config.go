@@ -88,8 +88,11 @@ type Runtime struct {
 	DefaultHandler string `toml:"default_handler" comment:"runtime handler used when a pod names none"`
 	// RestrictOOMScoreAdj clamps requested oom_score_adj values to berthd's
 	// own, as containerd's restrict_oom_score_adj does: without
-	// CAP_SYS_RESOURCE the kernel refuses to lower a score.
-	RestrictOOMScoreAdj bool               `toml:"restrict_oom_score_adj" comment:"never set a container's oom_score_adj below berthd's own (default: on when CAP_SYS_RESOURCE is missing)"`
+	// CAP_SYS_RESOURCE the kernel refuses to lower a score. Unset (nil),
+	// berthd decides when it starts, on the node it runs on (RestrictOOM),
+	// so a config written elsewhere (make install's `berthd config
+	// default`) does not carry the build machine's answer.
+	RestrictOOMScoreAdj *bool              `toml:"restrict_oom_score_adj,omitempty" comment:"never set a container's oom_score_adj below berthd's own (default: on when CAP_SYS_RESOURCE is missing)"`
 	ShimPath            string             `toml:"shim_path" comment:"berth-shim binary; empty: next to berthd, else in PATH"`
 	PausePath           string             `toml:"pause_path" comment:"berth-pause binary; empty: next to berthd, else in PATH"`
 	Handlers            map[string]Handler `toml:"handlers" comment:"runtime handlers (Kubernetes RuntimeClass) by name"`
@@ -165,8 +168,7 @@ func Default() Config {
 		GRPC:         GRPC{Address: "/run/berth/berth.sock"},
 		Log:          Log{Level: "info", Format: "text"},
 		Runtime: Runtime{
-			DefaultHandler:      "runc",
-			RestrictOOMScoreAdj: !hasCapSysResource(),
+			DefaultHandler: "runc",
 			Handlers: map[string]Handler{
 				"runc": {Binary: defaultRunc()},
 				"crun": {Binary: "crun"},
@@ -389,6 +391,15 @@ func (c *Config) LogDir() string {
 // Marshal renders cfg as TOML with comments (what `berthd config default` prints).
 func Marshal(cfg Config) ([]byte, error) {
 	return toml.Marshal(cfg)
+}
+
+// RestrictOOM is restrict_oom_score_adj as set, or when unset whether
+// this process lacks CAP_SYS_RESOURCE.
+func (r Runtime) RestrictOOM() bool {
+	if r.RestrictOOMScoreAdj != nil {
+		return *r.RestrictOOMScoreAdj
+	}
+	return !hasCapSysResource()
 }
 
 // hasCapSysResource reports whether this process may lower oom_score_adj.
