@@ -184,7 +184,7 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	imageSvc, err := imagesvc.New(ctx, imagesvc.Options{
 		Root: cfg.Root, DB: db, InsecureHosts: cfg.Registry.InsecureHosts, Logger: log,
 		HostsDir: cfg.Registry.ConfigPath, PinnedImages: cfg.Registry.PinnedImages,
-		AuthFile: cfg.Registry.AuthFile, Limits: imageLimits(cfg.Registry),
+		AuthFile: cfg.Registry.AuthFile, SignaturePolicy: cfg.Registry.SignaturePolicy, Limits: imageLimits(cfg.Registry),
 	})
 	if err != nil {
 		return fmt.Errorf("start image service: %w", err)
