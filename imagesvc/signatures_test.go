@@ -11,10 +11,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-runtime/berth/imagesvc/sigpolicy/sigtest"
@@ -44,38 +40,24 @@ func (sg testSigner) keyFile(t *testing.T) string {
 
 func cosignPayload(ref string, d v1.Hash) []byte { return sigtest.Payload(ref, d.String()) }
 
-func (sg testSigner) sign(t *testing.T, payload []byte) string {
+// signed is payload with sg's signature over it.
+func (sg testSigner) signed(t *testing.T, payload []byte) sigtest.Signed {
 	t.Helper()
 	sig, err := sg.Sign(payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sig
+	return sigtest.Signed{Payload: payload, Signature: sig}
 }
 
-// signedPayload is one layer of a signature manifest.
-type signedPayload struct {
-	payload []byte
-	sig     string
-}
-
-// pushSignatures stores sigs as cosign does: the manifest tagged
-// sha256-<hex>.sig in repo (host/path), one layer per signature.
-func pushSignatures(t *testing.T, reg *testRegistry, repo string, d v1.Hash, sigs ...signedPayload) {
+// pushSignatures stores sigs as cosign does, in repo (host/path).
+func pushSignatures(t *testing.T, reg *testRegistry, repo string, d v1.Hash, sigs ...sigtest.Signed) {
 	t.Helper()
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	for _, s := range sigs {
-		var err error
-		img, err = mutate.Append(img, mutate.Addendum{
-			Layer:       static.NewLayer(s.payload, cosignPayloadType),
-			Annotations: map[string]string{cosignSignatureAnnotation: s.sig},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+	img, err := sigtest.SignatureImage(sigs...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	reg.push(t, strings.TrimPrefix(repo, reg.host+"/")+":"+d.Algorithm+"-"+d.Hex+".sig", img)
+	reg.push(t, strings.TrimPrefix(repo, reg.host+"/")+":"+sigtest.SignatureTag(d), img)
 }
 
 func writePolicy(t *testing.T, path, body string) {
@@ -108,7 +90,7 @@ func TestSignaturePolicy(t *testing.T) {
 	}
 	signed := reg.host + "/signed"
 	good, _ := pushImage("signed:good", "good")
-	pushSignatures(t, reg, signed, good, signedPayload{cosignPayload(signed, good), sg.sign(t, cosignPayload(signed, good))})
+	pushSignatures(t, reg, signed, good, sg.signed(t, cosignPayload(signed, good)))
 	if _, err := e.svc.Pull(ctx, signed+":good", nil); err != nil {
 		t.Fatalf("pull of a signed image: %v", err)
 	}
@@ -117,16 +99,16 @@ func TestSignaturePolicy(t *testing.T) {
 	// and fetches no layer.
 	_, unsignedLayer := pushImage("signed:unsigned", "unsigned")
 	wrongKey, wrongKeyLayer := pushImage("signed:wrongkey", "wrongkey")
-	pushSignatures(t, reg, signed, wrongKey, signedPayload{cosignPayload(signed, wrongKey), other.sign(t, cosignPayload(signed, wrongKey))})
+	pushSignatures(t, reg, signed, wrongKey, other.signed(t, cosignPayload(signed, wrongKey)))
 	replayed, replayedLayer := pushImage("signed:replayed", "replayed")
 	// a good signature of another image, copied under this one's tag.
-	pushSignatures(t, reg, signed, replayed, signedPayload{cosignPayload(signed, good), sg.sign(t, cosignPayload(signed, good))})
+	pushSignatures(t, reg, signed, replayed, sg.signed(t, cosignPayload(signed, good)))
 	_, rejectedLayer := pushImage("elsewhere:1", "elsewhere")
 	exact := reg.host + "/exact"
 	byTag, byTagLayer := pushImage("exact:1", "bytag")
 	// cosign signs the bare repository: under the default
 	// matchRepoDigestOrExact that is accepted by digest, not by tag.
-	pushSignatures(t, reg, exact, byTag, signedPayload{cosignPayload(exact, byTag), sg.sign(t, cosignPayload(exact, byTag))})
+	pushSignatures(t, reg, exact, byTag, sg.signed(t, cosignPayload(exact, byTag)))
 	for _, tc := range []struct {
 		ref   string
 		layer v1.Layer
@@ -195,7 +177,7 @@ func TestSignaturePolicyMirror(t *testing.T) {
 	sg := newTestSigner(t)
 	img := image(t, v1.Config{}, layer(t, ent{name: "etc/", typ: tar.TypeDir}))
 	d := reg.push(t, "lib/app:1", img)
-	pushSignatures(t, reg, reg.host+"/lib/app", d, signedPayload{cosignPayload("registry.example/lib/app:1", d), sg.sign(t, cosignPayload("registry.example/lib/app:1", d))})
+	pushSignatures(t, reg, reg.host+"/lib/app", d, sg.signed(t, cosignPayload("registry.example/lib/app:1", d)))
 	dir := t.TempDir()
 	writeHosts(t, dir, "registry.example", fmt.Sprintf(`server = "https://%s"
 [host."http://%s"]

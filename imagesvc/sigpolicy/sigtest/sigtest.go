@@ -16,6 +16,11 @@ import (
 	"os"
 	"path/filepath"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 )
 
@@ -83,3 +88,31 @@ func Payload(dockerRef, digest string) []byte {
 	return fmt.Appendf(nil, `{"critical":{"identity":{"docker-reference":%q},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`,
 		dockerRef, digest)
 }
+
+// Signed is a payload and its base64 signature.
+type Signed struct {
+	Payload   []byte
+	Signature string
+}
+
+// SignatureImage is the manifest `cosign sign` pushes for an image's
+// signatures: one simple-signing layer per signature, the signature in its
+// dev.cosignproject.cosign/signature annotation. Push it tagged
+// SignatureTag(digest) in the signed image's repository.
+func SignatureImage(sigs ...Signed) (v1.Image, error) {
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	for _, s := range sigs {
+		var err error
+		img, err = mutate.Append(img, mutate.Addendum{
+			Layer:       static.NewLayer(s.Payload, "application/vnd.dev.cosign.simplesigning.v1+json"),
+			Annotations: map[string]string{"dev.cosignproject.cosign/signature": s.Signature},
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
+}
+
+// SignatureTag is the tag cosign stores the signatures of digest d under.
+func SignatureTag(d v1.Hash) string { return d.Algorithm + "-" + d.Hex + ".sig" }
