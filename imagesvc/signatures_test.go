@@ -4,13 +4,19 @@ import (
 	"archive/tar"
 	"encoding/base64"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-runtime/berth/imagesvc/sigpolicy/sigtest"
@@ -188,5 +194,64 @@ func TestSignaturePolicyMirror(t *testing.T) {
 	e := envWith(t, func(o *Options) { o.HostsDir = dir; o.SignaturePolicy = policy })
 	if _, err := e.svc.Pull(ctx, "registry.example/lib/app:1", nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSignaturePolicyIndex: a multi-platform image is signed at its index
+// digest, as `cosign sign` does; a signature of the platform manifest
+// alone does not stand for the index the reference names.
+func TestSignaturePolicyIndex(t *testing.T) {
+	reg := newRegistry(t)
+	sg := newTestSigner(t)
+	index := func(body string) (v1.Hash, v1.Hash) {
+		img := image(t, v1.Config{}, layer(t, ent{name: "f", body: body}))
+		idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+			mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}})
+		d, err := img.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reg.pushIndex(t, "multi:"+body, idx), d
+	}
+	repo := reg.host + "/multi"
+	good, _ := index("good")
+	pushSignatures(t, reg, repo, good, sg.signed(t, cosignPayload(repo, good)))
+	childOnly, child := index("child")
+	pushSignatures(t, reg, repo, child, sg.signed(t, cosignPayload(repo, child)))
+	policy := filepath.Join(t.TempDir(), "policy.json")
+	writePolicy(t, policy, fmt.Sprintf(`{"default": [{"type": "sigstoreSigned", "keyPath": %q, "signedIdentity": {"type": "matchRepository"}}]}`, sg.keyFile(t)))
+	e := envWith(t, func(o *Options) { o.InsecureHosts = []string{reg.host}; o.SignaturePolicy = policy })
+	if _, err := e.svc.Pull(ctx, repo+":good", nil); err != nil {
+		t.Errorf("pull of an index signed at its digest: %v", err)
+	}
+	if _, err := e.svc.Pull(ctx, repo+":child", nil); !errdefs.IsPermissionDenied(err) {
+		t.Errorf("pull of an index whose platform manifest alone is signed (%s): %v, want PermissionDenied", childOnly, err)
+	}
+}
+
+// TestSignaturePolicyRegistryDown: when the registry cannot say whether
+// signatures exist, the pull fails Unavailable (kubelet retries), never
+// as unsigned and never accepted.
+func TestSignaturePolicyRegistryDown(t *testing.T) {
+	inner := quietRegistry()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, ".sig") {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	reg := &testRegistry{host: strings.TrimPrefix(srv.URL, "http://")}
+	reg.push(t, "app:1", testImage(t))
+	policy := filepath.Join(t.TempDir(), "policy.json")
+	writePolicy(t, policy, fmt.Sprintf(`{"default": [{"type": "sigstoreSigned", "keyPath": %q}]}`, newTestSigner(t).keyFile(t)))
+	e := envWith(t, func(o *Options) { o.InsecureHosts = []string{reg.host}; o.SignaturePolicy = policy })
+	_, err := e.svc.Pull(ctx, reg.host+"/app:1", nil)
+	if !errdefs.IsUnavailable(err) || errdefs.IsPermissionDenied(err) {
+		t.Errorf("pull with the signature tag unavailable: %v, want Unavailable", err)
+	}
+	if imgs, _ := e.svc.List(ctx); len(imgs) != 0 {
+		t.Errorf("images = %v, want none", imgs)
 	}
 }

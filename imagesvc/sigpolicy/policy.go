@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,7 +58,7 @@ type requirement struct {
 // errdefs.ErrFailedPrecondition: a node told to verify signatures must not
 // pull anything while its policy cannot be read.
 func Load(path string) (*Policy, error) {
-	data, err := os.ReadFile(path)
+	data, err := readBounded(path, maxPolicySize)
 	if err != nil {
 		return nil, fmt.Errorf("signature policy: %w: %w", err, errdefs.ErrFailedPrecondition)
 	}
@@ -221,7 +222,7 @@ func parseSigstore(raw json.RawMessage) (requirement, error) {
 		if !filepath.IsAbs(p) {
 			return requirement{}, fmt.Errorf("sigstoreSigned: key path %q is not absolute", p)
 		}
-		b, err := os.ReadFile(p)
+		b, err := readBounded(p, maxKeySize)
 		if err != nil {
 			return requirement{}, fmt.Errorf("sigstoreSigned: %w", err)
 		}
@@ -250,6 +251,30 @@ func parseSigstore(raw json.RawMessage) (requirement, error) {
 		return requirement{}, fmt.Errorf("sigstoreSigned: signedIdentity: %w", err)
 	}
 	return r, nil
+}
+
+// maxPolicySize and maxKeySize bound the files a policy reads (a PEM
+// public key is a few hundred bytes): a path naming a device must not
+// make berthd read without end.
+const (
+	maxPolicySize = 4 << 20
+	maxKeySize    = 64 << 10
+)
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
 }
 
 // loadVerifier reads a PEM public key (ECDSA, RSA or Ed25519, as cosign

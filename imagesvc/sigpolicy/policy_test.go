@@ -83,6 +83,7 @@ func TestParseRefuses(t *testing.T) {
 		"no key":          {`{"default": [{"type": "sigstoreSigned"}]}`, "exactly one of"},
 		"two key sources": {fmt.Sprintf(`{"default": [{"type": "sigstoreSigned", "keyPath": %q, "keyPaths": [%q]}]}`, key, key), "exactly one of"},
 		"relative key":    {`{"default": [{"type": "sigstoreSigned", "keyPath": "key.pub"}]}`, "not absolute"},
+		"endless key":     {`{"default": [{"type": "sigstoreSigned", "keyPath": "/dev/zero"}]}`, "larger than"},
 		"missing key":     {`{"default": [{"type": "sigstoreSigned", "keyPath": "/nonexistent/key.pub"}]}`, "no such file"},
 		"not a key":       {`{"default": [{"type": "sigstoreSigned", "keyData": "bm90IGEga2V5"}]}`, "not a PEM public key"},
 		"bad identity":    {fmt.Sprintf(`{"default": [{"type": "sigstoreSigned", "keyPath": %q, "signedIdentity": {"type": "exactReference", "dockerReference": "reg/app"}}]}`, key), "tag or digest"},
