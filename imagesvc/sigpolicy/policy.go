@@ -342,14 +342,3 @@ func identityString(r reference.Reference) string {
 	}
 	return r.TagRef()
 }
-
-// NeedsSignatures reports whether checking reqs needs the image's
-// signatures fetched.
-func (reqs Requirements) NeedsSignatures() bool {
-	for _, r := range reqs {
-		if r.typ == "sigstoreSigned" {
-			return true
-		}
-	}
-	return false
-}

@@ -65,7 +65,7 @@ func TestForMostSpecificScope(t *testing.T) {
 		}
 	}
 	p, _ = Parse([]byte(`{"default": [{"type": "insecureAcceptAnything"}]}`))
-	if reqs, scope := p.For(mustRef(t, "busybox")); scope != "default" || reqs.NeedsSignatures() {
+	if reqs, scope := p.For(mustRef(t, "busybox")); scope != "default" || len(reqs) != 1 || reqs[0].typ != "insecureAcceptAnything" {
 		t.Errorf("For with only a default = %v, %s", reqs, scope)
 	}
 }
