@@ -195,6 +195,9 @@ func (s *Service) pull(ctx context.Context, r reference.Reference, auth *Auth) (
 			return Image{}, err
 		}
 	}
+	if err := s.checkSignatures(ctx, r, hs, top.digest, auth, prog); err != nil {
+		return Image{}, err
+	}
 	var errs hostErrors
 	for _, h := range hs {
 		if !h.Capabilities.Has(hosts.Pull) {

@@ -31,6 +31,7 @@ import (
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/streaming"
 	"github.com/berth-runtime/berth/imagesvc"
+	"github.com/berth-runtime/berth/imagesvc/sigpolicy"
 	"github.com/berth-runtime/berth/sandbox"
 )
 
@@ -108,10 +109,16 @@ func configCmd(args []string, stdout io.Writer) error {
 	}
 	if len(cfg.Files) == 0 {
 		fmt.Fprintf(stdout, "%s: missing, no drop-ins in %s: defaults ok\n", path, config.DropInDir(path))
-		return nil
 	}
 	for _, f := range cfg.Files {
 		fmt.Fprintf(stdout, "%s: ok\n", f)
+	}
+	// the files the config names that berthd refuses to start without.
+	if p := cfg.Registry.SignaturePolicy; p != "" {
+		if _, err := sigpolicy.Load(p); err != nil {
+			return fmt.Errorf("registry.signature_policy: %w", err)
+		}
+		fmt.Fprintf(stdout, "%s: ok (signature policy)\n", p)
 	}
 	return nil
 }
@@ -184,7 +191,7 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	imageSvc, err := imagesvc.New(ctx, imagesvc.Options{
 		Root: cfg.Root, DB: db, InsecureHosts: cfg.Registry.InsecureHosts, Logger: log,
 		HostsDir: cfg.Registry.ConfigPath, PinnedImages: cfg.Registry.PinnedImages,
-		AuthFile: cfg.Registry.AuthFile, Limits: imageLimits(cfg.Registry),
+		AuthFile: cfg.Registry.AuthFile, SignaturePolicy: cfg.Registry.SignaturePolicy, Limits: imageLimits(cfg.Registry),
 	})
 	if err != nil {
 		return fmt.Errorf("start image service: %w", err)

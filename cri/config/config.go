@@ -125,7 +125,10 @@ type Registry struct {
 	ConfigPath    string   `toml:"config_path" comment:"certs.d directory: <host>/hosts.toml per registry (mirrors, TLS, plain HTTP), as containerd reads it"`
 	InsecureHosts []string `toml:"insecure_hosts" comment:"registry hosts (host:port) reached over plain HTTP"`
 	AuthFile      string   `toml:"auth_file" comment:"node-level registry credentials for pulls whose request carries none: a config.json as docker, podman and CRI-O (global_auth_file) read, with auths, credHelpers and credsStore (docker-credential-<name> in PATH); each entry goes only to the registry host it names; read at every pull; empty: none"`
-	PinnedImages  []string `toml:"pinned_images" comment:"image references (tag or digest) reported pinned to kubelet, whose image GC then never removes them; RemoveImage still removes them, as in containerd"`
+	// SignaturePolicy names a containers-policy.json, as CRI-O's
+	// signature_policy does.
+	SignaturePolicy string   `toml:"signature_policy" comment:"image signature policy every registry pull must satisfy, in the containers-policy.json format CRI-O and podman read: per registry, namespace or repository scope, insecureAcceptAnything, reject or sigstoreSigned (cosign signatures, found under the sha256-<digest>.sig tag, verified with keyPath/keyData public keys); checked before any layer is fetched, a refusal is PermissionDenied; read at every pull and at start-up (an invalid file stops berthd); empty: no signature checks"`
+	PinnedImages    []string `toml:"pinned_images" comment:"image references (tag or digest) reported pinned to kubelet, whose image GC then never removes them; RemoveImage still removes them, as in containerd"`
 	// The bounds below keep one image or registry from taking the node:
 	// berthd's memory is the node's (OOMScoreAdjust=-999), its download
 	// slots are shared by every pull, its disk holds every image.
@@ -297,6 +300,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Registry.AuthFile != "" && !filepath.IsAbs(c.Registry.AuthFile) {
 		return bad("registry.auth_file", fmt.Sprintf("%q is not an absolute path", c.Registry.AuthFile))
+	}
+	if c.Registry.SignaturePolicy != "" && !filepath.IsAbs(c.Registry.SignaturePolicy) {
+		return bad("registry.signature_policy", fmt.Sprintf("%q is not an absolute path", c.Registry.SignaturePolicy))
 	}
 	if !filepath.IsAbs(c.Registry.ConfigPath) {
 		return bad("registry.config_path", fmt.Sprintf("%q is not an absolute path", c.Registry.ConfigPath))
