@@ -170,10 +170,11 @@ func TestTracing(t *testing.T) {
 		}
 	}
 
-	// Shim steps: wherever cri puts its own spans between them and the
+	// Container and teardown steps: wherever cri puts its own spans between them and the
 	// call, they descend from the call that caused them.
 	for name, call := range map[string]string{
 		"shim.spawn":                "runtime.v1.RuntimeService/CreateContainer",
+		"image.rootfs":              "runtime.v1.RuntimeService/CreateContainer",
 		"berth.shim.v1.Shim/Create": "runtime.v1.RuntimeService/CreateContainer",
 		"berth.shim.v1.Shim/Start":  "runtime.v1.RuntimeService/StartContainer",
 		"cni.del":                   "runtime.v1.RuntimeService/StopPodSandbox",
