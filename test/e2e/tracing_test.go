@@ -175,6 +175,8 @@ func TestTracing(t *testing.T) {
 	for name, call := range map[string]string{
 		"shim.spawn":                "runtime.v1.RuntimeService/CreateContainer",
 		"image.rootfs":              "runtime.v1.RuntimeService/CreateContainer",
+		"sandbox.create":            "runtime.v1.RuntimeService/RunPodSandbox",
+		"sandbox.remove":            "runtime.v1.RuntimeService/RemovePodSandbox",
 		"berth.shim.v1.Shim/Create": "runtime.v1.RuntimeService/CreateContainer",
 		"berth.shim.v1.Shim/Start":  "runtime.v1.RuntimeService/StartContainer",
 		"cni.del":                   "runtime.v1.RuntimeService/StopPodSandbox",
