@@ -30,6 +30,7 @@ import (
 	"github.com/berth-runtime/berth/cri/server"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/streaming"
+	"github.com/berth-runtime/berth/cri/tracing"
 	"github.com/berth-runtime/berth/imagesvc"
 	"github.com/berth-runtime/berth/imagesvc/sigpolicy"
 	"github.com/berth-runtime/berth/sandbox"
@@ -172,6 +173,11 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tracer, err := tracing.New(ctx, cfg.Tracing, server.Version)
+	if err != nil {
+		return err
+	}
+	defer flushTraces(tracer, log)
 	for _, d := range []string{cfg.Root, cfg.State} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
@@ -252,12 +258,12 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 			_ = admin.Close()
 		}
 	}()
-	g := grpc.NewServer(
+	g := grpc.NewServer(append(tracer.ServerOptions(),
 		grpc.ChainUnaryInterceptor(interceptor.Unary(log, mx.ObserveRequest)),
 		grpc.ChainStreamInterceptor(interceptor.Stream(log, mx.ObserveRequest)),
 		grpc.MaxRecvMsgSize(16<<20),
 		grpc.MaxSendMsgSize(16<<20),
-	)
+	)...)
 	runtime.RegisterRuntimeServiceServer(g, srv)
 	runtime.RegisterImageServiceServer(g, srv)
 
@@ -295,6 +301,19 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	gracefulStop(g, shutdownGrace, log)
 	log.Info("berthd stopped")
 	return nil
+}
+
+// flushTraces exports the spans still buffered, the last of them those of
+// the calls the graceful stop waited for.
+func flushTraces(p *tracing.Provider, log *slog.Logger) {
+	if !p.Enabled() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		log.Warn("flush traces", "error", err)
+	}
 }
 
 // listen serves the CRI socket: root and its group (kubelet, crictl).

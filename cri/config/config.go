@@ -44,11 +44,26 @@ type Config struct {
 	Streaming Streaming `toml:"streaming"`
 	Metrics   Metrics   `toml:"metrics"`
 	CDI       CDI       `toml:"cdi"`
+	Tracing   Tracing   `toml:"tracing"`
 
 	// Files are the files this config was read from, the main file then
 	// its drop-ins in merge order; set by Load, shown by verbose Status
 	// (crictl info), never read from TOML.
 	Files []string `toml:"-" json:"files,omitempty"`
+}
+
+// Tracing configures OpenTelemetry tracing: a span per CRI call, with
+// child spans for its steps, exported over OTLP. The keys follow
+// containerd's otlp and tracing plugins and CRI-O's [crio.tracing].
+type Tracing struct {
+	Enabled  bool   `toml:"enabled" comment:"trace every CRI call and its steps (image pull, layer fetch and unpack, CNI ADD and DEL, shim spawn and calls) and export the spans over OTLP; off: no tracer is set up at all"`
+	Endpoint string `toml:"endpoint" comment:"host:port of the OTLP receiver (an OpenTelemetry Collector or agent); its usual ports are 4317 for grpc, 4318 for http/protobuf"`
+	Protocol string `toml:"protocol" comment:"OTLP transport: grpc or http/protobuf"`
+	Insecure bool   `toml:"insecure" comment:"send in plain text (keep the endpoint on loopback or a node-internal address then); false: TLS, verified with the system's roots"`
+	// SamplingRatePerMillion is CRI-O's key; a parent's decision wins so
+	// kubelet's sampled traces are complete.
+	SamplingRatePerMillion int    `toml:"sampling_rate_per_million" comment:"CRI calls traced per million (1000000: all); a call that carries kubelet's trace context (W3C traceparent) follows kubelet's sampling decision instead"`
+	ServiceName            string `toml:"service_name" comment:"service.name resource attribute of berthd's spans"`
 }
 
 // CDI configures Container Device Interface devices.
@@ -191,6 +206,10 @@ func Default() Config {
 			PluginTimeout: "2m",
 		},
 		CDI: CDI{SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		Tracing: Tracing{
+			Endpoint: "127.0.0.1:4317", Protocol: "grpc", Insecure: true,
+			SamplingRatePerMillion: 1_000_000, ServiceName: "berthd",
+		},
 	}
 }
 
@@ -374,6 +393,24 @@ func (c *Config) Validate() error {
 		if !filepath.IsAbs(d) {
 			return bad("cdi.spec_dirs", fmt.Sprintf("%q is not an absolute path", d))
 		}
+	}
+	return c.Tracing.validate(bad)
+}
+
+func (t Tracing) validate(bad func(key, why string) error) error {
+	if _, _, err := net.SplitHostPort(t.Endpoint); err != nil {
+		return bad("tracing.endpoint", fmt.Sprintf("%q is not host:port", t.Endpoint))
+	}
+	switch t.Protocol {
+	case "grpc", "http/protobuf":
+	default:
+		return bad("tracing.protocol", fmt.Sprintf("%q is not one of grpc, http/protobuf", t.Protocol))
+	}
+	if t.SamplingRatePerMillion < 0 || t.SamplingRatePerMillion > 1_000_000 {
+		return bad("tracing.sampling_rate_per_million", fmt.Sprintf("%d is not between 0 and 1000000", t.SamplingRatePerMillion))
+	}
+	if t.ServiceName == "" {
+		return bad("tracing.service_name", "is required")
 	}
 	return nil
 }
