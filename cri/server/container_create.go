@@ -38,6 +38,9 @@ func validateContainerConfig(c *runtime.ContainerConfig) error {
 	case c.GetImage() == nil || c.GetImage().GetImage() == "":
 		return fmt.Errorf("container config image.image is required: %w", errdefs.ErrInvalidArgument)
 	}
+	if _, err := criStopSignal(c.GetStopSignal()); err != nil {
+		return err
+	}
 	return noNUL(containerNames(c))
 }
 
@@ -168,8 +171,9 @@ func (s *Server) recordContainer(ctx context.Context, p *containerPlan) error {
 		Restore:        p.restore != nil,
 		Status:         store.ContainerStatus{State: store.ContainerCreated},
 	}
-	if sig := p.cfg.GetStopSignal(); sig != runtime.Signal_SIGNAL_RUNTIME_DEFAULT {
-		p.rec.StopSignal = strings.TrimPrefix(sig.String(), "SIGNAL_")
+	// The config's stop signal wins over the image's; validated above.
+	if sig, _ := criStopSignal(p.cfg.GetStopSignal()); sig != "" {
+		p.rec.StopSignal = sig
 	}
 	if err := s.store.AddContainer(p.rec); err != nil {
 		return err

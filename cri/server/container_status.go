@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -50,6 +51,11 @@ func (s *Server) containerStatus(c store.Container) *runtime.ContainerStatus {
 		LogPath:     c.LogPath,
 		User:        s.containerUser(c),
 	}
+	sig, err := parseSignal(c.StopSignal)
+	if err != nil {
+		sig = unix.SIGTERM // what stopContainer sends instead
+	}
+	st.StopSignal = statusStopSignal(sig)
 	if res := cfg.GetLinux().GetResources(); res != nil {
 		st.Resources = &runtime.ContainerResources{Linux: res}
 	}
