@@ -335,9 +335,7 @@ func (s *Server) Status(ctx context.Context, r *runtime.StatusRequest) (*runtime
 		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{runtimeCond, netCond, s.checkpointCondition()}},
 	}
 	resp.RuntimeHandlers = s.runtimeHandlers()
-	// Strict and Merge are both applied from the image's /etc/group
-	// (specgen.ResolveUser).
-	resp.Features = &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true}
+	resp.Features = runtimeFeatures()
 	if r.GetVerbose() {
 		cfg, err := json.Marshal(s.cfg)
 		if err != nil {

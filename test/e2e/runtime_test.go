@@ -23,6 +23,7 @@ var runtimeCases = []sharedCase{
 	{"Status", testStatus},
 	{"RuntimeConfig", testRuntimeConfig},
 	{"SocketMode", testSocketMode},
+	{"MountOptions", testMountOptions},
 }
 
 func testVersion(t *testing.T, d *testutil.Daemon) {
