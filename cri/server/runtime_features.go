@@ -59,6 +59,19 @@ func runtimeFeatures() *runtime.RuntimeFeatures {
 	}
 }
 
+// runtimeHandler resolves a request's handler name, "" being the default
+// one; the CRI has an unknown handler refused (RunPodSandbox, and
+// ImageSpec.runtime_handler).
+func (s *Server) runtimeHandler(name string) (string, error) {
+	if name == "" {
+		name = s.cfg.Runtime.DefaultHandler
+	}
+	if _, ok := s.cfg.Runtime.Handlers[name]; !ok {
+		return "", fmt.Errorf("runtime handler %q is not configured: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return name, nil
+}
+
 // checkPodUserns refuses a pod whose user namespace request is malformed
 // (InvalidArgument, as critest expects from RunPodSandbox) or that asks
 // for one the handler cannot make.

@@ -82,11 +82,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	if err := validatePodConfig(p.cfg); err != nil {
 		return nil, err
 	}
-	if p.handler == "" {
-		p.handler = s.cfg.Runtime.DefaultHandler
-	}
-	if _, ok := s.cfg.Runtime.Handlers[p.handler]; !ok {
-		return nil, fmt.Errorf("runtime handler %q is not configured: %w", p.handler, errdefs.ErrInvalidArgument)
+	var err error
+	if p.handler, err = s.runtimeHandler(p.handler); err != nil {
+		return nil, err
 	}
 	if err := s.checkPodUserns(p.cfg, p.handler); err != nil {
 		return nil, err

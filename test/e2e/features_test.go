@@ -61,3 +61,59 @@ func testMountOptions(t *testing.T, d *testutil.Daemon) {
 	wantCode(t, "mount option remount", err, codes.InvalidArgument)
 	removePod(t, d, podID)
 }
+
+// PullImage for a pod's RuntimeClass (ImageSpec.runtime_handler with the
+// pod's config, as kubelet sends them): an unknown handler is refused
+// before anything is fetched; an image pulled for crun is one of the
+// store's, run by the default handler's pods too, and listed without a
+// handler as containers are, so kubelet's GC keys match.
+func testPullForRuntimeHandler(t *testing.T, d *testutil.Daemon) {
+	ctx := context.Background()
+	ref := images.Entrypoint.Ref
+	if img := imageStatus(t, d, ref); img != nil {
+		if err := d.Images.RemoveImage(ctx, &runtimeapi.ImageSpec{Image: ref}); err != nil {
+			t.Fatalf("RemoveImage: %v", err)
+		}
+	}
+	pod := podConfig(t, d, "pullfor")
+	_, err := d.Images.PullImage(ctx, &runtimeapi.ImageSpec{Image: ref, RuntimeHandler: "nope"}, nil, pod)
+	wantCode(t, "PullImage for an unknown handler", err, codes.InvalidArgument)
+	if img := imageStatus(t, d, ref); img != nil {
+		t.Fatalf("a pull for an unknown handler stored %s", img.Id)
+	}
+	id, err := d.Images.PullImage(ctx, &runtimeapi.ImageSpec{Image: ref, RuntimeHandler: "crun"}, nil, pod)
+	if err != nil {
+		t.Fatalf("PullImage for crun: %v", err)
+	}
+	for _, h := range []string{"crun", ""} {
+		st, err := d.Images.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: ref, RuntimeHandler: h}, false)
+		if err != nil || st.GetImage().GetId() != id {
+			t.Errorf("ImageStatus for handler %q = %v, %v; want %s", h, st.GetImage(), err, id)
+		}
+	}
+	list, err := d.Images.ListImages(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, img := range list {
+		if img.GetId() == id {
+			found = true
+			if h := img.GetSpec().GetRuntimeHandler(); h != "" {
+				t.Errorf("image listed with handler %q, want none (containers name none)", h)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("ListImages lacks %s", id)
+	}
+	if log := d.LogTail(1 << 16); !strings.Contains(log, "runtime_handler=crun") || !strings.Contains(log, "pod="+pod.Metadata.Namespace+"/pullfor") {
+		t.Errorf("berthd logged no pull naming the handler and pod")
+	}
+	podID := runPod(t, d, pod)
+	st, out, _ := runToExit(t, d, podID, pod, ctrConfig("e", ref))
+	if st.ExitCode != 0 || !strings.Contains(out, "entry default") {
+		t.Errorf("the default handler's container of the image pulled for crun: exit %d, output %q", st.ExitCode, out)
+	}
+	removePod(t, d, podID)
+}

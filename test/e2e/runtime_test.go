@@ -24,6 +24,7 @@ var runtimeCases = []sharedCase{
 	{"RuntimeConfig", testRuntimeConfig},
 	{"SocketMode", testSocketMode},
 	{"MountOptions", testMountOptions},
+	{"PullForRuntimeHandler", testPullForRuntimeHandler},
 }
 
 func testVersion(t *testing.T, d *testutil.Daemon) {
