@@ -54,14 +54,15 @@ func parseSignal(name string) (syscall.Signal, error) {
 }
 
 func parseRTSignal(up string) (syscall.Signal, bool) {
-	base, sign, rest := sigRTMin, 1, ""
+	var base, sign int
+	var rest string
 	switch {
 	case up == "SIGRTMIN":
 		return sigRTMin, true
 	case up == "SIGRTMAX":
 		return sigRTMax, true
 	case strings.HasPrefix(up, "SIGRTMIN+"):
-		rest = strings.TrimPrefix(up, "SIGRTMIN+")
+		base, sign, rest = sigRTMin, 1, strings.TrimPrefix(up, "SIGRTMIN+")
 	case strings.HasPrefix(up, "SIGRTMAX-"):
 		base, sign, rest = sigRTMax, -1, strings.TrimPrefix(up, "SIGRTMAX-")
 	default:
