@@ -221,7 +221,12 @@ func New(o Options) (*Server, error) {
 	if idmapErr != nil {
 		s.log.Info("idmapped mounts unavailable: user namespaces off", "error", idmapErr)
 	}
-	s.features = task.ProbeFeatures(context.Background(), o.Config.Runtime.Handlers, idmapErr == nil, s.log)
+	rroErr := rroSupported(o.Config.Root)
+	if rroErr != nil {
+		s.log.Info("recursive read-only mounts unavailable", "error", rroErr)
+	}
+	kernel := task.Kernel{IDMap: idmapErr == nil, RecursiveReadOnly: rroErr == nil}
+	s.features = task.ProbeFeatures(context.Background(), o.Config.Runtime.Handlers, kernel, s.log)
 	s.apparmor = apparmor.New(s.log)
 	if s.apparmor.Enabled() {
 		// A failure is logged by the loader; containers asking for the
