@@ -10,9 +10,10 @@ import (
 // recursively (mount_setattr with AT_RECURSIVE, Linux >= 5.12), which is
 // what runc does for the "rro" option: a runtime that knows the option is
 // no help on a kernel that cannot. It tries on a detached copy of dir's
-// mount tree, which is gone once closed.
+// mount (without the mounts below it: the call is what is probed), which
+// is gone once closed.
 func rroSupported(dir string) error {
-	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("open_tree %q: %w", dir, err)
 	}
