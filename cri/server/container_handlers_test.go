@@ -224,7 +224,10 @@ func TestStartContainerPodNotReady(t *testing.T) {
 	ts := newTestServer(t)
 	sb := ts.runPod(t, podConfig("web"))
 	id := ts.createContainer(t, sb, containerConfig("app"))
-	if _, err := ts.store.UpdateSandbox(sb, func(s *store.Sandbox) error { s.Status.State = store.SandboxNotReady; return nil }); err != nil {
+	if _, err := ts.store.UpdateSandboxStatus(sb, func(st store.SandboxStatus) (store.SandboxStatus, error) {
+		st.State = store.SandboxNotReady
+		return st, nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := ts.StartContainer(context.Background(), &runtime.StartContainerRequest{ContainerId: id})

@@ -270,15 +270,15 @@ func (f *fakeTasks) Cleanup(ctx context.Context, c store.Container) { f.add("cle
 // recorded, the task goes, Done closes.
 func (f *fakeTasks) exit(t *fakeTask, status int32) {
 	t.once.Do(func() {
-		_, _ = f.store.UpdateContainer(t.id, func(c *store.Container) error {
-			c.Status.State = store.ContainerExited
-			c.Status.ExitCode = status
-			c.Status.FinishedAt = time.Now().UnixNano()
-			c.Status.Pid = 0
-			if c.Status.Reason == "" {
-				c.Status.Reason = "Error"
+		_, _ = f.store.UpdateContainerStatus(t.id, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+			st.State = store.ContainerExited
+			st.ExitCode = status
+			st.FinishedAt = time.Now().UnixNano()
+			st.Pid = 0
+			if st.Reason == "" {
+				st.Reason = "Error"
 			}
-			return nil
+			return st, nil
 		})
 		f.mu.Lock()
 		delete(f.tasks, t.id)

@@ -83,7 +83,7 @@ func TestRunPodSandbox(t *testing.T) {
 	if sb.Status.State != store.SandboxReady || len(sb.Status.IPs) != 1 || sb.Status.IPs[0] != "10.88.0.2" {
 		t.Errorf("sandbox status %+v, want READY with the network's IP", sb.Status)
 	}
-	if sb.RuntimeHandler != "runc" || sb.Pod.NetNS == "" {
+	if sb.RuntimeHandler != "runc" || sb.Status.Pod.NetNS == "" {
 		t.Errorf("sandbox %+v: want the default handler and a netns", sb)
 	}
 	if !ts.network.has("setup " + id) {
