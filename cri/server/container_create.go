@@ -107,8 +107,14 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	p.cl = rollback.New(log)
 	defer p.cl.OnError(ctx, &retErr)
 	p.name = containerKey(sb.ID, p.cfg.GetMetadata())
-	if _, err := s.store.Reserve(p.name, p.id); err != nil {
+	// Creates in a pod hold its lock, so a holder of the name has ended.
+	existing, err := s.reserveOrExisting(p.name, p.id, func(holder string) bool { return s.containerDone(holder, sb.ID, r.GetConfig()) })
+	if err != nil {
 		return nil, fmt.Errorf("reserve container name %q: %w", p.cfg.GetMetadata().GetName(), err)
+	}
+	if existing != "" {
+		log.Info("container creation retried: returning the container made meanwhile", "existing_id", existing)
+		return &runtime.CreateContainerResponse{ContainerId: existing}, nil
 	}
 	p.cl.Add("release name", func(context.Context) error { s.store.Release(p.name, p.id); return nil })
 	unlock := s.locks.lock(p.id)

@@ -128,12 +128,15 @@ func TestCreateContainer(t *testing.T) {
 	}
 }
 
-// kubelet may not create two containers of one name and attempt in a pod.
+// kubelet may not create two containers of one name and attempt in a pod
+// (a retry of the same request is TestCreateContainerRetried).
 func TestCreateContainerNameReserved(t *testing.T) {
 	ts := newTestServer(t)
 	sb := ts.runPod(t, podConfig("web"))
 	ts.createContainer(t, sb, containerConfig("app"))
-	_, err := ts.CreateContainer(context.Background(), &runtime.CreateContainerRequest{PodSandboxId: sb, Config: containerConfig("app")})
+	other := containerConfig("app")
+	other.Labels = map[string]string{"ctr": "other"}
+	_, err := ts.CreateContainer(context.Background(), &runtime.CreateContainerRequest{PodSandboxId: sb, Config: other})
 	wantErr(t, err, errdefs.IsAlreadyExists, "AlreadyExists")
 	next := containerConfig("app")
 	next.Metadata.Attempt = 1

@@ -194,6 +194,8 @@ func (f *fakeImages) VolumeDir(id, containerPath string) (string, error) {
 type fakeNetwork struct {
 	calls
 	statusErr, setupErr, teardownErr error
+	// setupHook, when set before the calls, runs inside every Setup.
+	setupHook func()
 }
 
 var _ Network = (*fakeNetwork)(nil)
@@ -202,6 +204,9 @@ func (f *fakeNetwork) Status() error { return f.statusErr }
 
 func (f *fakeNetwork) Setup(ctx context.Context, p netplugin.PodNetwork) (netplugin.Result, error) {
 	f.add("setup %s", p.ID)
+	if f.setupHook != nil {
+		f.setupHook()
+	}
 	if f.setupErr != nil {
 		return netplugin.Result{}, f.setupErr
 	}

@@ -93,15 +93,22 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	p.id = newID()
 	ctx = interceptor.With(ctx, "sandbox_id", p.id)
 	log := interceptor.Logger(ctx)
+	// Held from before the name is reserved until the rollback is done, so
+	// a retry that finds the name taken can wait for this call to end.
+	unlock := s.locks.lock(p.id)
+	defer unlock()
 	p.cl = rollback.New(log)
 	defer p.cl.OnError(ctx, &retErr)
 	p.name = podKey(p.cfg.GetMetadata())
-	if _, err := s.store.Reserve(p.name, p.id); err != nil {
+	existing, err := s.reserveOrExisting(p.name, p.id, func(holder string) bool { return s.sandboxDone(holder, p.cfg, p.handler) })
+	if err != nil {
 		return nil, fmt.Errorf("reserve pod name %q: %w", p.name, err)
 	}
+	if existing != "" {
+		log.Info("pod sandbox creation retried: returning the sandbox made meanwhile", "existing_id", existing)
+		return &runtime.RunPodSandboxResponse{PodSandboxId: existing}, nil
+	}
 	p.cl.Add("release name", func(context.Context) error { s.store.Release(p.name, p.id); return nil })
-	unlock := s.locks.lock(p.id)
-	defer unlock()
 
 	for _, step := range []func(context.Context, *podPlan) error{
 		s.recordSandbox, // first, so a daemon killed later finds what to clean up
