@@ -51,40 +51,16 @@ func Open(db *bolt.DB) (*Store, error) {
 				return err
 			}
 		}
-		migrated := map[string][]byte{}
-		if err := tx.Bucket(bucketSandboxes).ForEach(func(k, v []byte) error {
-			sb, old, err := decodeSandbox(v)
-			if err != nil {
-				return fmt.Errorf("decode sandbox %q: %w", k, err)
-			}
+		if err := load(tx.Bucket(bucketSandboxes), "sandbox", decodeSandbox, encodeSandbox, func(sb Sandbox) {
 			s.sandboxes[sb.ID] = sb
 			s.names[sb.Name] = sb.ID
-			if old {
-				migrated[string(k)], err = encodeSandbox(sb)
-			}
-			return err
 		}); err != nil {
 			return err
 		}
-		if err := rewrite(tx.Bucket(bucketSandboxes), migrated); err != nil {
-			return err
-		}
-		clear(migrated)
-		if err := tx.Bucket(bucketContainers).ForEach(func(k, v []byte) error {
-			c, old, err := decodeContainer(v)
-			if err != nil {
-				return fmt.Errorf("decode container %q: %w", k, err)
-			}
+		return load(tx.Bucket(bucketContainers), "container", decodeContainer, encodeContainer, func(c Container) {
 			s.containers[c.ID] = c
 			s.names[c.Name] = c.ID
-			if old {
-				migrated[string(k)], err = encodeContainer(c)
-			}
-			return err
-		}); err != nil {
-			return err
-		}
-		return rewrite(tx.Bucket(bucketContainers), migrated)
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load metadata: %w", err)
@@ -92,12 +68,30 @@ func Open(db *bolt.DB) (*Store, error) {
 	return s, nil
 }
 
-// rewrite puts records migrated while b was iterated, which bbolt does not
-// allow during ForEach.
-func rewrite(b *bolt.Bucket, records map[string][]byte) error {
-	for k, v := range records {
+// load hands every record of b, decoded, to keep, and writes those that
+// decode migrated back in the current version, after the iteration, since
+// bbolt allows no Put during ForEach.
+func load[R any](b *bolt.Bucket, kind string, decode func([]byte) (R, bool, error), encode func(R) ([]byte, error), keep func(R)) error {
+	migrated := map[string][]byte{}
+	err := b.ForEach(func(k, v []byte) error {
+		rec, old, err := decode(v)
+		if err != nil {
+			return fmt.Errorf("decode %s %q: %w", kind, k, err)
+		}
+		keep(rec)
+		if old {
+			if migrated[string(k)], err = encode(rec); err != nil {
+				return fmt.Errorf("encode migrated %s %q: %w", kind, k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for k, v := range migrated {
 		if err := b.Put([]byte(k), v); err != nil {
-			return fmt.Errorf("rewrite migrated record %q: %w", k, err)
+			return fmt.Errorf("rewrite migrated %s %q: %w", kind, k, err)
 		}
 	}
 	return nil
