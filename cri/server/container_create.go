@@ -79,6 +79,8 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	if err := validateContainerConfig(p.cfg); err != nil {
 		return nil, err
 	}
+	ctx, cancel := detachCreate(ctx)
+	defer cancel()
 	// An image that is a checkpoint archive restores the container from it.
 	restore, err := s.openRestore(ctx, p.cfg)
 	if err != nil {

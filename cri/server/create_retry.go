@@ -1,6 +1,9 @@
 package server
 
 import (
+	"context"
+	"time"
+
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -14,6 +17,17 @@ import (
 // forever; CRI-O does this (reservePodNameOrGetExisting, getResourceOrWait),
 // containerd answers the name conflict with an error. The same name with a
 // different config is still a conflict.
+
+// createBound bounds a create kubelet stopped waiting for: twice kubelet's
+// default runtime request timeout.
+const createBound = 4 * time.Minute
+
+// detachCreate returns the context a create runs under: kubelet's deadline
+// or a closed connection does not cut it short half way, so what kubelet's
+// retry finds is a finished object (or, after a failure, none).
+func detachCreate(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), createBound)
+}
 
 // reserveOrExisting reserves name for id. When another create holds the
 // name, it waits for that create to end (its ID's lock is held across the

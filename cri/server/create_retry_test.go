@@ -30,23 +30,26 @@ func holdSetup(ts *testServer) (entered, release chan struct{}) {
 	return entered, release
 }
 
-func (ts *testServer) runPodAsync(cfg *runtime.PodSandboxConfig) <-chan runResult {
+func (ts *testServer) runPodAsync(ctx context.Context, cfg *runtime.PodSandboxConfig) <-chan runResult {
 	out := make(chan runResult, 1)
 	go func() {
-		resp, err := ts.RunPodSandbox(context.Background(), &runtime.RunPodSandboxRequest{Config: cfg})
+		resp, err := ts.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: cfg})
 		out <- runResult{resp.GetPodSandboxId(), err}
 	}()
 	return out
 }
 
 // kubelet's call timed out while the sandbox was being made, and it asks
-// again: the retry waits for the first call and gets its sandbox.
+// again: the first call goes on regardless, and the retry waits for it and
+// gets its sandbox.
 func TestRunPodSandboxRetryWaitsForFirst(t *testing.T) {
 	ts := newTestServer(t)
 	entered, release := holdSetup(ts)
-	first := ts.runPodAsync(podConfig("web"))
+	kubeletCtx, timeout := context.WithCancel(context.Background())
+	first := ts.runPodAsync(kubeletCtx, podConfig("web"))
 	<-entered
-	retry := ts.runPodAsync(podConfig("web"))
+	timeout()
+	retry := ts.runPodAsync(context.Background(), podConfig("web"))
 	select {
 	case r := <-retry:
 		t.Fatalf("retry answered while the first call was running: %+v", r)
@@ -67,9 +70,9 @@ func TestRunPodSandboxRetryWaitsForFirst(t *testing.T) {
 func TestRunPodSandboxRetryAfterFailedFirst(t *testing.T) {
 	ts := newTestServer(t)
 	entered, release := holdSetup(ts)
-	first := ts.runPodAsync(podConfig("web"))
+	first := ts.runPodAsync(context.Background(), podConfig("web"))
 	<-entered
-	retry := ts.runPodAsync(podConfig("web"))
+	retry := ts.runPodAsync(context.Background(), podConfig("web"))
 	time.Sleep(20 * time.Millisecond)                   // let the retry find the name taken
 	ts.network.setupErr = errors.New("cni: no IP left") // read by Setup after release
 	close(release)
@@ -105,6 +108,23 @@ func TestCreateContainerRetried(t *testing.T) {
 	// Started, it is no longer what a create returns.
 	_, err = ts.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sb, Config: containerConfig("app")})
 	wantErr(t, err, errdefs.IsAlreadyExists, "AlreadyExists for a started container")
+}
+
+// kubelet gave up on the call before berthd got to the shim: the create
+// goes on, and kubelet's retry gets the container.
+func TestCreateContainerOutlivesKubeletDeadline(t *testing.T) {
+	ts := newTestServer(t)
+	sb := ts.runPod(t, podConfig("web"))
+	ts.images.addImage(testImage)
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	resp, err := ts.CreateContainer(gone, &runtime.CreateContainerRequest{PodSandboxId: sb, Config: containerConfig("app")})
+	if err != nil {
+		t.Fatalf("CreateContainer after kubelet's deadline: %v", err)
+	}
+	if again := ts.createContainer(t, sb, containerConfig("app")); again != resp.GetContainerId() {
+		t.Errorf("retry made %q, want %q", again, resp.GetContainerId())
+	}
 }
 
 // An image volume's image_ref is recorded by CreateContainer; the retried

@@ -210,6 +210,9 @@ func (f *fakeNetwork) Setup(ctx context.Context, p netplugin.PodNetwork) (netplu
 	if f.setupErr != nil {
 		return netplugin.Result{}, f.setupErr
 	}
+	if err := ctx.Err(); err != nil {
+		return netplugin.Result{}, err // as libcni's exec of a plugin
+	}
 	return netplugin.Result{IPs: []net.IP{net.ParseIP("10.88.0.2")}}, nil
 }
 
@@ -305,6 +308,9 @@ func (p *fakePending) Create(ctx context.Context, o task.CreateOpts) (int, error
 	}
 	if err := p.f.createErr; err != nil {
 		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err // as the ttrpc call to the shim
 	}
 	p.created = &fakeTask{f: p.f, id: p.rec.ID, done: make(chan struct{}), opts: o}
 	if p.f.newTask != nil {

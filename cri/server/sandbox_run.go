@@ -90,6 +90,8 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	if err := s.checkPodUserns(p.cfg, p.handler); err != nil {
 		return nil, err
 	}
+	ctx, cancel := detachCreate(ctx)
+	defer cancel()
 	p.id = newID()
 	ctx = interceptor.With(ctx, "sandbox_id", p.id)
 	log := interceptor.Logger(ctx)
