@@ -111,9 +111,9 @@ func (s *Server) RemoveContainer(ctx context.Context, r *runtime.RemoveContainer
 }
 
 func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
-	if _, err := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
-		rec.Status.Removing = true
-		return nil
+	if _, err := s.store.UpdateContainerStatus(c.ID, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+		st.Removing = true
+		return st, nil
 	}); err != nil {
 		if errdefs.IsNotFound(err) {
 			return nil

@@ -89,7 +89,7 @@ var _ Tasks = (*task.Manager)(nil)
 // containers and pods, and the OOM kill counts of containers' cgroups.
 type Stats interface {
 	Container(ctx context.Context, rec store.Container) (*runtime.ContainerStats, *cgroups.Stats)
-	Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) (*runtime.LinuxPodSandboxStats, error)
+	Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) *runtime.LinuxPodSandboxStats
 	PodMetrics(ctx context.Context, sb store.Sandbox, ctrs []store.Container, fs *unix.Statfs_t) *runtime.PodSandboxMetrics
 	RootFs() *unix.Statfs_t
 	// Forget drops what is cached about objects not in keep.
