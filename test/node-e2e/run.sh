@@ -76,9 +76,8 @@ ln -s "$bin/e2e_node.test" "$bin/kubelet" "$work/"
 path=$PATH
 if [ ! -d /run/systemd/system ] && command -v systemd-run >/dev/null; then
 	mkdir "$work/path"
-	for f in /usr/bin/*; do
-		[ "$(basename "$f")" = systemd-run ] || ln -s "$f" "$work/path/"
-	done
+	ln -s /usr/bin/* "$work/path/"
+	rm "$work/path/systemd-run"
 	path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:$work/path
 	[ -d /usr/local/go/bin ] && path+=:/usr/local/go/bin
 fi
