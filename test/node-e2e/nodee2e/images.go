@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -287,7 +288,8 @@ func (b *imageBuilder) baseLayer() (v1.Layer, error) {
 // agnhost as upstream's Dockerfile assembles it on alpine: /agnhost and
 // its agnhost-2 alias, porter's certificate, /uploads for netexec, the
 // user and group the SupplementalGroups specs expect, and the tools specs
-// exec in it (bash, curl; nc, ip and the rest come from busybox).
+// exec in it (bash, curl, netcat-openbsd's nc with dash as sh; ip and the
+// rest come from busybox).
 func (b *imageBuilder) agnhost() (v1.Image, error) {
 	var files []testutil.File
 	for _, f := range []struct{ src, dst string }{
@@ -307,11 +309,37 @@ func (b *imageBuilder) agnhost() (v1.Image, error) {
 		testutil.File{Path: "/etc/group", Body: baseGroup + "user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"},
 		testutil.File{Path: "/home/user-defined-in-image", Dir: true, UID: 1000, GID: 1000},
 	)
-	tools, err := hostBinaries("/bin/bash", "/usr/bin/curl")
+	tools, err := hostBinaries("/bin/bash", "/usr/bin/curl", "/bin/dash")
 	if err != nil {
 		return nil, err
 	}
 	files = append(files, tools...)
+	// Specs run "nc -u" (UDP) in agnhost: upstream's has netcat-openbsd,
+	// busybox's nc has no -u. Debian's package goes in as /usr/bin/nc, and
+	// sh is Debian's dash, which looks nc up in PATH (busybox-static's sh
+	// would run its own applet whatever PATH holds).
+	ncRoot, err := debUnpack(b.debs, "netcat-openbsd")
+	if err != nil {
+		return nil, err
+	}
+	nc := filepath.Join(ncRoot, "bin/nc.openbsd")
+	ncData, err := os.ReadFile(nc)
+	if err != nil {
+		return nil, fmt.Errorf("read nc from its package: %w", err)
+	}
+	ncLibs, err := sharedLibs(nc)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range ncLibs {
+		if !slices.ContainsFunc(files, func(f testutil.File) bool { return f.Path == l.Path }) {
+			files = append(files, l)
+		}
+	}
+	files = append(files,
+		testutil.File{Path: "/usr/bin/nc", Body: string(ncData), Mode: 0o755},
+		testutil.File{Path: "/bin/sh", Symlink: "dash"},
+	)
 	sortFiles(files)
 	l, err := testutil.NewLayer(withParents(files))
 	if err != nil {
