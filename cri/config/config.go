@@ -44,6 +44,8 @@ type Config struct {
 	Streaming Streaming `toml:"streaming"`
 	Metrics   Metrics   `toml:"metrics"`
 	CDI       CDI       `toml:"cdi"`
+	NRI       NRI       `toml:"nri"`
+	OCIHooks  OCIHooks  `toml:"oci_hooks"`
 
 	// Files are the files this config was read from, the main file then
 	// its drop-ins in merge order; set by Load, shown by verbose Status
@@ -185,7 +187,9 @@ func Default() Config {
 			BinDirs:       []string{"/opt/cni/bin", "/usr/lib/cni"},
 			PluginTimeout: "2m",
 		},
-		CDI: CDI{SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		CDI:      CDI{SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		NRI:      defaultNRI(),
+		OCIHooks: OCIHooks{Dirs: []string{"/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"}},
 	}
 }
 
@@ -367,7 +371,10 @@ func (c *Config) Validate() error {
 			return bad("cdi.spec_dirs", fmt.Sprintf("%q is not an absolute path", d))
 		}
 	}
-	return nil
+	if err := c.NRI.validate(bad); err != nil {
+		return err
+	}
+	return c.OCIHooks.validate(bad)
 }
 
 // HandlerRoot is the --root the OCI runtime of handler name keeps its state in.

@@ -1,0 +1,77 @@
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+)
+
+// NRI configures the Node Resource Interface host (cri/nri): plugins
+// berthd starts from PluginPath, and plugins that connect to SocketPath
+// on their own. Defaults and timeouts are containerd's.
+type NRI struct {
+	Enable                    bool   `toml:"enable" comment:"host NRI plugins (Node Resource Interface), as containerd and CRI-O do"`
+	SocketPath                string `toml:"socket_path" comment:"unix socket externally started plugins connect to"`
+	DisableConnections        bool   `toml:"disable_connections" comment:"accept no external plugins: only the pre-registered ones of plugin_path run"`
+	PluginPath                string `toml:"plugin_path" comment:"directory of pre-registered plugins, started by berthd: executables named IDX-NAME (two-digit index, as containerd and CRI-O lay them out)"`
+	PluginConfigPath          string `toml:"plugin_config_path" comment:"directory of configs of pre-registered plugins: IDX-NAME.conf or NAME.conf"`
+	PluginRegistrationTimeout string `toml:"plugin_registration_timeout" comment:"bound on a plugin's registration after it connects (Go duration); a plugin that takes longer is disconnected"`
+	PluginRequestTimeout      string `toml:"plugin_request_timeout" comment:"bound on each plugin's answer to an event (Go duration); a plugin that takes longer is disconnected and the event goes on without it, so no CRI call waits longer per plugin"`
+}
+
+func defaultNRI() NRI {
+	return NRI{
+		Enable:                    true,
+		SocketPath:                "/var/run/nri/nri.sock",
+		PluginPath:                "/opt/nri/plugins",
+		PluginConfigPath:          "/etc/nri/conf.d",
+		PluginRegistrationTimeout: "5s",
+		PluginRequestTimeout:      "2s",
+	}
+}
+
+// RegistrationTimeout is PluginRegistrationTimeout parsed; Validate
+// guarantees it parses.
+func (n NRI) RegistrationTimeout() time.Duration {
+	d, _ := time.ParseDuration(n.PluginRegistrationTimeout)
+	return d
+}
+
+// RequestTimeout is PluginRequestTimeout parsed; Validate guarantees it
+// parses.
+func (n NRI) RequestTimeout() time.Duration {
+	d, _ := time.ParseDuration(n.PluginRequestTimeout)
+	return d
+}
+
+func (n NRI) validate(bad func(key, why string) error) error {
+	for key, p := range map[string]string{"nri.socket_path": n.SocketPath, "nri.plugin_path": n.PluginPath, "nri.plugin_config_path": n.PluginConfigPath} {
+		if !filepath.IsAbs(p) {
+			return bad(key, fmt.Sprintf("%q is not an absolute path", p))
+		}
+	}
+	if len(n.SocketPath) >= 108 {
+		return bad("nri.socket_path", "unix socket path longer than 107 bytes")
+	}
+	for key, v := range map[string]string{"nri.plugin_registration_timeout": n.PluginRegistrationTimeout, "nri.plugin_request_timeout": n.PluginRequestTimeout} {
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+			return bad(key, fmt.Sprintf("%q is not a positive duration", v))
+		}
+	}
+	return nil
+}
+
+// OCIHooks configures OCI hooks read from hooks.d directories, in the
+// format CRI-O and podman read (containers-common's oci-hooks(5)).
+type OCIHooks struct {
+	Dirs []string `toml:"dirs" comment:"directories of OCI hook files (*.json, version 1.0.0), as CRI-O's hooks_dir; a file in a later directory replaces one of the same name in an earlier one; a missing directory is skipped"`
+}
+
+func (h OCIHooks) validate(bad func(key, why string) error) error {
+	for _, d := range h.Dirs {
+		if !filepath.IsAbs(d) {
+			return bad("oci_hooks.dirs", fmt.Sprintf("%q is not an absolute path", d))
+		}
+	}
+	return nil
+}
