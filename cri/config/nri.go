@@ -61,16 +61,10 @@ func (n NRI) validate(bad func(key, why string) error) error {
 	return nil
 }
 
-// OCIHooks configures OCI hooks read from hooks.d directories, in the
-// format CRI-O and podman read (containers-common's oci-hooks(5)).
-type OCIHooks struct {
-	Dirs []string `toml:"dirs" comment:"directories of OCI hook files (*.json, version 1.0.0), as CRI-O's hooks_dir; a file in a later directory replaces one of the same name in an earlier one; a missing directory is skipped"`
-}
-
-func (h OCIHooks) validate(bad func(key, why string) error) error {
-	for _, d := range h.Dirs {
+func validateHooksDirs(dirs []string, bad func(key, why string) error) error {
+	for _, d := range dirs {
 		if !filepath.IsAbs(d) {
-			return bad("oci_hooks.dirs", fmt.Sprintf("%q is not an absolute path", d))
+			return bad("runtime.hooks_dir", fmt.Sprintf("%q is not an absolute path", d))
 		}
 	}
 	return nil
