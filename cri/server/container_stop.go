@@ -38,6 +38,7 @@ func (s *Server) StopContainer(ctx context.Context, r *runtime.StopContainerRequ
 	if err := s.stopContainer(ctx, c, r.GetTimeout()); err != nil {
 		return nil, err
 	}
+	s.nriContainerStopped(ctx, c)
 	return &runtime.StopContainerResponse{}, nil
 }
 
@@ -143,6 +144,8 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.stopContainer(ctx, c, 0); err != nil {
 		return err
 	}
+	s.nriContainerStopped(ctx, c)
+	s.nri.RemoveContainer(ctx, s.sandboxOf(c), c)
 	// A shim can outlive its task only across a daemon crash; make sure
 	// nothing of the container still runs before its files go.
 	if err := s.tasks.Release(ctx, c); err != nil {
@@ -160,6 +163,7 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.store.DeleteContainer(c.ID); err != nil {
 		return err
 	}
+	s.nriStopped.Delete(c.ID)
 	s.containerEvent(c.ID, c.SandboxID, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)
 	interceptor.Logger(ctx).Info("container removed")
 	return nil

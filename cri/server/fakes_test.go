@@ -343,6 +343,8 @@ type fakeTask struct {
 	startErr, killErr, pauseErr, updateErr, execErr, reopenErr error
 	execExit                                                   int32
 	execOut                                                    string
+	// updated is what the last Update applied.
+	updated *specs.LinuxResources
 }
 
 var _ task.Task = (*fakeTask)(nil)
@@ -385,6 +387,7 @@ func (t *fakeTask) Checkpoint(ctx context.Context, o task.CheckpointOpts) error 
 
 func (t *fakeTask) Update(ctx context.Context, res *specs.LinuxResources) error {
 	t.add("update")
+	t.updated = res
 	return t.updateErr
 }
 
@@ -448,6 +451,7 @@ type testServer struct {
 	images    *fakeImages
 	network   *fakeNetwork
 	tasks     *fakeTasks
+	plugins   *fakeNRI
 }
 
 // newTestServer returns a server whose collaborators are all fakes and
@@ -464,6 +468,7 @@ func newTestServer(t *testing.T) *testServer {
 		images:    &fakeImages{},
 		network:   &fakeNetwork{},
 		tasks:     &fakeTasks{store: st},
+		plugins:   &fakeNRI{},
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cg := cgroups.New(filepath.Join(dir, "cgroup"))
@@ -483,6 +488,7 @@ func newTestServer(t *testing.T) *testServer {
 		cg:        cg,
 		stats:     stats.New(stats.Options{Cgroups: cg, Root: cfg.Root, Logger: log}),
 		events:    events.New[*runtime.ContainerEventResponse](0),
+		nri:       ts.plugins,
 	}
 	ts.criu = noCRIU{}
 	if err := ts.makeStateDirs(); err != nil {

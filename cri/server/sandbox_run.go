@@ -91,7 +91,11 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	if err := s.checkPodUserns(p.cfg, p.handler); err != nil {
 		return nil, err
 	}
+	// Unblocked last, once the pod is visible: a plugin that connects
+	// meanwhile is synchronised with it or gets its event.
+	defer s.nri.BlockSync()()
 	p.id = newID()
+	defer s.creating.add(p.id)()
 	ctx = interceptor.With(ctx, "sandbox_id", p.id)
 	log := interceptor.Logger(ctx)
 	p.cl = rollback.New(log)
@@ -108,6 +112,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 		s.recordSandbox, // first, so a daemon killed later finds what to clean up
 		s.createSandbox,
 		s.setupNetwork,
+		s.nriRunPod,
 		s.markReady,
 	} {
 		if err := step(ctx, p); err != nil {
