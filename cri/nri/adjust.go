@@ -9,6 +9,7 @@ import (
 	nrigen "github.com/containerd/nri/pkg/runtime-tools/generate"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	rgen "github.com/opencontainers/runtime-tools/generate"
+	"google.golang.org/protobuf/proto"
 )
 
 // adjustSpec applies a merged plugin adjustment to spec in place, through
@@ -48,26 +49,29 @@ func describe(adj *api.ContainerAdjustment) []string {
 			what = append(what, name)
 		}
 	}
+	// The adaptation hands back a merged adjustment whose messages exist
+	// empty; only what holds something was adjusted.
+	set := func(m proto.Message) bool { return m != nil && proto.Size(m) > 0 }
 	add(len(adj.GetAnnotations()) > 0, "annotations")
 	add(len(adj.GetMounts()) > 0, "mounts")
 	add(len(adj.GetEnv()) > 0, "env")
 	add(len(adj.GetArgs()) > 0, "args")
-	add(adj.GetHooks() != nil, "hooks")
+	add(set(adj.GetHooks()), "hooks")
 	add(len(adj.GetRlimits()) > 0, "rlimits")
 	add(len(adj.GetCDIDevices()) > 0, "cdi_devices")
 	l := adj.GetLinux()
 	add(len(l.GetDevices()) > 0, "devices")
-	add(l.GetResources() != nil, "resources")
+	add(set(l.GetResources()), "resources")
 	add(l.GetCgroupsPath() != "", "cgroups_path")
-	add(l.GetOomScoreAdj() != nil, "oom_score_adj")
-	add(l.GetIoPriority() != nil, "io_priority")
-	add(l.GetSeccompPolicy() != nil, "seccomp")
+	add(set(l.GetOomScoreAdj()), "oom_score_adj")
+	add(set(l.GetIoPriority()), "io_priority")
+	add(set(l.GetSeccompPolicy()), "seccomp")
 	add(len(l.GetNamespaces()) > 0, "namespaces")
 	add(len(l.GetSysctl()) > 0, "sysctl")
 	add(len(l.GetNetDevices()) > 0, "net_devices")
-	add(l.GetScheduler() != nil, "scheduler")
-	add(l.GetMemoryPolicy() != nil, "memory_policy")
-	add(l.GetRdt() != nil, "rdt")
+	add(set(l.GetScheduler()), "scheduler")
+	add(set(l.GetMemoryPolicy()), "memory_policy")
+	add(set(l.GetRdt()), "rdt")
 	sort.Strings(what)
 	return what
 }

@@ -265,3 +265,12 @@ func TestDisabledHostChangesNothing(t *testing.T) {
 		t.Fatalf("spec changed: %v", spec.Process.Env)
 	}
 }
+
+func TestDescribeNamesOnlyWhatIsSet(t *testing.T) {
+	a := &api.ContainerAdjustment{Linux: &api.LinuxContainerAdjustment{Resources: &api.LinuxResources{}, Rdt: &api.LinuxRdt{}}, Hooks: &api.Hooks{}}
+	a.AddRlimit("RLIMIT_NOFILE", 2, 1)
+	a.AddDevice(&api.LinuxDevice{Path: "/dev/x", Type: "c"})
+	if got := describe(a); !slices.Equal(got, []string{"devices", "rlimits"}) {
+		t.Fatalf("describe = %v", got)
+	}
+}
