@@ -15,6 +15,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/task"
 	shimapi "github.com/berth-runtime/berth/shim/api"
 )
 
@@ -250,5 +251,38 @@ func TestNRIUpdateContainerAdjusts(t *testing.T) {
 	}
 	if got := ts.tasks.get(id).updated; got == nil || got.CPU == nil || *got.CPU.Shares != 2048 {
 		t.Fatalf("runtime got %+v, want the plugin's shares", got)
+	}
+}
+
+// A container that ends on its own is a stop plugins hear of at once, and
+// only once when kubelet then stops and removes it.
+func TestNRISelfExitIsOneStop(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	pod := ts.runPod(t, podConfig("web"))
+	id := ts.startContainer(t, pod, containerConfig("app"))
+	ts.tasks.exit(ts.tasks.get(id), 1)
+	rec, err := ts.store.Container(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.taskHooks().Exited(rec, task.Exit{Status: 1})
+	if got := ts.plugins.all(); got[len(got)-1] != "StopContainer app" {
+		t.Fatalf("events %v, want StopContainer when the container exited", got)
+	}
+	if _, err := ts.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.RemoveContainer(ctx, &runtime.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	stops := 0
+	for _, e := range ts.plugins.all() {
+		if e == "StopContainer app" {
+			stops++
+		}
+	}
+	if stops != 1 {
+		t.Fatalf("plugins heard of %d stops: %v", stops, ts.plugins.all())
 	}
 }
