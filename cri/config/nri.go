@@ -8,7 +8,7 @@ import (
 
 // NRI configures the Node Resource Interface host (cri/nri): plugins
 // berthd starts from PluginPath, and plugins that connect to SocketPath
-// on their own. Defaults and timeouts are containerd's.
+// on their own. Defaults are containerd's but for the request timeout (see defaultNRI).
 type NRI struct {
 	Enable                    bool   `toml:"enable" comment:"host NRI plugins (Node Resource Interface), as containerd and CRI-O do"`
 	SocketPath                string `toml:"socket_path" comment:"unix socket externally started plugins connect to"`
@@ -16,7 +16,7 @@ type NRI struct {
 	PluginPath                string `toml:"plugin_path" comment:"directory of pre-registered plugins, started by berthd: executables named IDX-NAME (two-digit index, as containerd and CRI-O lay them out)"`
 	PluginConfigPath          string `toml:"plugin_config_path" comment:"directory of configs of pre-registered plugins: IDX-NAME.conf or NAME.conf"`
 	PluginRegistrationTimeout string `toml:"plugin_registration_timeout" comment:"bound on a plugin's registration after it connects (Go duration); a plugin that takes longer is disconnected"`
-	PluginRequestTimeout      string `toml:"plugin_request_timeout" comment:"bound on each plugin's answer to an event (Go duration); a plugin that takes longer is disconnected and the event goes on without it, so no CRI call waits longer per plugin"`
+	PluginRequestTimeout      string `toml:"plugin_request_timeout" comment:"bound on each plugin's answer to an event, and on its synchronisation when it connects (Go duration); a plugin that takes longer is disconnected and the event goes on without it, so no CRI call waits longer per plugin"`
 }
 
 func defaultNRI() NRI {
@@ -26,7 +26,11 @@ func defaultNRI() NRI {
 		PluginPath:                "/opt/nri/plugins",
 		PluginConfigPath:          "/etc/nri/conf.d",
 		PluginRegistrationTimeout: "5s",
-		PluginRequestTimeout:      "2s",
+		// containerd's is 2s; the adaptation bounds a connecting plugin's
+		// Synchronize by it too, and a plugin that takes longer is dropped
+		// with every pod and container made meanwhile lost to it (critest's
+		// plugin synchronization specs hold Synchronize for 2s).
+		PluginRequestTimeout: "5s",
 	}
 }
 

@@ -14,8 +14,8 @@ func TestNRIDefaults(t *testing.T) {
 	if !n.Enable || n.SocketPath != "/var/run/nri/nri.sock" || n.PluginPath != "/opt/nri/plugins" || n.PluginConfigPath != "/etc/nri/conf.d" {
 		t.Errorf("defaults = %+v", n)
 	}
-	if n.RegistrationTimeout() != 5*time.Second || n.RequestTimeout() != 2*time.Second {
-		t.Errorf("timeouts = %s, %s; want containerd's 5s, 2s", n.RegistrationTimeout(), n.RequestTimeout())
+	if n.RegistrationTimeout() != 5*time.Second || n.RequestTimeout() != 5*time.Second {
+		t.Errorf("timeouts = %s, %s; want 5s, 5s", n.RegistrationTimeout(), n.RequestTimeout())
 	}
 	cfg := Default()
 	if err := Decode([]byte("[nri]\nenable = false\nsocket_path = \"/run/x/nri.sock\"\nplugin_request_timeout = \"500ms\"\n"), &cfg); err != nil {
