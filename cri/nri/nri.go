@@ -84,7 +84,7 @@ func New(o Options) (*Host, error) {
 	}
 	if o.Config.DisableConnections {
 		opts = append(opts, adaptation.WithDisabledExternalConnections())
-	} else if err := os.MkdirAll(filepath.Dir(o.Config.SocketPath), 0o755); err != nil {
+	} else if err := os.MkdirAll(filepath.Dir(o.Config.SocketPath), 0o700); err != nil {
 		return nil, fmt.Errorf("create NRI socket dir: %w", err)
 	}
 	a, err := adaptation.New(o.Name, o.Version, h.synchronize, h.updateContainers, opts...)
