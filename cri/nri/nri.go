@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/nri/pkg/adaptation"
@@ -58,6 +59,10 @@ type Host struct {
 	rt      Runtime
 }
 
+// setLogger guards the adaptation's logger, a package variable it reads
+// without a lock.
+var setLogger sync.Once
+
 // Disabled returns a host that hosts no plugins.
 func Disabled() *Host { return &Host{log: slog.Default(), metrics: NewMetrics()} }
 
@@ -71,9 +76,10 @@ func New(o Options) (*Host, error) {
 	if !o.Config.Enable {
 		return h, nil
 	}
-	// The adaptation keeps its logger and timeouts as package state;
-	// berthd runs one host, so setting them here is setting them once.
-	nrilog.Set(slogAdapter{o.Logger.With("component", "nri")})
+	// The adaptation keeps its logger and timeouts as package state
+	// (the timeouts behind a lock); berthd runs one host, and the logger
+	// is set once since the adaptation reads it unlocked.
+	setLogger.Do(func() { nrilog.Set(slogAdapter{o.Logger.With("component", "nri")}) })
 	adaptation.SetPluginRegistrationTimeout(o.Config.RegistrationTimeout())
 	adaptation.SetPluginRequestTimeout(o.Config.RequestTimeout())
 	opts := []adaptation.Option{

@@ -46,6 +46,7 @@ func (s *Server) UpdateContainerResources(ctx context.Context, r *runtime.Update
 	if res, err = s.nri.UpdateContainer(ctx, sb, c, res); err != nil {
 		return nil, err
 	}
+	s.dropUnsupported(res)
 	if err := t.Update(ctx, res); err != nil {
 		return nil, fmt.Errorf("update resources of container %q: %w", c.ID, err)
 	}
