@@ -210,7 +210,7 @@ func New(o Options) (*Server, error) {
 	if s.nri == nil {
 		s.nri = nri.Disabled()
 	}
-	if o.Config.Runtime.RestrictOOMScoreAdj {
+	if o.Config.Runtime.RestrictOOM() {
 		v, err := ownOOMScoreAdj()
 		if err != nil {
 			return nil, err
