@@ -6,9 +6,11 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"go.opentelemetry.io/otel/attribute"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/cri/tracing"
 )
 
 // The events below are raised where containerd raises them. A Host that
@@ -19,10 +21,12 @@ import (
 
 // RunPodSandbox tells plugins of a pod whose namespaces and network are
 // set up but which is not yet ready; an error fails RunPodSandbox.
-func (h *Host) RunPodSandbox(ctx context.Context, sb store.Sandbox) error {
+func (h *Host) RunPodSandbox(ctx context.Context, sb store.Sandbox) (err error) {
 	if h.a == nil {
 		return nil
 	}
+	ctx, span := tracing.Start(ctx, "nri.RunPodSandbox", attribute.String("berth.sandbox_id", sb.ID))
+	defer func() { tracing.End(span, err) }()
 	return h.pluginError("RunPodSandbox", h.a.RunPodSandbox(ctx, &api.RunPodSandboxRequest{Pod: podSandbox(sb)}))
 }
 
@@ -67,10 +71,12 @@ func (h *Host) PostUpdatePodSandbox(ctx context.Context, sb store.Sandbox) {
 // they ask for other containers are applied too. An adjustment refused
 // by the adaptation (a conflict between plugins, a validator's veto) or
 // one the spec cannot take fails the call, naming the plugin.
-func (h *Host) CreateContainer(ctx context.Context, sb store.Sandbox, c store.Container, spec *specs.Spec) error {
+func (h *Host) CreateContainer(ctx context.Context, sb store.Sandbox, c store.Container, spec *specs.Spec) (err error) {
 	if h.a == nil {
 		return nil
 	}
+	ctx, span := tracing.Start(ctx, "nri.CreateContainer", attribute.String("berth.container_id", c.ID))
+	defer func() { tracing.End(span, err) }()
 	rpl, err := h.a.CreateContainer(ctx, &api.CreateContainerRequest{Pod: podSandbox(sb), Container: container(c, spec)})
 	if err != nil {
 		return h.pluginError("CreateContainer", err)
@@ -115,10 +121,12 @@ func (h *Host) PostStartContainer(ctx context.Context, sb store.Sandbox, c store
 // UpdateContainer asks plugins about new resources res for c and returns
 // the resources to apply: res as plugins adjusted it. Updates plugins ask
 // for other containers are applied. An error fails the update.
-func (h *Host) UpdateContainer(ctx context.Context, sb store.Sandbox, c store.Container, res *specs.LinuxResources) (*specs.LinuxResources, error) {
+func (h *Host) UpdateContainer(ctx context.Context, sb store.Sandbox, c store.Container, res *specs.LinuxResources) (_ *specs.LinuxResources, err error) {
 	if h.a == nil {
 		return res, nil
 	}
+	ctx, span := tracing.Start(ctx, "nri.UpdateContainer", attribute.String("berth.container_id", c.ID))
+	defer func() { tracing.End(span, err) }()
 	rpl, err := h.a.UpdateContainer(ctx, &api.UpdateContainerRequest{
 		Pod: podSandbox(sb), Container: container(c, readSpec(c)), LinuxResources: api.FromOCILinuxResources(res, nil),
 	})

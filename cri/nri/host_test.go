@@ -14,6 +14,9 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/cri/store"
@@ -272,5 +275,27 @@ func TestDescribeNamesOnlyWhatIsSet(t *testing.T) {
 	a.AddDevice(&api.LinuxDevice{Path: "/dev/x", Type: "c"})
 	if got := describe(a); !slices.Equal(got, []string{"devices", "rlimits"}) {
 		t.Fatalf("describe = %v", got)
+	}
+}
+
+// A refusal shows in the trace of the CRI call as a failed nri span.
+func TestRefusalIsTraced(t *testing.T) {
+	h, sock := startHost(t, &fakeRuntime{}, "2s")
+	connect(t, h, sock, "refuser", "10", &testPlugin{runErr: errors.New("no pods today")})
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	ctx, parent := tp.Tracer("test").Start(context.Background(), "RunPodSandbox")
+	if err := h.RunPodSandbox(ctx, store.Sandbox{ID: "p"}); err == nil {
+		t.Fatal("refusal lost")
+	}
+	parent.End()
+	var found bool
+	for _, s := range rec.Ended() {
+		if s.Name() == "nri.RunPodSandbox" {
+			found = s.Status().Code == otelcodes.Error && s.Parent().SpanID() == parent.SpanContext().SpanID()
+		}
+	}
+	if !found {
+		t.Fatal("no failed nri.RunPodSandbox span under the call's")
 	}
 }
