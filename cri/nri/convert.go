@@ -3,7 +3,6 @@ package nri
 import (
 	"github.com/containerd/nri/pkg/api"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/specgen"
@@ -22,22 +21,23 @@ func podSandbox(sb store.Sandbox) *api.PodSandbox {
 		Labels:         api.DupStringMap(sb.Labels),
 		Annotations:    api.DupStringMap(sb.Annotations),
 		RuntimeHandler: sb.RuntimeHandler,
-		Pid:            uint32(max(sb.Pod.InfraPID, 0)), //nolint:gosec // clamped to 0 and a pid fits
+		Pid:            uint32(max(sb.Status.Pod.InfraPID, 0)), //nolint:gosec // clamped to 0 and a pid fits
 		Ips:            append([]string(nil), sb.Status.IPs...),
 		Linux: &api.LinuxPodSandbox{
 			CgroupParent: sb.CgroupParent,
 			CgroupsPath:  sb.CgroupParent,
 		},
 	}
-	for typ, path := range map[string]string{"network": sb.Pod.NetNS, "ipc": sb.Pod.IPCNS, "uts": sb.Pod.UTSNS} {
+	for typ, path := range map[string]string{"network": sb.Status.Pod.NetNS, "ipc": sb.Status.Pod.IPCNS, "uts": sb.Status.Pod.UTSNS} {
 		if path != "" {
 			p.Linux.Namespaces = append(p.Linux.Namespaces, &api.LinuxNamespace{Type: typ, Path: path})
 		}
 	}
-	var cfg runtime.PodSandboxConfig
-	if proto.Unmarshal(sb.Config, &cfg) == nil {
-		p.Linux.PodResources = criResources(cfg.GetLinux().GetResources())
-		p.Linux.PodOverhead = criResources(cfg.GetLinux().GetOverhead())
+	if sb.Config != nil {
+		// As kubelet last sized the pod (at creation or by an update).
+		cur := sb.CurrentConfig()
+		p.Linux.PodResources = criResources(cur.GetLinux().GetResources())
+		p.Linux.PodOverhead = criResources(cur.GetLinux().GetOverhead())
 	}
 	return p
 }

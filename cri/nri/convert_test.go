@@ -5,26 +5,27 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
-	"github.com/berth-runtime/berth/sandbox"
 )
 
 func TestPodSandboxConversion(t *testing.T) {
-	cfg, err := proto.Marshal(&runtime.PodSandboxConfig{Linux: &runtime.LinuxPodSandboxConfig{
-		Resources: &runtime.LinuxContainerResources{CpuShares: 1024, MemoryLimitInBytes: 1 << 30},
+	cfg := &runtime.PodSandboxConfig{Linux: &runtime.LinuxPodSandboxConfig{
+		Resources: &runtime.LinuxContainerResources{CpuShares: 512, MemoryLimitInBytes: 1 << 30},
 		Overhead:  &runtime.LinuxContainerResources{CpuShares: 10},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	}}
 	p := podSandbox(store.Sandbox{
-		ID: "p1", Metadata: store.PodMetadata{Name: "web", UID: "u1", Namespace: "ns"},
-		Labels: map[string]string{"a": "b"}, RuntimeHandler: "runc", CgroupParent: "/kubepods/pod1",
-		Config: cfg, Pod: sandbox.Pod{NetNS: "/run/netns/x", InfraPID: 42},
-		Status: store.SandboxStatus{IPs: []string{"10.0.0.2"}},
+		SandboxMeta: store.SandboxMeta{
+			ID: "p1", Metadata: store.PodMetadata{Name: "web", UID: "u1", Namespace: "ns"},
+			Labels: map[string]string{"a": "b"}, RuntimeHandler: "runc", CgroupParent: "/kubepods/pod1",
+			Config: cfg,
+		},
+		Status: store.SandboxStatus{
+			IPs: []string{"10.0.0.2"}, Pod: store.Pod{NetNS: "/run/netns/x", InfraPID: 42},
+			// kubelet resized the pod since: plugins see the new size.
+			Resources: store.Resources{CPUShares: 1024, MemoryLimitInBytes: 1 << 30},
+		},
 	})
 	if p.GetId() != "p1" || p.GetName() != "web" || p.GetUid() != "u1" || p.GetNamespace() != "ns" || p.GetRuntimeHandler() != "runc" || p.GetPid() != 42 {
 		t.Errorf("identity = %v", p)
@@ -56,8 +57,8 @@ func TestContainerConversion(t *testing.T) {
 		Linux:  &specs.Linux{CgroupsPath: "/kubepods/pod1/c1", Devices: []specs.LinuxDevice{{Path: "/dev/x", Type: "c", Major: 1, Minor: 3}}},
 	}
 	c := container(store.Container{
-		ID: "c1", SandboxID: "p1", Metadata: store.ContainerMetadata{Name: "app"},
-		Status: store.ContainerStatus{State: store.ContainerRunning, Pid: 7},
+		ContainerMeta: store.ContainerMeta{ID: "c1", SandboxID: "p1", Metadata: store.ContainerMetadata{Name: "app"}},
+		Status:        store.ContainerStatus{State: store.ContainerRunning, Pid: 7},
 	}, spec)
 	if c.GetName() != "app" || c.GetState() != api.ContainerState_CONTAINER_RUNNING || c.GetPid() != 7 || c.GetPodSandboxId() != "p1" {
 		t.Errorf("identity = %v", c)
@@ -69,7 +70,7 @@ func TestContainerConversion(t *testing.T) {
 		t.Errorf("linux = %v", c.GetLinux())
 	}
 	// A bundle already gone still describes the record.
-	if c := container(store.Container{ID: "c1", Metadata: store.ContainerMetadata{Name: "app"}, Status: store.ContainerStatus{State: store.ContainerExited}}, nil); c.GetName() != "app" || c.GetState() != api.ContainerState_CONTAINER_STOPPED {
+	if c := container(store.Container{ContainerMeta: store.ContainerMeta{ID: "c1", Metadata: store.ContainerMetadata{Name: "app"}}, Status: store.ContainerStatus{State: store.ContainerExited}}, nil); c.GetName() != "app" || c.GetState() != api.ContainerState_CONTAINER_STOPPED {
 		t.Errorf("without spec = %v", c)
 	}
 }

@@ -161,8 +161,8 @@ func TestCreateContainerAppliesAdjustment(t *testing.T) {
 		update: []*api.ContainerUpdate{{ContainerId: "other", Linux: &api.LinuxContainerUpdate{Resources: &api.LinuxResources{Cpu: &api.LinuxCPU{Shares: api.UInt64(512)}}}}},
 	})
 	spec := testSpec()
-	c := store.Container{ID: "c1", SandboxID: "p1", Metadata: store.ContainerMetadata{Name: "app"}}
-	if err := h.CreateContainer(context.Background(), store.Sandbox{ID: "p1"}, c, spec); err != nil {
+	c := store.Container{ContainerMeta: store.ContainerMeta{ID: "c1", SandboxID: "p1", Metadata: store.ContainerMetadata{Name: "app"}}}
+	if err := h.CreateContainer(context.Background(), pod("p1"), c, spec); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(spec.Process.Env, "FROM_NRI=app") {
@@ -201,7 +201,7 @@ func TestConflictingPluginsFailNamingThem(t *testing.T) {
 	}
 	connect(t, h, sock, "first", "10", &testPlugin{adjust: env("1")})
 	connect(t, h, sock, "second", "20", &testPlugin{adjust: env("2")})
-	err := h.CreateContainer(context.Background(), store.Sandbox{ID: "p"}, store.Container{ID: "c"}, testSpec())
+	err := h.CreateContainer(context.Background(), pod("p"), store.Container{ContainerMeta: store.ContainerMeta{ID: "c"}}, testSpec())
 	if err == nil || !strings.Contains(err.Error(), "first") || !strings.Contains(err.Error(), "second") {
 		t.Fatalf("conflict error %v does not name both plugins", err)
 	}
@@ -210,7 +210,7 @@ func TestConflictingPluginsFailNamingThem(t *testing.T) {
 func TestPluginErrorNamesPlugin(t *testing.T) {
 	h, sock := startHost(t, &fakeRuntime{}, "2s")
 	connect(t, h, sock, "refuser", "10", &testPlugin{runErr: errors.New("no pods today")})
-	err := h.RunPodSandbox(context.Background(), store.Sandbox{ID: "p"})
+	err := h.RunPodSandbox(context.Background(), pod("p"))
 	if err == nil || !strings.Contains(err.Error(), `"10-refuser"`) || !strings.Contains(err.Error(), "no pods today") {
 		t.Fatalf("error %v does not name the plugin and its reason", err)
 	}
@@ -222,7 +222,7 @@ func TestStuckPluginIsBoundedAndDropped(t *testing.T) {
 	defer close(block)
 	connect(t, h, sock, "stuck", "10", &testPlugin{block: block})
 	start := time.Now()
-	if err := h.RunPodSandbox(context.Background(), store.Sandbox{ID: "p"}); err != nil {
+	if err := h.RunPodSandbox(context.Background(), pod("p")); err != nil {
 		t.Fatalf("a timed-out plugin failed the call: %v", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -241,8 +241,8 @@ func TestSyncSeesExistingState(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt := &fakeRuntime{
-		pods: []store.Sandbox{{ID: "p1"}},
-		ctrs: []store.Container{{ID: "c1", SandboxID: "p1", Bundle: bundle, Metadata: store.ContainerMetadata{Name: "app"}, Status: store.ContainerStatus{State: store.ContainerRunning}}},
+		pods: []store.Sandbox{pod("p1")},
+		ctrs: []store.Container{{ContainerMeta: store.ContainerMeta{ID: "c1", SandboxID: "p1", Bundle: bundle, Metadata: store.ContainerMetadata{Name: "app"}}, Status: store.ContainerStatus{State: store.ContainerRunning}}},
 	}
 	h, sock := startHost(t, rt, "2s")
 	p := &testPlugin{}
@@ -285,7 +285,7 @@ func TestRefusalIsTraced(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	ctx, parent := tp.Tracer("test").Start(context.Background(), "RunPodSandbox")
-	if err := h.RunPodSandbox(ctx, store.Sandbox{ID: "p"}); err == nil {
+	if err := h.RunPodSandbox(ctx, pod("p")); err == nil {
 		t.Fatal("refusal lost")
 	}
 	parent.End()
@@ -299,3 +299,5 @@ func TestRefusalIsTraced(t *testing.T) {
 		t.Fatal("no failed nri.RunPodSandbox span under the call's")
 	}
 }
+
+func pod(id string) store.Sandbox { return store.Sandbox{SandboxMeta: store.SandboxMeta{ID: id}} }

@@ -88,7 +88,7 @@ func (f *inFlight) has(id string) bool {
 func (s *Server) sandboxOf(c store.Container) store.Sandbox {
 	sb, err := s.store.Sandbox(c.SandboxID)
 	if err != nil {
-		return store.Sandbox{ID: c.SandboxID}
+		return store.Sandbox{SandboxMeta: store.SandboxMeta{ID: c.SandboxID}}
 	}
 	return sb
 }
@@ -120,13 +120,9 @@ func (r nriRuntime) UpdateContainerResources(ctx context.Context, id string, res
 	if err := t.Update(ctx, res); err != nil {
 		return fmt.Errorf("update resources of container %q: %w", c.ID, err)
 	}
-	if _, err := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
-		cfg, err := mergeResources(rec.Config, criResources(res))
-		if err != nil {
-			return err
-		}
-		rec.Config = cfg
-		return nil
+	if _, err := s.store.UpdateContainerStatus(c.ID, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+		st.Resources = mergeResources(st.Resources, criResources(res))
+		return st, nil
 	}); err != nil {
 		return fmt.Errorf("record resources of container %q: %w", c.ID, err)
 	}
