@@ -139,7 +139,7 @@ type ContainerMeta struct {
 	ImageRef       string                   // repo digest (or ID) reported as image_ref
 	RuntimeHandler string
 	LogPath        string // absolute path of the CRI log file, "" for none
-	StopSignal     string // the image's stop signal, "" for SIGTERM
+	StopSignal     string // the config's stop signal, else the image's (as images name it, "SIGRTMIN+3"); "" for SIGTERM
 	Bundle         string // OCI bundle dir, also the shim's state dir
 	Rootfs         string
 	CreatedAt      int64
