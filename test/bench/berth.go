@@ -92,6 +92,10 @@ func (b *berthDaemon) Procs() []int {
 	return runtimeProcs(b.Pid(), b.dir, "berth-shim", "berth-pause")
 }
 
+func (b *berthDaemon) Kill() { b.proc.kill() }
+
+func (b *berthDaemon) MetaDB() string { return filepath.Join(b.dir, "root", "meta.db") }
+
 func (b *berthDaemon) Stop() {
 	b.proc.stop(15 * time.Second)
 	// What berthd should have removed, were every pod removed through it.
