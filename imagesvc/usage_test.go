@@ -1,0 +1,64 @@
+package imagesvc
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestUsageCache(t *testing.T) {
+	c := usageCache{maxAge: time.Hour}
+	walks := 0
+	walk := func(context.Context) (FsUsage, error) {
+		walks++
+		return FsUsage{InodesUsed: uint64(walks)}, nil
+	}
+	get := func() uint64 {
+		t.Helper()
+		u, err := c.get(context.Background(), walk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.InodesUsed
+	}
+	if get() != 1 || get() != 1 || walks != 1 {
+		t.Fatalf("two calls without a change walked %d times", walks)
+	}
+	c.changed()
+	if got := get(); got != 2 {
+		t.Errorf("after a change: figure of walk %d, want a new walk", got)
+	}
+	c.maxAge = time.Nanosecond
+	time.Sleep(time.Millisecond)
+	if got := get(); got != 3 {
+		t.Errorf("past maxAge: figure of walk %d, want a new walk", got)
+	}
+	c.maxAge = time.Hour
+	failing := errors.New("walk failed")
+	c.changed()
+	if _, err := c.get(context.Background(), func(context.Context) (FsUsage, error) { return FsUsage{}, failing }); !errors.Is(err, failing) {
+		t.Errorf("walk error = %v", err)
+	}
+	if got := get(); got != 4 {
+		t.Errorf("after a failed walk: figure of walk %d, want a new walk", got)
+	}
+}
+
+// A change completing while a walk runs must not leave its figure cached.
+func TestUsageCacheChangeDuringWalk(t *testing.T) {
+	c := usageCache{maxAge: time.Hour}
+	walks := 0
+	_, _ = c.get(context.Background(), func(context.Context) (FsUsage, error) {
+		walks++
+		c.changed()
+		return FsUsage{}, nil
+	})
+	_, _ = c.get(context.Background(), func(context.Context) (FsUsage, error) {
+		walks++
+		return FsUsage{}, nil
+	})
+	if walks != 2 {
+		t.Errorf("walks = %d, want the second call to walk again", walks)
+	}
+}
