@@ -80,7 +80,7 @@ func (b *berthDaemon) Start(ctx context.Context) (string, error) {
 		return "", err
 	}
 	b.proc = p
-	if err := waitSocket(ctx, p, b.socket(), 30*time.Second); err != nil {
+	if err := waitSocket(ctx, p, b.socket(), listenWait); err != nil {
 		return "", fmt.Errorf("berthd: %w (log %s)", err, filepath.Join(b.dir, "berthd.log"))
 	}
 	return "unix://" + b.socket(), nil

@@ -157,7 +157,7 @@ func (c *containerdDaemon) Start(ctx context.Context) (string, error) {
 		return "", err
 	}
 	c.proc = p
-	if err := waitSocket(ctx, p, c.socket(), 30*time.Second); err != nil {
+	if err := waitSocket(ctx, p, c.socket(), listenWait); err != nil {
 		return "", fmt.Errorf("containerd: %w (log %s)", err, logPath)
 	}
 	return "unix://" + c.socket(), nil

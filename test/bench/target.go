@@ -89,6 +89,13 @@ func dial(ctx context.Context, t *target, timeout time.Duration) error {
 	return nil
 }
 
+// listenWait bounds how long a started daemon may take to listen. A
+// containerd 2.4 restarted with 110 pods on a machine at load 170 took more
+// than 30 s (it restores its state before it serves); waitSocket returns as
+// soon as the socket answers or the daemon exits, so a generous bound costs
+// nothing when all is well.
+const listenWait = 5 * time.Minute
+
 // versionWait bounds how long a freshly started daemon may take to answer
 // Version.
 const versionWait = time.Minute
