@@ -158,8 +158,9 @@ func (s *Service) FsInfo(ctx context.Context) (FsUsage, error) {
 
 // ContainersFsInfo reports what the containers' writable layers (overlay
 // upper and work dirs under Root/containers) use, for kubelet's
-// container_filesystems: at most 10 s old, and measured again after a
-// rootfs or volume was set up or removed.
+// container_filesystems: measured again after a rootfs or volume was set
+// up or removed, else handed out from the last walk and refreshed in the
+// background once 10 s old (usageCache).
 func (s *Service) ContainersFsInfo(ctx context.Context) (FsUsage, error) {
 	return s.ctrUsage.get(ctx, func(ctx context.Context) (FsUsage, error) {
 		return s.usage(ctx, filepath.Join(s.root, "containers"))

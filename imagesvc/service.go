@@ -158,7 +158,8 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		limits:           o.Limits.withDefaults(),
 		authFile:         o.AuthFile,
 	}
-	s.imageUsage.maxAge, s.ctrUsage.maxAge = imageUsageMaxAge, containerUsageMaxAge
+	s.imageUsage.maxAge = imageUsageMaxAge
+	s.ctrUsage.refresh, s.ctrUsage.maxAge = containerUsageRefresh, containerUsageMaxAge
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -3,6 +3,7 @@ package imagesvc
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -60,5 +61,41 @@ func TestUsageCacheChangeDuringWalk(t *testing.T) {
 	})
 	if walks != 2 {
 		t.Errorf("walks = %d, want the second call to walk again", walks)
+	}
+}
+
+// Past refresh the last figure is handed out at once and a background walk
+// replaces it; a change still makes the caller wait for a new walk.
+func TestUsageCacheRefreshesInBackground(t *testing.T) {
+	c := usageCache{refresh: time.Nanosecond, maxAge: time.Hour}
+	var walks atomic.Int64
+	walk := func(context.Context) (FsUsage, error) {
+		return FsUsage{InodesUsed: uint64(walks.Add(1))}, nil
+	}
+	get := func() uint64 {
+		t.Helper()
+		u, err := c.get(context.Background(), walk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.InodesUsed
+	}
+	if got := get(); got != 1 {
+		t.Fatalf("first call: figure of walk %d", got)
+	}
+	time.Sleep(time.Millisecond)
+	if got := get(); got != 1 {
+		t.Errorf("past refresh: figure of walk %d, want the last one handed out at once", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for get() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("background walk never replaced the figure (walks %d)", walks.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.changed()
+	if got := get(); got < 3 {
+		t.Errorf("after a change: figure of walk %d, want a new walk", got)
 	}
 }
