@@ -23,7 +23,8 @@ func TestUsageCache(t *testing.T) {
 		}
 		return u.InodesUsed
 	}
-	if get() != 1 || get() != 1 || walks != 1 {
+	first, second := get(), get()
+	if first != 1 || second != 1 || walks != 1 {
 		t.Fatalf("two calls without a change walked %d times", walks)
 	}
 	c.changed()
