@@ -75,19 +75,24 @@ func TestCheckBaseImage(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		ref       string
+		wantID    string
 		fromImage bool
 		want      error
 	}{
-		{"good.example/busybox:1", true, nil},
-		{"good.example/busybox:1", false, nil},
-		{"private.example/secret:1", false, nil},
-		{"private.example/secret:1", true, errdefs.ErrPermissionDenied},
-		{"good.example/absent:1", true, errdefs.ErrFailedPrecondition},
-		{"good.example/absent:1", false, errdefs.ErrFailedPrecondition},
+		{"good.example/busybox:1", "", true, nil},
+		{"good.example/busybox:1", "", false, nil},
+		{"good.example/busybox:1", "sha256:b", false, nil},
+		// Another image under the checkpoint's name: its diff would
+		// apply to content it was not taken on.
+		{"good.example/busybox:1", "sha256:other", false, errdefs.ErrFailedPrecondition},
+		{"private.example/secret:1", "", false, nil},
+		{"private.example/secret:1", "", true, errdefs.ErrPermissionDenied},
+		{"good.example/absent:1", "", true, errdefs.ErrFailedPrecondition},
+		{"good.example/absent:1", "", false, errdefs.ErrFailedPrecondition},
 	} {
-		err := s.checkBaseImage(ctx, tc.ref, tc.fromImage)
+		_, err := s.checkBaseImage(ctx, tc.ref, tc.wantID, tc.fromImage)
 		if tc.want == nil && err != nil || tc.want != nil && (!errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.ref)) {
-			t.Errorf("checkBaseImage(%q, fromImage=%v) = %v, want %v naming the image", tc.ref, tc.fromImage, err, tc.want)
+			t.Errorf("checkBaseImage(%q, %q, fromImage=%v) = %v, want %v naming the image", tc.ref, tc.wantID, tc.fromImage, err, tc.want)
 		}
 	}
 }

@@ -1,0 +1,207 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/test/testutil"
+)
+
+// pauseOnce pushes the sandbox image containerd's pods need to the test
+// registry: berth-pause in an image, since nothing may be pulled from off
+// the machine.
+var (
+	pauseOnce sync.Once
+	pauseRef  string
+	pauseErr  error
+)
+
+func pauseImage(t *testing.T) string {
+	t.Helper()
+	pauseOnce.Do(func() {
+		bin, err := os.ReadFile(bins.Pause)
+		if err != nil {
+			pauseErr = err
+			return
+		}
+		layer, err := testutil.NewLayer([]testutil.File{{Path: "/pause", Body: string(bin), Mode: 0o755}})
+		if err != nil {
+			pauseErr = err
+			return
+		}
+		img, err := testutil.NewImage(testutil.ImageSpec{Extra: []v1.Layer{layer}, Entrypoint: []string{"/pause"}, Cmd: []string{}})
+		if err != nil {
+			pauseErr = err
+			return
+		}
+		p, err := reg.Push(context.Background(), "pause:3.10", img)
+		pauseRef, pauseErr = p.Ref, err
+	})
+	if pauseErr != nil {
+		t.Fatalf("push pause image: %v", pauseErr)
+	}
+	return pauseRef
+}
+
+// runcBinary is the runc berthd's default handler uses, for containerd too.
+func runcBinary() string {
+	if _, err := os.Stat("/usr/local/lib/berth/runc"); err == nil {
+		return "/usr/local/lib/berth/runc"
+	}
+	return "runc"
+}
+
+// startContainerd runs containerd 2.x beside the test's berthds, on a
+// bridge network of its own; cleanup removes its pods, then checks that
+// neither it nor its network left anything behind.
+func startContainerd(t *testing.T) *testutil.Containerd {
+	t.Helper()
+	binDir := testutil.ContainerdBinDir(t)
+	n := testutil.NewBridgeNet(t)
+	c := testutil.StartContainerd(t, testutil.ContainerdOptions{
+		BinDir: binDir, Runc: runcBinary(), SandboxImage: pauseImage(t),
+		PlainHTTPHosts: []string{reg.Host}, CNIConfList: n.ConfList(),
+	})
+	t.Cleanup(func() {
+		ctx := context.Background()
+		pods, err := c.Runtime.ListPodSandbox(ctx, nil)
+		if err != nil {
+			t.Errorf("containerd ListPodSandbox: %v", err)
+		}
+		for _, p := range pods {
+			if err := c.Runtime.StopPodSandbox(ctx, p.Id); err != nil {
+				t.Errorf("containerd StopPodSandbox: %v", err)
+			}
+			if err := c.Runtime.RemovePodSandbox(ctx, p.Id); err != nil {
+				t.Errorf("containerd RemovePodSandbox: %v", err)
+			}
+		}
+		for _, l := range n.Leaks() {
+			t.Errorf("containerd network leak: %s", l)
+		}
+	})
+	return c
+}
+
+// ctrdPod runs a pod on containerd, in the daemon's cgroup parent.
+func ctrdPod(t *testing.T, c *testutil.Containerd, name string) (string, *runtimeapi.PodSandboxConfig) {
+	t.Helper()
+	uid := randID()
+	logDir := filepath.Join(c.Dir, "logs", name+"_"+uid)
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Uid: "uid-" + uid, Namespace: "e2e"},
+		Hostname:     name,
+		LogDirectory: logDir,
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			CgroupParent:    c.CgroupParent,
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: nsOptions(false)},
+		},
+	}
+	id, err := c.Runtime.RunPodSandbox(context.Background(), cfg, "")
+	if err != nil {
+		t.Fatalf("containerd RunPodSandbox: %v\n%s", err, c.LogTail())
+	}
+	return id, cfg
+}
+
+func ctrdPodIP(t *testing.T, c *testutil.Containerd, id string) string {
+	t.Helper()
+	st, err := c.Runtime.PodSandboxStatus(context.Background(), id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.GetStatus().GetNetwork().GetIp()
+}
+
+// migrateScript is counterScript that also deletes a file of the image's
+// layers, so that the writable layer carries a deletion across runtimes.
+const migrateScript = `rm ` + testutil.BaseMarker + `; ` + counterScript
+
+// ctrdCounter runs the counter on containerd and returns its id and log.
+func ctrdCounter(t *testing.T, c *testutil.Containerd, pod string, podCfg *runtimeapi.PodSandboxConfig) (string, string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.Images.PullImage(ctx, &runtimeapi.ImageSpec{Image: images.Busybox.Ref}, nil, podCfg); err != nil {
+		t.Fatalf("containerd PullImage: %v", err)
+	}
+	id, err := c.Runtime.CreateContainer(ctx, pod, shConfig("counter", migrateScript), podCfg)
+	if err != nil {
+		t.Fatalf("containerd CreateContainer: %v", err)
+	}
+	if err := c.Runtime.StartContainer(ctx, id); err != nil {
+		t.Fatalf("containerd StartContainer: %v", err)
+	}
+	return id, filepath.Join(podCfg.LogDirectory, "counter.log")
+}
+
+// TestMigrateContainerdToBerth: a counter running on containerd 2.x is
+// checkpointed there with the CRI (the archive kubelet's checkpoint API
+// writes) and restored on berth from that archive: the count goes on, the
+// file it wrote and the one it deleted are as containerd left them, and
+// the pod has another address.
+func TestMigrateContainerdToBerth(t *testing.T) {
+	testutil.RequiresRoot(t)
+	requireCRIU(t)
+	t.Parallel()
+	ctx := context.Background()
+	c := startContainerd(t)
+	dst, _ := bridgeDaemon(t)
+
+	srcPod, srcPodCfg := ctrdPod(t, c, "ctd-src")
+	ctr, srcLog := ctrdCounter(t, c, srcPod, srcPodCfg)
+	before := waitCounts(t, srcLog, 5)
+	archive := filepath.Join(t.TempDir(), "counter.tar")
+	if err := c.Runtime.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{ContainerId: ctr, Location: archive}); err != nil {
+		t.Fatalf("containerd CheckpointContainer: %v\n%s", err, c.LogTail())
+	}
+	original := logCounts(t, srcLog)
+	srcIP := ctrdPodIP(t, c, srcPod)
+	if err := c.Runtime.StopPodSandbox(ctx, srcPod); err != nil {
+		t.Fatal(err)
+	}
+
+	ensureImage(t, dst, images.Busybox.Ref)
+	dstPodCfg := podConfig(t, dst, "ctd-dst")
+	dstPod := runPod(t, dst, dstPodCfg)
+	if dstIP := podIP(t, dst, dstPod); srcIP == "" || dstIP == "" || srcIP == dstIP {
+		t.Errorf("pod IPs %q (containerd) and %q (berth): want two different addresses", srcIP, dstIP)
+	}
+	restored, err := dst.Runtime.CreateContainer(ctx, dstPod, restoreConfigFrom(archive), dstPodCfg)
+	if err != nil {
+		t.Fatalf("CreateContainer from containerd's checkpoint: %v", err)
+	}
+	startCtr(t, dst, restored)
+	dstLog := waitState(t, dst, restored, runtimeapi.ContainerState_CONTAINER_RUNNING, 5*time.Second).LogPath
+	continues(t, "counter", before, original, waitCounts(t, dstLog, 3))
+	if got := execOut(t, dst, restored, "cat", "/marker"); got != "migrated-file" {
+		t.Errorf("/marker on berth = %q, want the file written on containerd", got)
+	}
+	if out, _, err := dst.Runtime.ExecSync(ctx, restored, []string{"ls", testutil.BaseMarker}, 10*time.Second); err == nil {
+		t.Errorf("%s exists after restore (%s); containerd's container deleted it", testutil.BaseMarker, out)
+	}
+	removePod(t, dst, dstPod)
+}
+
+// restoreConfigFrom is the container config kubelet sends to restore from
+// a checkpoint archive or image: the checkpoint as the image, the rest the
+// pod spec's.
+func restoreConfigFrom(image string) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "counter"},
+		Image:    &runtimeapi.ImageSpec{Image: image},
+		LogPath:  "counter.log",
+		Linux: &runtimeapi.LinuxContainerConfig{
+			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: nsOptions(false)},
+		},
+	}
+}
