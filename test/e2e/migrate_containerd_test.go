@@ -9,6 +9,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/test/testutil"
@@ -127,14 +128,19 @@ func ctrdPodIP(t *testing.T, c *testutil.Containerd, id string) string {
 // layers, so that the writable layer carries a deletion across runtimes.
 const migrateScript = `rm ` + testutil.BaseMarker + `; ` + counterScript
 
-// ctrdCounter runs the counter on containerd and returns its id and log.
-func ctrdCounter(t *testing.T, c *testutil.Containerd, pod string, podCfg *runtimeapi.PodSandboxConfig) (string, string) {
+// ctrdCounter runs the counter from image on containerd, with hostDir
+// mounted at /data when not empty, and returns its id and log.
+func ctrdCounter(t *testing.T, c *testutil.Containerd, pod string, podCfg *runtimeapi.PodSandboxConfig, image, hostDir string) (string, string) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := c.Images.PullImage(ctx, &runtimeapi.ImageSpec{Image: images.Busybox.Ref}, nil, podCfg); err != nil {
+	if _, err := c.Images.PullImage(ctx, &runtimeapi.ImageSpec{Image: image}, nil, podCfg); err != nil {
 		t.Fatalf("containerd PullImage: %v", err)
 	}
-	id, err := c.Runtime.CreateContainer(ctx, pod, shConfig("counter", migrateScript), podCfg)
+	cfg := ctrConfig("counter", image, "sh", "-c", migrateScript)
+	if hostDir != "" {
+		cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: hostDir}}
+	}
+	id, err := c.Runtime.CreateContainer(ctx, pod, cfg, podCfg)
 	if err != nil {
 		t.Fatalf("containerd CreateContainer: %v", err)
 	}
@@ -144,11 +150,29 @@ func ctrdCounter(t *testing.T, c *testutil.Containerd, pod string, podCfg *runti
 	return id, filepath.Join(podCfg.LogDirectory, "counter.log")
 }
 
+// pushBase pushes a busybox image under tag, told apart from others by
+// env, and returns its reference.
+func pushBase(t *testing.T, tag, env string) testutil.Pushed {
+	t.Helper()
+	img, err := testutil.NewImage(testutil.ImageSpec{Env: []string{"BASE=" + env}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := reg.Push(context.Background(), tag, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestMigrateContainerdToBerth: a counter running on containerd 2.x is
 // checkpointed there with the CRI (the archive kubelet's checkpoint API
 // writes) and restored on berth from that archive: the count goes on, the
 // file it wrote and the one it deleted are as containerd left them, and
-// the pod has another address.
+// the pod has another address. Before that, the same archive is refused,
+// naming why and leaving nothing behind, while the node's image of the
+// base image's name is another image (the tag moved since), and while
+// the request lacks the volume the container had on containerd.
 func TestMigrateContainerdToBerth(t *testing.T) {
 	testutil.RequiresRoot(t)
 	requireCRIU(t)
@@ -156,9 +180,11 @@ func TestMigrateContainerdToBerth(t *testing.T) {
 	ctx := context.Background()
 	c := startContainerd(t)
 	dst, _ := bridgeDaemon(t)
+	tag := "migrate/base-" + randID() + ":v1"
+	base := pushBase(t, tag, "checkpointed")
 
 	srcPod, srcPodCfg := ctrdPod(t, c, "ctd-src")
-	ctr, srcLog := ctrdCounter(t, c, srcPod, srcPodCfg)
+	ctr, srcLog := ctrdCounter(t, c, srcPod, srcPodCfg, base.Ref, t.TempDir())
 	before := waitCounts(t, srcLog, 5)
 	archive := filepath.Join(t.TempDir(), "counter.tar")
 	if err := c.Runtime.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{ContainerId: ctr, Location: archive}); err != nil {
@@ -170,13 +196,30 @@ func TestMigrateContainerdToBerth(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ensureImage(t, dst, images.Busybox.Ref)
 	dstPodCfg := podConfig(t, dst, "ctd-dst")
 	dstPod := runPod(t, dst, dstPodCfg)
 	if dstIP := podIP(t, dst, dstPod); srcIP == "" || dstIP == "" || srcIP == dstIP {
 		t.Errorf("pod IPs %q (containerd) and %q (berth): want two different addresses", srcIP, dstIP)
 	}
-	restored, err := dst.Runtime.CreateContainer(ctx, dstPod, restoreConfigFrom(archive), dstPodCfg)
+	withVolume := restoreConfigFrom(archive)
+	withVolume.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: t.TempDir()}}
+
+	moved := pushBase(t, tag, "moved")
+	ensureImage(t, dst, moved.Ref)
+	_, err := dst.RuntimeClient.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: dstPod, Config: withVolume, SandboxConfig: dstPodCfg})
+	wantCodeNaming(t, "restore onto another image of the same name", err, codes.FailedPrecondition, base.ConfigDigest.String())
+	pushBase(t, tag, "checkpointed")
+	if _, err := dst.Images.PullImage(ctx, &runtimeapi.ImageSpec{Image: base.Ref}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = dst.RuntimeClient.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: dstPod, Config: restoreConfigFrom(archive), SandboxConfig: dstPodCfg})
+	wantCodeNaming(t, "restore without the volume", err, codes.FailedPrecondition, `"/data"`)
+	if cs, err := dst.Runtime.ListContainers(ctx, nil); err != nil || len(cs) != 0 {
+		t.Errorf("refused restores left containers: %v, %v", cs, err)
+	}
+	assertEmpty(t, "checkpoint work dir", filepath.Join(dst.State, "checkpoints"))
+
+	restored, err := dst.Runtime.CreateContainer(ctx, dstPod, withVolume, dstPodCfg)
 	if err != nil {
 		t.Fatalf("CreateContainer from containerd's checkpoint: %v", err)
 	}
@@ -188,6 +231,9 @@ func TestMigrateContainerdToBerth(t *testing.T) {
 	}
 	if out, _, err := dst.Runtime.ExecSync(ctx, restored, []string{"ls", testutil.BaseMarker}, 10*time.Second); err == nil {
 		t.Errorf("%s exists after restore (%s); containerd's container deleted it", testutil.BaseMarker, out)
+	}
+	if st := ctrStatus(t, dst, restored); st.GetMetadata().GetName() != "counter" {
+		t.Errorf("restored container's name = %q", st.GetMetadata().GetName())
 	}
 	removePod(t, dst, dstPod)
 }
