@@ -128,7 +128,7 @@ func StartContainerd(t testing.TB, opts ContainerdOptions) *Containerd {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The shim is found on PATH, and CRIU too (containerd's CRI looks
 	// for it there before it checkpoints; runc runs it from there).
-	cmd.Env = append(os.Environ(), "PATH="+opts.BinDir+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	cmd.Env = append(os.Environ(), "PATH="+c.path())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start containerd: %v", err)
@@ -186,7 +186,24 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
 		c.opts.SandboxImage, filepath.Join(c.Dir, "certs.d"), c.opts.Runc, c.RuncRoot, filepath.Join(c.Dir, "cni"))
 }
 
+// path is containerd's PATH: its shim, then Runc as "runc" (what a
+// container restored through containerd's own API runs, with no runtime
+// options naming a binary), then CRIU's and the system's directories.
+func (c *Containerd) path() string {
+	return c.opts.BinDir + ":" + filepath.Join(c.Dir, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
 func (c *Containerd) writeFiles() error {
+	if err := os.MkdirAll(filepath.Join(c.Dir, "bin"), 0o755); err != nil {
+		return err
+	}
+	runc, err := exec.LookPath(c.opts.Runc)
+	if err != nil {
+		return err
+	}
+	if err := os.Symlink(runc, filepath.Join(c.Dir, "bin", "runc")); err != nil {
+		return err
+	}
 	for _, h := range c.opts.PlainHTTPHosts {
 		d := filepath.Join(c.Dir, "certs.d", h)
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -252,7 +269,7 @@ func (c *Containerd) connect() error {
 func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
 	full := append([]string{"--address", c.Socket, "--namespace", "k8s.io"}, args...)
 	cmd := exec.CommandContext(ctx, filepath.Join(c.opts.BinDir, "ctr"), full...)
-	cmd.Env = append(os.Environ(), "PATH="+c.opts.BinDir+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	cmd.Env = append(os.Environ(), "PATH="+c.path())
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, out)
