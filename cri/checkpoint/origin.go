@@ -114,14 +114,20 @@ func (c *Checkpoint) containerdIdentity(hasStatus bool) (Identity, error) {
 // CRIU: its archive holds no process berth could resume.
 func (c *Checkpoint) checkRuntime() error {
 	rt := c.Config.OCIRuntime
-	if !strings.HasPrefix(rt, "io.containerd.") {
-		return nil
+	if strings.HasPrefix(rt, "io.containerd.") {
+		switch rt {
+		case "io.containerd.runc.v1", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux":
+			return nil
+		}
+		return fmt.Errorf("checkpoint was taken by containerd runtime %q; only runc's (io.containerd.runc.v2) checkpoints are CRIU images berth can restore: %w", rt, errdefs.ErrInvalidArgument)
 	}
-	switch rt {
-	case "io.containerd.runc.v1", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux":
-		return nil
+	// CRI-O records the handler's runtime (a name or a binary): the
+	// sandboxed runtimes' checkpoints are theirs alone.
+	base := filepath.Base(rt)
+	if strings.Contains(base, "kata") || base == "runsc" || base == "gvisor" {
+		return fmt.Errorf("checkpoint was taken by runtime %q, a VM or sandboxed runtime whose checkpoints are not CRIU images of the container's processes: %w", rt, errdefs.ErrInvalidArgument)
 	}
-	return fmt.Errorf("checkpoint was taken by containerd runtime %q; only runc's (io.containerd.runc.v2) checkpoints are CRIU images berth can restore: %w", rt, errdefs.ErrInvalidArgument)
+	return nil
 }
 
 // hasMember reports whether dir/name exists, as anything: openMember

@@ -51,7 +51,7 @@ var _ layerDirs = (*imagesvc.Service)(nil)
 // from, or nil when its image is an ordinary image. As CRI-O accepts them,
 // the image may be a checkpoint archive (a path on the node) or an OCI
 // image holding one: a single layer with the archive's files, marked with
-// the checkpoint-name annotation.
+// one of the checkpoint-name annotations (checkpoint.ImageAnnotations).
 func (s *Server) openRestore(ctx context.Context, cfg *runtime.ContainerConfig) (*restoreSource, error) {
 	img := cfg.GetImage().GetImage()
 	var layer string
@@ -103,7 +103,7 @@ func (s *Server) checkpointImageLayer(ctx context.Context, ref string) (string, 
 	if err != nil {
 		return "", nil
 	}
-	if _, ok := img.Annotations[checkpoint.ImageAnnotationName]; !ok {
+	if !checkpoint.IsImage(img.Annotations) {
 		return "", nil
 	}
 	if err := checkRestoreImage(s.cfg.Runtime, ref, img); err != nil {
