@@ -11,10 +11,11 @@ import (
 	"strings"
 
 	"github.com/berth-runtime/berth/cri/checkpoint"
+	"github.com/berth-runtime/berth/imagesvc"
 )
 
-const checkpointUsage = "usage: berthd checkpoint export-containerd --netns PATH [--bind DEST=SRC ...] [--cgroups-path PATH] [--ref NAME] ARCHIVE DIR\n" +
-	"  writes the checkpoint ARCHIVE as containerd's checkpoint image, an OCI image layout in DIR,\n" +
+const checkpointUsage = "usage: berthd checkpoint export-containerd --netns PATH [--bind DEST=SRC ...] [--cgroups-path PATH] [--ref NAME] [--push REF [--plain-http]] ARCHIVE DIR\n" +
+	"  writes the checkpoint ARCHIVE as containerd's checkpoint image, an OCI image layout in DIR (pushed to REF with --push),\n" +
 	"  for `ctr containers restore --live --rw` on a containerd node (docs/migration.md)"
 
 // bindFlags collect --bind DEST=SRC.
@@ -45,6 +46,8 @@ func checkpointCmd(args []string, stdout, stderr io.Writer) error {
 	fs.Var(binds, "bind", "DEST=SRC: source on the containerd node of the checkpoint's bind mount at DEST (repeatable)")
 	fs.StringVar(&opts.CgroupsPath, "cgroups-path", "", "cgroup of the restored container (default: the runtime's choice)")
 	ref := fs.String("ref", "", "name of the image in the layout (default: the archive's name)")
+	push := fs.String("push", "", "registry reference to push the image to (credentials: the docker config)")
+	plainHTTP := fs.Bool("plain-http", false, "push over plain HTTP")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -70,5 +73,12 @@ func checkpointCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: containerd checkpoint image %q of base image %q\n", out, *ref, ckpt.Config.RootfsImageName)
+	if *push == "" {
+		return nil
+	}
+	if err := imagesvc.PushLayout(ctx, out, *push, *plainHTTP); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "pushed %s\n", *push)
 	return nil
 }

@@ -11,13 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -27,49 +20,6 @@ import (
 // fileCounterScript counts into /count.log, its stdout: a container
 // restored through containerd's own API has no log for stdout to reach.
 const fileCounterScript = `exec > /count.log; rm ` + testutil.BaseMarker + `; echo migrated-file > /marker; i=0; while true; do i=$((i+1)); echo "n=$i"; sleep 0.1; done`
-
-// pushLayout pushes the one image of an OCI image layout to ref, as an
-// operator's OCI tool (crane, skopeo, oras) would: containerd's
-// checkpoint image is an index whose entries are blobs, not manifests.
-func pushLayout(t *testing.T, dir, ref string) {
-	t.Helper()
-	var top v1.IndexManifest
-	readJSONFile(t, filepath.Join(dir, "index.json"), &top)
-	if len(top.Manifests) != 1 {
-		t.Fatalf("layout holds %d images, want 1", len(top.Manifests))
-	}
-	var index v1.IndexManifest
-	readJSONFile(t, blobPath(dir, top.Manifests[0].Digest), &index)
-	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
-	for _, d := range index.Manifests {
-		data, err := os.ReadFile(blobPath(dir, d.Digest))
-		if err != nil {
-			t.Fatal(err)
-		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: static.NewLayer(data, d.MediaType), Descriptor: d})
-	}
-	idx = mutate.Annotations(idx, index.Annotations).(v1.ImageIndex)
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteIndex(r, idx); err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
-}
-
-func blobPath(dir string, d v1.Hash) string { return filepath.Join(dir, "blobs", d.Algorithm, d.Hex) }
-
-func readJSONFile(t *testing.T, p string, v any) {
-	t.Helper()
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		t.Fatalf("%s: %v", p, err)
-	}
-}
 
 // ctrdPodNetNS is the network namespace pin of a containerd pod, from its
 // verbose status (the sandbox's runtime spec).
@@ -98,13 +48,11 @@ func ctrdPodNetNS(t *testing.T, c *testutil.Containerd, pod string) string {
 	return ""
 }
 
-// fileCounts reads the counts of fileCounterScript from path on the host.
-func fileCounts(t *testing.T, path string) []int { return logCounts(t, path) }
-
 // TestMigrateBerthToContainerd: a counter checkpointed on berth is exported
-// as containerd's checkpoint image (berthd checkpoint export-containerd),
-// pushed to a registry, and restored by containerd 2.x through its own
-// client API (ctr containers restore --live --rw, which pulls it): the
+// as containerd's checkpoint image and pushed to a registry (berthd
+// checkpoint export-containerd --push), and restored by containerd 2.x
+// through its own client API (ctr containers restore --live --rw, which
+// pulls it; containerd's CRI restores no checkpoint): the
 // count goes on in the network namespace of a containerd pod with another
 // address, with the writable layer berth saw.
 func TestMigrateBerthToContainerd(t *testing.T) {
@@ -125,7 +73,7 @@ func TestMigrateBerthToContainerd(t *testing.T) {
 	if err := src.Runtime.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{ContainerId: ctr, Location: archive}); err != nil {
 		t.Fatalf("CheckpointContainer: %v", err)
 	}
-	original := fileCounts(t, filepath.Join(srcRootfs, "count.log"))
+	original := logCounts(t, filepath.Join(srcRootfs, "count.log"))
 	srcIP := podIP(t, src, pod)
 	removePod(t, src, pod)
 
@@ -141,6 +89,7 @@ func TestMigrateBerthToContainerd(t *testing.T) {
 	podRoot := filepath.Join(c.Dir, "root", "io.containerd.grpc.v1.cri", "sandboxes", dstPod)
 	podState := filepath.Join(c.Dir, "state", "io.containerd.grpc.v1.cri", "sandboxes", dstPod)
 	layout := filepath.Join(t.TempDir(), "layout")
+	ref := reg.Ref("checkpoints/to-containerd-" + randID() + ":v1")
 	netns := ctrdPodNetNS(t, c, dstPod)
 	out, err := exec.Command(bins.Berthd, "checkpoint", "export-containerd",
 		"--netns", netns,
@@ -149,12 +98,11 @@ func TestMigrateBerthToContainerd(t *testing.T) {
 		"--bind", "/etc/resolv.conf="+filepath.Join(podRoot, "resolv.conf"),
 		"--bind", "/dev/shm="+filepath.Join(podState, "shm"),
 		"--cgroups-path", c.CgroupParent+"/migrated",
+		"--push", ref, "--plain-http",
 		archive, layout).CombinedOutput()
 	if err != nil {
 		t.Fatalf("berthd checkpoint export-containerd: %v\n%s", err, out)
 	}
-	ref := reg.Ref("checkpoints/to-containerd-" + randID() + ":v1")
-	pushLayout(t, layout, ref)
 
 	id := "migrated-" + randID()
 	if out, err := c.Ctr(ctx, "containers", "restore", "--live", "--rw", id, ref); err != nil {
@@ -174,7 +122,7 @@ func TestMigrateBerthToContainerd(t *testing.T) {
 	// The restored process goes on writing where the file (the writable
 	// layer's, carried over) ended; one that started afresh would have
 	// truncated it and counted from 1.
-	carried := fileCounts(t, filepath.Join(dstRootfs, "count.log"))
+	carried := logCounts(t, filepath.Join(dstRootfs, "count.log"))
 	if len(carried) < len(before) {
 		t.Fatalf("count.log on containerd has %d counts, fewer than the %d seen before the checkpoint: the process restarted", len(carried), len(before))
 	}
