@@ -9,6 +9,9 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -169,7 +172,8 @@ func pushBase(t *testing.T, tag, env string) testutil.Pushed {
 // checkpointed there with the CRI (the archive kubelet's checkpoint API
 // writes) and restored on berth from that archive: the count goes on, the
 // file it wrote and the one it deleted are as containerd left them, and
-// the pod has another address. Before that, the same archive is refused,
+// the pod has another address; and again from the archive made a
+// checkpoint image and pulled. Before that, the same archive is refused,
 // naming why and leaving nothing behind, while the node's image of the
 // base image's name is another image (the tag moved since), and while
 // the request lacks the volume the container had on containerd.
@@ -179,7 +183,7 @@ func TestMigrateContainerdToBerth(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	c := startContainerd(t)
-	dst, _ := bridgeDaemon(t)
+	dst, _ := bridgeDaemonWith(t, restoreFromRegistries(reg.Host))
 	tag := "migrate/base-" + randID() + ":v1"
 	base := pushBase(t, tag, "checkpointed")
 
@@ -236,6 +240,44 @@ func TestMigrateContainerdToBerth(t *testing.T) {
 		t.Errorf("restored container's name = %q", st.GetMetadata().GetName())
 	}
 	removePod(t, dst, dstPod)
+
+	// The same archive as a checkpoint image (its files in one layer,
+	// marked with checkpointctl's annotation, as buildah makes them from
+	// kubelet's archives), pulled from a registry: restored the same.
+	ckptRef := pushArchiveImage(t, archive, "org.criu.checkpoint.container.name")
+	ensureImage(t, dst, ckptRef)
+	imgPodCfg := podConfig(t, dst, "ctd-img")
+	imgPod := runPod(t, dst, imgPodCfg)
+	fromImage := restoreConfigFrom(ckptRef)
+	fromImage.Mounts = withVolume.Mounts
+	restored, err = dst.Runtime.CreateContainer(ctx, imgPod, fromImage, imgPodCfg)
+	if err != nil {
+		t.Fatalf("CreateContainer from containerd's checkpoint as an image: %v", err)
+	}
+	startCtr(t, dst, restored)
+	imgLog := waitState(t, dst, restored, runtimeapi.ContainerState_CONTAINER_RUNNING, 5*time.Second).LogPath
+	continues(t, "counter from the image", before, original, waitCounts(t, imgLog, 3))
+	removePod(t, dst, imgPod)
+}
+
+// pushArchiveImage pushes a checkpoint archive as a checkpoint image: one
+// layer holding the archive's files, the manifest marked with annotation.
+func pushArchiveImage(t *testing.T, archive, annotation string) string {
+	t.Helper()
+	layer, err := tarball.LayerFromFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.Annotations(img, map[string]string{annotation: "counter"}).(v1.Image)
+	pushed, err := reg.Push(context.Background(), "checkpoints/counter-"+randID()+":v1", img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pushed.Ref
 }
 
 // restoreConfigFrom is the container config kubelet sends to restore from
