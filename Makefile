@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: test-fresh kits containerd all setup setup-runc setup-lint criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench test-node-vm test-node-vm-ci
+.PHONY: test-fresh kits containerd all setup setup-runc setup-lint criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench test-node-vm test-node-vm-ci test-node-vm-compare
 
 all: build
 
@@ -122,15 +122,22 @@ test-fresh:
 
 # test-node-vm boots a stock Debian 12 node (systemd, cgroup v2, AppArmor)
 # under qemu and runs berth there from its systemd unit with the systemd
-# cgroup driver: the crictl lifecycle, then the full critest suite
-# (docs/node-vm.md). test-node-vm-ci is the part CI can afford: the same
-# boot, unit and lifecycle, and only critest's AppArmor specs. run.sh
-# sets up the conformance kit itself (the kubelet kit is not needed).
+# cgroup driver: the crictl lifecycle, the leak checks' positive controls,
+# the kubelet kit (kubelet --cgroup-driver=systemd), then the full critest
+# suite (docs/node-vm.md). test-node-vm-ci is the part CI can afford: the
+# same boot, unit, lifecycle and leak checks, and only critest's AppArmor
+# specs. run.sh sets up the conformance kit (and for the full run the
+# kubelet kit) itself. test-node-vm-compare measures the same node with
+# berth's crun handler and with containerd 2.4 (systemd driver) for
+# docs/conformance.md.
 test-node-vm: setup build
 	BERTH_BIN=$(BIN) test/nodevm/run.sh full
 
 test-node-vm-ci: setup build
 	BERTH_BIN=$(BIN) test/nodevm/run.sh ci
+
+test-node-vm-compare: setup build
+	BERTH_BIN=$(BIN) test/nodevm/run.sh crun containerd
 
 test-unit:
 	$(GO) test -count=1 -race $$($(GO) list ./... | grep -v /test/)

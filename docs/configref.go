@@ -95,6 +95,8 @@ func typeName(t reflect.Type) string {
 		return "list of " + typeName(t.Elem())
 	case reflect.Map:
 		return "table of " + strings.ToLower(t.Elem().Name()) + " by name"
+	case reflect.Pointer: // optional: unset means decided by berthd (machineDependent)
+		return typeName(t.Elem())
 	}
 	return t.Kind().String()
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/berth-runtime/berth/imagesvc/hosts"
 	"github.com/berth-runtime/berth/imagesvc/reference"
@@ -41,12 +42,14 @@ import (
 // certs.d config) are tried in order: a tag is resolved by the first host
 // with the resolve capability that knows it, and the content is fetched from
 // the first host with the pull capability that serves all of it.
-func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (Image, error) {
+func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (img Image, err error) {
+	ctx, span := startSpan(ctx, "image.pull", attribute.String("image.ref", ref))
+	defer func() { endSpan(span, err) }()
 	r, err := reference.Parse(ref)
 	if err != nil {
 		return Image{}, err
 	}
-	img, err := s.pulls.Do(ctx, r.String()+"\x00"+auth.key(), func(ctx context.Context) (Image, error) {
+	img, err = s.pulls.Do(ctx, r.String()+"\x00"+auth.key(), func(ctx context.Context) (Image, error) {
 		return s.pull(ctx, r, auth)
 	})
 	if err != nil {
@@ -195,6 +198,9 @@ func (s *Service) pull(ctx context.Context, r reference.Reference, auth *Auth) (
 			return Image{}, err
 		}
 	}
+	if err := s.checkSignatures(ctx, r, hs, top.digest, auth, prog); err != nil {
+		return Image{}, err
+	}
 	var errs hostErrors
 	for _, h := range hs {
 		if !h.Capabilities.Has(hosts.Pull) {
@@ -219,7 +225,9 @@ func (s *Service) pull(ctx context.Context, r reference.Reference, auth *Auth) (
 }
 
 // resolveTag asks each host with the resolve capability for the tag's manifest.
-func (s *Service) resolveTag(ctx context.Context, r reference.Reference, hs []hosts.Host, auth *Auth, prog *progress) (resolved, error) {
+func (s *Service) resolveTag(ctx context.Context, r reference.Reference, hs []hosts.Host, auth *Auth, prog *progress) (res resolved, err error) {
+	ctx, span := startSpan(ctx, "image.resolve", attribute.String("image.ref", r.String()))
+	defer func() { endSpan(span, err) }()
 	var errs hostErrors
 	for _, h := range hs {
 		if !h.Capabilities.Has(hosts.Resolve) {
@@ -508,10 +516,13 @@ const layerAttempts = 3
 // fetchLayer streams one layer: compressed bytes go to the blob file and its
 // digest check, decompressed bytes to the tar extractor and the diff ID
 // check; the layer dir is committed only when both match.
-func (s *Service) fetchLayer(ctx context.Context, src source, desc ocispec.Descriptor, diffID, chain digest.Digest) error {
+func (s *Service) fetchLayer(ctx context.Context, src source, desc ocispec.Descriptor, diffID, chain digest.Digest) (err error) {
 	if s.layers.Exists(chain) {
 		return nil
 	}
+	ctx, span := startSpan(ctx, "image.layer", attribute.String("image.layer.digest", desc.Digest.String()),
+		attribute.Int64("image.layer.size", desc.Size), attribute.String("image.layer.chain_id", chain.String()))
+	defer func() { endSpan(span, err) }()
 	select {
 	case s.sem <- struct{}{}:
 		defer func() { <-s.sem }()
@@ -582,10 +593,12 @@ func (s *Service) fetchLayerOnce(ctx context.Context, src source, desc ocispec.D
 
 // openLayerBlob opens the layer from the content store if it is there (its
 // blob was verified when stored), else from the registry with a blob writer.
-func (s *Service) openLayerBlob(ctx context.Context, src source, desc ocispec.Descriptor) (io.ReadCloser, blobWriter, error) {
+func (s *Service) openLayerBlob(ctx context.Context, src source, desc ocispec.Descriptor) (_ io.ReadCloser, _ blobWriter, err error) {
 	if f, err := s.content.Open(desc.Digest); err == nil {
 		return f, nil, nil
 	}
+	ctx, span := startSpan(ctx, "image.layer.fetch")
+	defer func() { endSpan(span, err) }()
 	w, err := s.content.Writer(desc.Digest, desc.Size)
 	if err != nil {
 		return nil, nil, err
@@ -604,7 +617,9 @@ type blobWriter interface {
 	Close() error
 }
 
-func (s *Service) extract(ctx context.Context, compressed io.Reader, dir string, diffID digest.Digest, budget *unpack.Budget) error {
+func (s *Service) extract(ctx context.Context, compressed io.Reader, dir string, diffID digest.Digest, budget *unpack.Budget) (err error) {
+	ctx, span := startSpan(ctx, "image.layer.unpack")
+	defer func() { endSpan(span, err) }()
 	dr, err := unpack.Decompress(compressed, unpack.WithMaxWindow(uint64(s.limits.MaxZstdWindow)))
 	if err != nil {
 		return layerErr(err)

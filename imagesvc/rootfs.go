@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/mountinfo"
 	bolt "go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-runtime/berth/imagesvc/snapshot"
@@ -35,6 +36,8 @@ func (s *Service) containerDir(id string) string {
 // the layers is recorded so image removal keeps them. Everything is undone
 // on failure. errdefs.ErrAlreadyExists if the container already has a rootfs.
 func (s *Service) PrepareRootfs(ctx context.Context, containerID, imageID, target string) (err error) {
+	ctx, span := startSpan(ctx, "image.rootfs", attribute.String("berth.container_id", containerID), attribute.String("image.id", imageID))
+	defer func() { endSpan(span, err) }()
 	if err := validContainerID(containerID); err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/berth-runtime/berth/imagesvc/content"
 	"github.com/berth-runtime/berth/imagesvc/hosts"
 	"github.com/berth-runtime/berth/imagesvc/reference"
+	"github.com/berth-runtime/berth/imagesvc/sigpolicy"
 	"github.com/berth-runtime/berth/imagesvc/snapshot"
 )
 
@@ -60,6 +61,11 @@ type Options struct {
 	// of node-level credentials, used per registry host for pulls whose
 	// request carries none; read at every pull. "" => none.
 	AuthFile string
+	// SignaturePolicy is a containers-policy.json (package sigpolicy)
+	// every pull from a registry must satisfy, checked before anything
+	// but the top-level manifest is fetched; read at every pull, and once
+	// by New so a broken file stops start-up. "" => no checks.
+	SignaturePolicy string
 	// Limits bound each pull (zero fields: defaults).
 	Limits   Limits
 	Platform *ocispec.Platform // nil => linux/runtime.GOARCH
@@ -119,6 +125,8 @@ type Service struct {
 	content  *content.Store
 	pinned   pinnedSet
 	authFile string
+	// sigPolicy is Options.SignaturePolicy.
+	sigPolicy string
 
 	progressInterval time.Duration
 	limits           Limits
@@ -151,6 +159,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		progressInterval: o.ProgressInterval,
 		limits:           o.Limits.withDefaults(),
 		authFile:         o.AuthFile,
+		sigPolicy:        o.SignaturePolicy,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -163,6 +172,11 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	var err error
 	if s.pinned, err = newPinnedSet(o.PinnedImages); err != nil {
 		return nil, err
+	}
+	if o.SignaturePolicy != "" {
+		if _, err := sigpolicy.Load(o.SignaturePolicy); err != nil {
+			return nil, err
+		}
 	}
 	n := o.MaxConcurrentDownloads
 	if n <= 0 {

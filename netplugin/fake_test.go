@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -163,14 +162,6 @@ func TestCapabilityArgsAndResult(t *testing.T) {
 		t.Error("second Teardown ran DEL again although nothing was attached")
 	}
 	assertNoAttachments(t, e.cacheDir)
-}
-
-func ipStrings(ips []net.IP) []string {
-	var out []string
-	for _, ip := range ips {
-		out = append(out, ip.String())
-	}
-	return out
 }
 
 func TestSetupTimeout(t *testing.T) {

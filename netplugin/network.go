@@ -10,13 +10,16 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // Setup runs CNI ADD for the pod into p.NetNS. If any plugin of the chain
 // fails, it runs DEL before returning so no interface or IPAM address is
 // left; if that DEL fails too, a pending record makes Teardown and GC retry
 // it.
-func (m *Manager) Setup(ctx context.Context, p PodNetwork) (Result, error) {
+func (m *Manager) Setup(ctx context.Context, p PodNetwork) (res Result, err error) {
+	ctx, span := startSpan(ctx, "cni.add", p)
+	defer func() { endSpan(span, err) }()
 	if err := checkID(p.ID); err != nil {
 		return Result{}, err
 	}
@@ -41,6 +44,7 @@ func (m *Manager) Setup(ctx context.Context, p PodNetwork) (Result, error) {
 	}
 	list, rt := cfg.list, runtimeConf(p, capArgs)
 	log := m.log.With("sandbox_id", p.ID, "network", list.Name)
+	span.SetAttributes(attribute.String("cni.network", list.Name))
 
 	rec := pendingRecord{
 		ContainerID: p.ID, IfName: rt.IfName, NetNS: p.NetNS, Network: list.Name,
@@ -53,7 +57,6 @@ func (m *Manager) Setup(ctx context.Context, p PodNetwork) (Result, error) {
 	actx, cancel := m.pluginCtx(ctx)
 	raw, err := m.cni.AddNetworkList(actx, list, rt)
 	cancel()
-	var res Result
 	if err == nil {
 		res, err = toResult(raw)
 	}
@@ -70,6 +73,7 @@ func (m *Manager) Setup(ctx context.Context, p PodNetwork) (Result, error) {
 		log.WarnContext(ctx, "pending cni record left behind", "error", rerr)
 	}
 	log.DebugContext(ctx, "pod network set up", "ips", res.IPs)
+	span.SetAttributes(attribute.StringSlice("cni.ips", ipStrings(res.IPs)))
 	return res, nil
 }
 
@@ -91,7 +95,9 @@ func (m *Manager) undo(ctx context.Context, list *libcni.NetworkConfigList, rt *
 // record for an ADD that never completed). It works when the netns is gone
 // and is idempotent: with nothing recorded there is nothing to undo, since a
 // record is written before every ADD and removed only after a DEL succeeded.
-func (m *Manager) Teardown(ctx context.Context, p PodNetwork) error {
+func (m *Manager) Teardown(ctx context.Context, p PodNetwork) (err error) {
+	ctx, span := startSpan(ctx, "cni.del", p)
+	defer func() { endSpan(span, err) }()
 	if err := checkID(p.ID); err != nil {
 		return err
 	}

@@ -130,7 +130,9 @@ func validate(s Spec) error {
 
 // Create builds the sandbox. It is all or nothing: on any failure it undoes
 // everything it created (infra process, shm mount, pins, files, Dir).
-func (c *Controller) Create(ctx context.Context, s Spec) (Pod, error) {
+func (c *Controller) Create(ctx context.Context, s Spec) (_ Pod, err error) {
+	ctx, span := startSpan(ctx, "sandbox.create", s.ID)
+	defer func() { endSpan(span, err) }()
 	if err := validate(s); err != nil {
 		return Pod{}, err
 	}
@@ -251,7 +253,9 @@ func removePins(p Pod) error {
 // Remove stops the infra process, unmounts shm, removes the namespace pins
 // and deletes Dir. CRI requires RemovePodSandbox of something already gone
 // to succeed, so every missing part is fine and Remove can be repeated.
-func (c *Controller) Remove(ctx context.Context, p Pod) error {
+func (c *Controller) Remove(ctx context.Context, p Pod) (err error) {
+	ctx, span := startSpan(ctx, "sandbox.remove", p.ID)
+	defer func() { endSpan(span, err) }()
 	if err := c.Stop(ctx, p); err != nil {
 		return err
 	}

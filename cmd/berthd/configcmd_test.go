@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,5 +67,29 @@ func TestConfigDefaultDecodes(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "config.d") {
 		t.Error("config default does not mention the drop-in dir")
+	}
+}
+
+// TestConfigCheckSignaturePolicy: config check reads the signature policy
+// the config names, as start-up does.
+func TestConfigCheckSignaturePolicy(t *testing.T) {
+	dir := t.TempDir()
+	path, policy := filepath.Join(dir, "config.toml"), filepath.Join(dir, "policy.json")
+	if err := os.WriteFile(path, fmt.Appendf(nil, "[registry]\nsignature_policy = %q\n", policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ policy, want string }{
+		{`{"default": [{"type": "insecureAcceptAnything"}]}`, policy + ": ok (signature policy)\n"},
+		{`{"default": [{"type": "sigstoreSigned", "fulcio": {}}]}`, "not supported yet"},
+		{``, "registry.signature_policy"},
+	} {
+		if err := os.WriteFile(policy, []byte(tc.policy), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		err := run([]string{"config", "check", path}, &out, &out)
+		if got := out.String() + fmt.Sprint(err); !strings.Contains(got, tc.want) {
+			t.Errorf("config check with policy %q: %s, want %q", tc.policy, got, tc.want)
+		}
 	}
 }

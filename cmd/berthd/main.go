@@ -30,7 +30,9 @@ import (
 	"github.com/berth-runtime/berth/cri/server"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/streaming"
+	"github.com/berth-runtime/berth/cri/tracing"
 	"github.com/berth-runtime/berth/imagesvc"
+	"github.com/berth-runtime/berth/imagesvc/sigpolicy"
 	"github.com/berth-runtime/berth/sandbox"
 )
 
@@ -111,10 +113,16 @@ func configCmd(args []string, stdout io.Writer) error {
 	}
 	if len(cfg.Files) == 0 {
 		fmt.Fprintf(stdout, "%s: missing, no drop-ins in %s: defaults ok\n", path, config.DropInDir(path))
-		return nil
 	}
 	for _, f := range cfg.Files {
 		fmt.Fprintf(stdout, "%s: ok\n", f)
+	}
+	// the files the config names that berthd refuses to start without.
+	if p := cfg.Registry.SignaturePolicy; p != "" {
+		if _, err := sigpolicy.Load(p); err != nil {
+			return fmt.Errorf("registry.signature_policy: %w", err)
+		}
+		fmt.Fprintf(stdout, "%s: ok (signature policy)\n", p)
 	}
 	return nil
 }
@@ -168,6 +176,11 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tracer, err := tracing.New(ctx, cfg.Tracing, server.Version)
+	if err != nil {
+		return err
+	}
+	defer flushTraces(tracer, log)
 	for _, d := range []string{cfg.Root, cfg.State} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
@@ -187,7 +200,7 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	imageSvc, err := imagesvc.New(ctx, imagesvc.Options{
 		Root: cfg.Root, DB: db, InsecureHosts: cfg.Registry.InsecureHosts, Logger: log,
 		HostsDir: cfg.Registry.ConfigPath, PinnedImages: cfg.Registry.PinnedImages,
-		AuthFile: cfg.Registry.AuthFile, Limits: imageLimits(cfg.Registry),
+		AuthFile: cfg.Registry.AuthFile, SignaturePolicy: cfg.Registry.SignaturePolicy, Limits: imageLimits(cfg.Registry),
 	})
 	if err != nil {
 		return fmt.Errorf("start image service: %w", err)
@@ -248,12 +261,12 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 			_ = admin.Close()
 		}
 	}()
-	g := grpc.NewServer(
+	g := grpc.NewServer(append(tracer.ServerOptions(),
 		grpc.ChainUnaryInterceptor(interceptor.Unary(log, mx.ObserveRequest)),
 		grpc.ChainStreamInterceptor(interceptor.Stream(log, mx.ObserveRequest)),
 		grpc.MaxRecvMsgSize(16<<20),
 		grpc.MaxSendMsgSize(16<<20),
-	)
+	)...)
 	runtime.RegisterRuntimeServiceServer(g, srv)
 	runtime.RegisterImageServiceServer(g, srv)
 
@@ -291,6 +304,19 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	gracefulStop(g, shutdownGrace, log)
 	log.Info("berthd stopped")
 	return nil
+}
+
+// flushTraces exports the spans still buffered, the last of them those of
+// the calls the graceful stop waited for.
+func flushTraces(p *tracing.Provider, log *slog.Logger) {
+	if !p.Enabled() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		log.Warn("flush traces", "error", err)
+	}
 }
 
 // listen serves the CRI socket: root and its group (kubelet, crictl).

@@ -59,6 +59,18 @@ func SystemdCgroupsPath(parent, id string) (string, error) {
 	return slice + ":" + SystemdPrefix + ":" + id, nil
 }
 
+// SystemdSlicePath is the cgroup (below the hierarchy root) of the slice
+// SystemdSlice names for parent, nested as systemd nests it: kubelet's
+// expanded path comes back as it was sent, "/berth" becomes
+// "/berth.slice". The root slice "-.slice" is "/".
+func SystemdSlicePath(parent string) (string, error) {
+	slice, err := SystemdSlice(parent)
+	if err != nil {
+		return "", err
+	}
+	return path.Join("/", expandSlice(slice)), nil
+}
+
 // SystemdBooted reports whether systemd runs as the init system, the way
 // sd_booted(3) tells: it creates /run/systemd/system early at boot.
 func SystemdBooted() bool { return systemdBootedAt("/run/systemd/system") }

@@ -67,3 +67,20 @@ func TestSystemdBooted(t *testing.T) {
 		t.Error("not booted with the directory")
 	}
 }
+
+func TestSystemdSlicePath(t *testing.T) {
+	for _, tc := range []struct{ parent, want string }{
+		{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice", "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice"},
+		{"kubepods-burstable-pod2.slice", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod2.slice"},
+		{"/berth", "/berth.slice"},
+		{"/", "/"},
+	} {
+		got, err := SystemdSlicePath(tc.parent)
+		if err != nil || got != tc.want {
+			t.Errorf("SystemdSlicePath(%q) = %q, %v; want %q", tc.parent, got, err, tc.want)
+		}
+	}
+	if _, err := SystemdSlicePath("a:b:c"); err == nil {
+		t.Error("SystemdSlicePath of a runc cgroupsPath: no error")
+	}
+}

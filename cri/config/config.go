@@ -44,11 +44,26 @@ type Config struct {
 	Streaming Streaming `toml:"streaming"`
 	Metrics   Metrics   `toml:"metrics"`
 	CDI       CDI       `toml:"cdi"`
+	Tracing   Tracing   `toml:"tracing"`
 
 	// Files are the files this config was read from, the main file then
 	// its drop-ins in merge order; set by Load, shown by verbose Status
 	// (crictl info), never read from TOML.
 	Files []string `toml:"-" json:"files,omitempty"`
+}
+
+// Tracing configures OpenTelemetry tracing: a span per CRI call, with
+// child spans for its steps, exported over OTLP. The keys follow
+// containerd's otlp and tracing plugins and CRI-O's [crio.tracing].
+type Tracing struct {
+	Enabled  bool   `toml:"enabled" comment:"trace every CRI call and its steps (image pull, layer fetch and unpack, CNI ADD and DEL, shim spawn and calls) and export the spans over OTLP; off: no tracer is set up at all"`
+	Endpoint string `toml:"endpoint" comment:"host:port of the OTLP receiver (an OpenTelemetry Collector or agent); its usual ports are 4317 for grpc, 4318 for http/protobuf"`
+	Protocol string `toml:"protocol" comment:"OTLP transport: grpc or http/protobuf"`
+	Insecure bool   `toml:"insecure" comment:"send in plain text (keep the endpoint on loopback or a node-internal address then); false: TLS, verified with the system's roots"`
+	// SamplingRatePerMillion is CRI-O's key; a parent's decision wins so
+	// kubelet's sampled traces are complete.
+	SamplingRatePerMillion int    `toml:"sampling_rate_per_million" comment:"CRI calls traced per million (1000000: all); a call that carries kubelet's trace context (W3C traceparent) follows kubelet's sampling decision instead"`
+	ServiceName            string `toml:"service_name" comment:"service.name resource attribute of berthd's spans"`
 }
 
 // CDI configures Container Device Interface devices.
@@ -88,8 +103,11 @@ type Runtime struct {
 	DefaultHandler string `toml:"default_handler" comment:"runtime handler used when a pod names none"`
 	// RestrictOOMScoreAdj clamps requested oom_score_adj values to berthd's
 	// own, as containerd's restrict_oom_score_adj does: without
-	// CAP_SYS_RESOURCE the kernel refuses to lower a score.
-	RestrictOOMScoreAdj bool               `toml:"restrict_oom_score_adj" comment:"never set a container's oom_score_adj below berthd's own (default: on when CAP_SYS_RESOURCE is missing)"`
+	// CAP_SYS_RESOURCE the kernel refuses to lower a score. Unset (nil),
+	// berthd decides when it starts, on the node it runs on (RestrictOOM),
+	// so a config written elsewhere (make install's `berthd config
+	// default`) does not carry the build machine's answer.
+	RestrictOOMScoreAdj *bool              `toml:"restrict_oom_score_adj,omitempty" comment:"never set a container's oom_score_adj below berthd's own (default: on when CAP_SYS_RESOURCE is missing)"`
 	ShimPath            string             `toml:"shim_path" comment:"berth-shim binary; empty: next to berthd, else in PATH"`
 	PausePath           string             `toml:"pause_path" comment:"berth-pause binary; empty: next to berthd, else in PATH"`
 	Handlers            map[string]Handler `toml:"handlers" comment:"runtime handlers (Kubernetes RuntimeClass) by name"`
@@ -122,7 +140,10 @@ type Registry struct {
 	ConfigPath    string   `toml:"config_path" comment:"certs.d directory: <host>/hosts.toml per registry (mirrors, TLS, plain HTTP), as containerd reads it"`
 	InsecureHosts []string `toml:"insecure_hosts" comment:"registry hosts (host:port) reached over plain HTTP"`
 	AuthFile      string   `toml:"auth_file" comment:"node-level registry credentials for pulls whose request carries none: a config.json as docker, podman and CRI-O (global_auth_file) read, with auths, credHelpers and credsStore (docker-credential-<name> in PATH); each entry goes only to the registry host it names; read at every pull; empty: none"`
-	PinnedImages  []string `toml:"pinned_images" comment:"image references (tag or digest) reported pinned to kubelet, whose image GC then never removes them; RemoveImage still removes them, as in containerd"`
+	// SignaturePolicy names a containers-policy.json, as CRI-O's
+	// signature_policy does.
+	SignaturePolicy string   `toml:"signature_policy" comment:"image signature policy every registry pull must satisfy, in the containers-policy.json format CRI-O and podman read: per registry, namespace or repository scope, insecureAcceptAnything, reject or sigstoreSigned (cosign signatures, found under the sha256-<digest>.sig tag, verified with keyPath/keyData public keys); checked before any layer is fetched, a refusal is PermissionDenied; read at every pull and at start-up (an invalid file stops berthd); empty: no signature checks"`
+	PinnedImages    []string `toml:"pinned_images" comment:"image references (tag or digest) reported pinned to kubelet, whose image GC then never removes them; RemoveImage still removes them, as in containerd"`
 	// The bounds below keep one image or registry from taking the node:
 	// berthd's memory is the node's (OOMScoreAdjust=-999), its download
 	// slots are shared by every pull, its disk holds every image.
@@ -165,8 +186,7 @@ func Default() Config {
 		GRPC:         GRPC{Address: "/run/berth/berth.sock"},
 		Log:          Log{Level: "info", Format: "text"},
 		Runtime: Runtime{
-			DefaultHandler:      "runc",
-			RestrictOOMScoreAdj: !hasCapSysResource(),
+			DefaultHandler: "runc",
 			Handlers: map[string]Handler{
 				"runc": {Binary: defaultRunc()},
 				"crun": {Binary: "crun"},
@@ -186,6 +206,10 @@ func Default() Config {
 			PluginTimeout: "2m",
 		},
 		CDI: CDI{SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		Tracing: Tracing{
+			Endpoint: "127.0.0.1:4317", Protocol: "grpc", Insecure: true,
+			SamplingRatePerMillion: 1_000_000, ServiceName: "berthd",
+		},
 	}
 }
 
@@ -296,6 +320,9 @@ func (c *Config) Validate() error {
 	if c.Registry.AuthFile != "" && !filepath.IsAbs(c.Registry.AuthFile) {
 		return bad("registry.auth_file", fmt.Sprintf("%q is not an absolute path", c.Registry.AuthFile))
 	}
+	if c.Registry.SignaturePolicy != "" && !filepath.IsAbs(c.Registry.SignaturePolicy) {
+		return bad("registry.signature_policy", fmt.Sprintf("%q is not an absolute path", c.Registry.SignaturePolicy))
+	}
 	if !filepath.IsAbs(c.Registry.ConfigPath) {
 		return bad("registry.config_path", fmt.Sprintf("%q is not an absolute path", c.Registry.ConfigPath))
 	}
@@ -367,6 +394,24 @@ func (c *Config) Validate() error {
 			return bad("cdi.spec_dirs", fmt.Sprintf("%q is not an absolute path", d))
 		}
 	}
+	return c.Tracing.validate(bad)
+}
+
+func (t Tracing) validate(bad func(key, why string) error) error {
+	if _, _, err := net.SplitHostPort(t.Endpoint); err != nil {
+		return bad("tracing.endpoint", fmt.Sprintf("%q is not host:port", t.Endpoint))
+	}
+	switch t.Protocol {
+	case "grpc", "http/protobuf":
+	default:
+		return bad("tracing.protocol", fmt.Sprintf("%q is not one of grpc, http/protobuf", t.Protocol))
+	}
+	if t.SamplingRatePerMillion < 0 || t.SamplingRatePerMillion > 1_000_000 {
+		return bad("tracing.sampling_rate_per_million", fmt.Sprintf("%d is not between 0 and 1000000", t.SamplingRatePerMillion))
+	}
+	if t.ServiceName == "" {
+		return bad("tracing.service_name", "is required")
+	}
 	return nil
 }
 
@@ -389,6 +434,15 @@ func (c *Config) LogDir() string {
 // Marshal renders cfg as TOML with comments (what `berthd config default` prints).
 func Marshal(cfg Config) ([]byte, error) {
 	return toml.Marshal(cfg)
+}
+
+// RestrictOOM is restrict_oom_score_adj as set, or when unset whether
+// this process lacks CAP_SYS_RESOURCE.
+func (r Runtime) RestrictOOM() bool {
+	if r.RestrictOOMScoreAdj != nil {
+		return *r.RestrictOOMScoreAdj
+	}
+	return !hasCapSysResource()
 }
 
 // hasCapSysResource reports whether this process may lower oom_score_adj.

@@ -31,6 +31,8 @@ func TestRegistryLimits(t *testing.T) {
 		{`max_zstd_window = 1023`, "registry.max_zstd_window"},
 		{`max_zstd_window = 9223372036854775807`, "registry.max_zstd_window"},
 		{`max_layers = "many"`, "registry.max_layers"},
+		{`signature_policy = "/etc/berth/policy.json"`, ""},
+		{`signature_policy = "policy.json"`, "registry.signature_policy"},
 	} {
 		cfg := Default()
 		err := Decode([]byte("[registry]\n"+tc.in+"\n"), &cfg)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -57,6 +58,11 @@ func seed(ctx context.Context, base *slog.Logger, method string, req any) (conte
 	}
 	if r, ok := req.(containerIDer); ok && r.GetContainerId() != "" {
 		l = l.With("container_id", r.GetContainerId())
+	}
+	// With tracing on, the call's span (the stats handler opened it before
+	// any interceptor runs) ties its log lines to its trace.
+	if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() {
+		l = l.With("trace_id", sc.TraceID().String())
 	}
 	return WithLogger(ctx, l), l
 }

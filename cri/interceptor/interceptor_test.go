@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -97,5 +98,32 @@ func TestRequestIDsDiffer(t *testing.T) {
 	}
 	if len(seen) != 100 {
 		t.Fatalf("100 request ids, %d distinct", len(seen))
+	}
+}
+
+// TestTraceIDLogged: a sampled call's lines name its trace; others do not.
+func TestTraceIDLogged(t *testing.T) {
+	tid := trace.TraceID{1, 2, 3}
+	for _, flags := range []trace.TraceFlags{trace.FlagsSampled, 0} {
+		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: trace.SpanID{4}, TraceFlags: flags})
+		ctx := trace.ContextWithSpanContext(context.Background(), sc)
+		var buf bytes.Buffer
+		base := slog.New(slog.NewJSONHandler(&buf, nil))
+		info := &grpc.UnaryServerInfo{FullMethod: "/runtime.v1.RuntimeService/Version"}
+		_, _ = Unary(base)(ctx, &runtime.VersionRequest{}, info, func(ctx context.Context, _ any) (any, error) {
+			Logger(ctx).Info("handler line")
+			return nil, nil
+		})
+		var rec map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+			t.Fatalf("bad log line %s: %v", buf.Bytes(), err)
+		}
+		want := ""
+		if flags.IsSampled() {
+			want = tid.String()
+		}
+		if got, _ := rec["trace_id"].(string); got != want {
+			t.Errorf("flags %v: trace_id %q, want %q", flags, got, want)
+		}
 	}
 }

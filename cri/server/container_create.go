@@ -296,6 +296,9 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 	if spec.Linux != nil {
 		s.dropUnsupported(spec.Linux.Resources)
 	}
+	if v := s.features[rec.RuntimeHandler].OCIVersion; v != "" {
+		spec.Version = v // a runtime that refuses berth's own (runtime_features.go)
+	}
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return fmt.Errorf("encode spec of container %q: %w", rec.ID, err)

@@ -458,7 +458,7 @@ func newTestServer(t *testing.T) *testServer {
 	st := storetest.Open(t)
 	cfg := config.Default()
 	cfg.Root, cfg.State = filepath.Join(dir, "root"), filepath.Join(dir, "state")
-	cfg.Runtime.RestrictOOMScoreAdj = false
+	cfg.Runtime.RestrictOOMScoreAdj = new(bool)
 	ts := &testServer{
 		sandboxes: &fakeSandboxes{},
 		images:    &fakeImages{},

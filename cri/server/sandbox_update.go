@@ -24,9 +24,17 @@ import (
 //
 // A pod whose config names no cgroup_parent shares config's default parent
 // with every such pod and has no cgroup of its own to resize: that is
-// FailedPrecondition, as is the systemd driver, where the pod's slice
-// belongs to systemd and limits go through its D-Bus API, which berthd
-// does not speak (kubelet does).
+// FailedPrecondition.
+//
+// Under the systemd driver the pod's cgroup is its slice, a unit kubelet
+// made. On cgroup v2 berthd writes the slice's unified files, as runc's
+// systemd manager (kubelet's) does after setting the unit's properties
+// over D-Bus; berthd sets no unit properties, so the unit keeps kubelet's
+// values, which a `systemctl daemon-reload` puts back. containerd and
+// CRI-O only record the values and leave the slice to kubelet; berthd
+// resizes it too so that a node without kubelet (crictl, tests) sees the
+// limits in force, as it does under cgroupfs. systemd on cgroup v1 is
+// FailedPrecondition: there a slice has no directory in every controller.
 func (s *Server) UpdatePodSandboxResources(ctx context.Context, r *runtime.UpdatePodSandboxResourcesRequest) (*runtime.UpdatePodSandboxResourcesResponse, error) {
 	id := r.GetPodSandboxId()
 	if _, err := s.store.Sandbox(id); err != nil {
@@ -48,13 +56,13 @@ func (s *Server) UpdatePodSandboxResources(ctx context.Context, r *runtime.Updat
 		return nil, fmt.Errorf("decode config of sandbox %q: %w", id, err)
 	}
 	parent := cfg.GetLinux().GetCgroupParent()
-	switch {
-	case parent == "":
+	if parent == "" {
 		return nil, fmt.Errorf("sandbox %q has no cgroup of its own (its config names no cgroup_parent): %w", id, errdefs.ErrFailedPrecondition)
-	case s.cfg.CgroupDriver == cgroups.DriverSystemd:
-		return nil, fmt.Errorf("sandbox %q: pod slice %q is systemd's (cgroup_driver systemd); berthd does not resize it: %w", id, parent, errdefs.ErrFailedPrecondition)
 	}
-	path := cgroups.Path(parent)
+	path, err := podCgroup(s.cfg.CgroupDriver, s.cg.Unified(), parent)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %q: %w", id, err)
+	}
 	if !s.cg.Exists(path) {
 		return nil, fmt.Errorf("cgroup %q of sandbox %q does not exist: %w", parent, id, errdefs.ErrFailedPrecondition)
 	}
@@ -73,6 +81,26 @@ func (s *Server) UpdatePodSandboxResources(ctx context.Context, r *runtime.Updat
 	}
 	interceptor.Logger(ctx).Info("pod sandbox resources updated", "sandbox_id", id, "cgroup", parent)
 	return &runtime.UpdatePodSandboxResourcesResponse{}, nil
+}
+
+// podCgroup is the cgroup, below the hierarchy root, of a pod whose
+// cgroup_parent is parent: the path itself under cgroupfs, the slice under
+// systemd (cgroup v2 only).
+func podCgroup(driver string, unified bool, parent string) (string, error) {
+	if driver != cgroups.DriverSystemd {
+		return cgroups.Path(parent), nil
+	}
+	if !unified {
+		return "", fmt.Errorf("pod slice %q on cgroup v1 (cgroup_driver systemd) is not resized by berthd: %w", parent, errdefs.ErrFailedPrecondition)
+	}
+	path, err := cgroups.SystemdSlicePath(parent)
+	if err != nil {
+		return "", err
+	}
+	if path == "/" {
+		return "", fmt.Errorf("cgroup parent %q is the root slice: %w", parent, errdefs.ErrFailedPrecondition)
+	}
+	return path, nil
 }
 
 // podResources is the pod cgroup's size: the containers' sum plus the

@@ -3,6 +3,8 @@ package server
 import (
 	"testing"
 
+	"github.com/containerd/errdefs"
+
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -52,5 +54,33 @@ func TestRecordPodResources(t *testing.T) {
 	if got.GetLinux().GetCgroupParent() != "/kubepods/pod1" || got.GetMetadata().GetName() != "p" ||
 		!proto.Equal(got.GetLinux().GetResources(), res) || got.GetLinux().GetOverhead() != nil {
 		t.Errorf("recorded config %v", &got)
+	}
+}
+
+func TestPodCgroup(t *testing.T) {
+	const slice = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice"
+	for _, tc := range []struct {
+		name, driver, parent, want string
+		unified, fails             bool
+	}{
+		{name: "cgroupfs", driver: "cgroupfs", parent: "/kubepods/pod1", want: "/kubepods/pod1"},
+		{name: "cgroupfs v2", driver: "cgroupfs", unified: true, parent: "/kubepods/pod1", want: "/kubepods/pod1"},
+		{name: "systemd v2, kubelet's path", driver: "systemd", unified: true, parent: slice, want: slice},
+		{name: "systemd v2, bare slice", driver: "systemd", unified: true, parent: "kubepods-besteffort-pod1.slice", want: slice},
+		{name: "systemd v1", driver: "systemd", parent: slice, fails: true},
+		{name: "systemd root slice", driver: "systemd", unified: true, parent: "-.slice", fails: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := podCgroup(tc.driver, tc.unified, tc.parent)
+			if tc.fails {
+				if !errdefs.IsFailedPrecondition(err) {
+					t.Fatalf("podCgroup = %q, %v; want FailedPrecondition", got, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("podCgroup = %q, %v; want %q", got, err, tc.want)
+			}
+		})
 	}
 }

@@ -195,7 +195,7 @@ func New(o Options) (*Server, error) {
 		events:    events.New[*runtime.ContainerEventResponse](0),
 		cdi:       specgen.NewCDIRegistry(o.Config.CDI.SpecDirs),
 	}
-	if o.Config.Runtime.RestrictOOMScoreAdj {
+	if o.Config.Runtime.RestrictOOM() {
 		v, err := ownOOMScoreAdj()
 		if err != nil {
 			return nil, err

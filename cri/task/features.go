@@ -1,14 +1,18 @@
 package task
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 
 	"github.com/berth-runtime/berth/cri/config"
@@ -25,6 +29,47 @@ type Features struct {
 	// runtime and, for the rootfs and volumes, in the kernel and the
 	// filesystem under berth's root.
 	UserNamespaces bool
+	// OCIVersion is the ociVersion to write in this handler's bundles when
+	// the runtime does not take berth's own (specs.Version); "" writes
+	// specs.Version. Runtimes check the field, not the fields it implies:
+	// Debian 12's crun 1.8.1 refuses anything past 1.1.x ("unknown
+	// version specified") and parses the rest of berth's spec all the same.
+	OCIVersion string
+}
+
+// preFeaturesOCIVersion is written for a runtime that has no `features`
+// command: the features document came with runtime-spec v1.1.0, so such a
+// runtime predates it (crun 1.8.1 takes 1.0.x and 1.1.x).
+const preFeaturesOCIVersion = "1.0.2"
+
+// ociVersionFor is the ociVersion for a runtime that reports maxVersion as its
+// ociVersionMax: maxVersion when it is older than specs.Version, else "" (berth's
+// own). An unreadable max is taken as no limit.
+func ociVersionFor(maxVersion string) string {
+	m, ok := parseSemver(maxVersion)
+	own, _ := parseSemver(specs.Version)
+	if ok && slices.Compare(m[:], own[:]) < 0 {
+		return maxVersion
+	}
+	return ""
+}
+
+// parseSemver reads "MAJOR.MINOR.PATCH" with an optional "-suffix".
+func parseSemver(v string) ([3]int, bool) {
+	var out [3]int
+	v, _, _ = strings.Cut(v, "-")
+	parts := strings.Split(v, ".")
+	if len(parts) != 3 {
+		return out, false
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return out, false
+		}
+		out[i] = n
+	}
+	return out, true
 }
 
 // parseFeatures reads the OCI features document. kernelIDMap says whether
@@ -35,7 +80,7 @@ func parseFeatures(data []byte, kernelIDMap bool) (Features, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return Features{}, fmt.Errorf("decode runtime features: %w", err)
 	}
-	hf := Features{RecursiveReadOnly: slices.Contains(f.MountOptions, "rro")}
+	hf := Features{RecursiveReadOnly: slices.Contains(f.MountOptions, "rro"), OCIVersion: ociVersionFor(f.OCIVersionMax)}
 	if l := f.Linux; l != nil && kernelIDMap && slices.Contains(l.Namespaces, "user") &&
 		l.MountExtensions != nil && l.MountExtensions.IDMap != nil &&
 		l.MountExtensions.IDMap.Enabled != nil && *l.MountExtensions.IDMap.Enabled {
@@ -58,7 +103,8 @@ func ProbeFeatures(ctx context.Context, handlers map[string]config.Handler, kern
 		data, err := exec.CommandContext(pctx, bin, "features").Output()
 		cancel()
 		if err != nil {
-			log.Info("runtime handler does not report features", "handler", name, "binary", bin, "error", err)
+			log.Info("runtime handler does not report features; bundles say ociVersion "+preFeaturesOCIVersion, "handler", name, "binary", bin, "error", err)
+			out[name] = Features{OCIVersion: preFeaturesOCIVersion}
 			continue
 		}
 		hf, err := parseFeatures(data, kernelIDMap)
@@ -67,7 +113,7 @@ func ProbeFeatures(ctx context.Context, handlers map[string]config.Handler, kern
 			continue
 		}
 		log.Info("runtime handler features", "handler", name, "binary", bin,
-			"recursive_read_only", hf.RecursiveReadOnly, "user_namespaces", hf.UserNamespaces)
+			"recursive_read_only", hf.RecursiveReadOnly, "user_namespaces", hf.UserNamespaces, "oci_version", cmp.Or(hf.OCIVersion, specs.Version))
 		out[name] = hf
 	}
 	return out

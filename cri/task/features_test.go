@@ -1,6 +1,10 @@
 package task
 
-import "testing"
+import (
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
 
 func TestParseFeatures(t *testing.T) {
 	const runc115 = `{"ociVersionMin":"1.0.0","mountOptions":["bind","ro","rbind"],"linux":{"namespaces":["user","pid"]}}`
@@ -25,5 +29,23 @@ func TestParseFeatures(t *testing.T) {
 	}
 	if _, err := parseFeatures([]byte("runc: unknown command"), true); err == nil {
 		t.Error("garbage parsed")
+	}
+}
+
+func TestOCIVersionFor(t *testing.T) {
+	for _, tc := range []struct{ max, want string }{
+		{"", ""},
+		{"1.1.0", "1.1.0"},
+		{"1.0.2-dev", "1.0.2-dev"},
+		{specs.Version, ""},
+		{"9.0.0", ""},
+		{"garbage", ""},
+	} {
+		if got := ociVersionFor(tc.max); got != tc.want {
+			t.Errorf("ociVersionFor(%q) = %q, want %q", tc.max, got, tc.want)
+		}
+	}
+	if got, err := parseFeatures([]byte(`{"ociVersionMax":"1.1.0"}`), true); err != nil || got.OCIVersion != "1.1.0" {
+		t.Errorf("parseFeatures of a 1.1.0 runtime = %+v, %v", got, err)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/berth-runtime/berth/shim/api"
 )
@@ -86,10 +88,12 @@ type Client struct {
 
 // Start spawns a detached shim (`<shim> start`, which returns once the
 // shim listens) and connects to it. On failure no shim is left running.
-func Start(ctx context.Context, o StartOpts) (*Client, error) {
+func Start(ctx context.Context, o StartOpts) (_ *Client, err error) {
 	if o.ID == "" || o.ShimBinary == "" || o.Socket == "" || o.StateDir == "" {
 		return nil, fmt.Errorf("start shim: id, binary, socket and state dir required: %w", errdefs.ErrInvalidArgument)
 	}
+	ctx, span := startSpan(ctx, "shim.spawn", trace.WithAttributes(attribute.String("berth.container_id", o.ID)))
+	defer func() { endSpan(span, err) }()
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir for container %q: %w", o.ID, err)
 	}
@@ -117,7 +121,7 @@ func Connect(ctx context.Context, socket, stateDir string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to shim %q: %w", socket, errors.Join(errdefs.ErrUnavailable, err))
 	}
-	tc := ttrpc.NewClient(conn)
+	tc := ttrpc.NewClient(conn, ttrpc.WithUnaryClientInterceptor(traceCalls))
 	return &Client{socket: socket, conn: conn, tc: tc, svc: api.NewShimClient(tc), stateDir: stateDir}, nil
 }
 

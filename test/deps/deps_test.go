@@ -10,18 +10,27 @@ import (
 
 const module = "github.com/berth-runtime/berth/"
 
+// Tracing is set up in cri alone (cri/tracing): the packages below it
+// open spans through the OpenTelemetry API and never pick an SDK or
+// exporter.
+const (
+	otelSDK       = "go.opentelemetry.io/otel/sdk"
+	otelExporters = "go.opentelemetry.io/otel/exporters"
+)
+
 // rules: for each package tree, the prefixes none of its packages may
 // depend on, directly or not.
 var rules = []struct {
 	tree      string
 	forbidden []string
 }{
-	{"imagesvc/...", []string{module + "cri", module + "sandbox", module + "shim", module + "netplugin", "k8s.io/cri-api"}},
-	{"netplugin/...", []string{module + "cri", module + "sandbox", module + "shim", module + "imagesvc", "k8s.io/cri-api"}},
-	{"shim/...", []string{module + "cri", module + "sandbox", module + "imagesvc", module + "netplugin", "k8s.io/cri-api"}},
+	{"imagesvc/...", []string{module + "cri", module + "sandbox", module + "shim", module + "netplugin", "k8s.io/cri-api", otelSDK, otelExporters}},
+	{"netplugin/...", []string{module + "cri", module + "sandbox", module + "shim", module + "imagesvc", "k8s.io/cri-api", otelSDK, otelExporters}},
+	{"shim/...", []string{module + "cri", module + "sandbox", module + "imagesvc", module + "netplugin", "k8s.io/cri-api", otelSDK, otelExporters}},
 	{"sandbox/...", []string{module + "cri", module + "imagesvc", "k8s.io/cri-api"}},
 	// The shim's memory is paid per container: no gRPC server in it.
-	{"cmd/berth-shim", []string{"google.golang.org/grpc/internal/transport", "k8s.io/"}},
+	// Nor any tracing: spans of shim calls are made on berthd's side.
+	{"cmd/berth-shim", []string{"google.golang.org/grpc/internal/transport", "k8s.io/", "go.opentelemetry.io/"}},
 	{"cmd/berth-pause", []string{module, "google.golang.org/grpc"}},
 }
 

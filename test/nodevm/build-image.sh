@@ -15,11 +15,14 @@ CACHE=${NODEVM_CACHE:-/var/cache/berth-nodevm}
 MIRROR=${NODEVM_MIRROR:-http://deb.debian.org/debian}
 SIZE=${NODEVM_ROOT_SIZE:-6G}
 # sudo: critest loads its AppArmor test profiles with "sudo apparmor_parser".
+# jq curl conntrack socat ethtool: what the kubelet kit's e2e and kubelet
+# itself use on a node (the kit's setup installs the same on a host).
 PKGS=(
   systemd systemd-sysv dbus udev kmod linux-image-amd64 apparmor
   iproute2 iptables containernetworking-plugins runc crun busybox-static
   ca-certificates procps util-linux mount libseccomp2
   sudo
+  jq curl conntrack socat ethtool
 )
 
 log() { echo "[nodevm-image] $*" >&2; }

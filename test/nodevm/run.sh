@@ -6,9 +6,15 @@
 # host's loopback, reached from the guest as 10.0.2.2.
 #
 # Usage: run.sh [ci|full|PARTS...]   (as root, after make build setup-runc)
-#   ci     env unit lifecycle, then critest focused on the AppArmor specs
-#   full   env unit lifecycle, then the whole critest suite
-#   PARTS  any of env unit lifecycle critest (env and unit always run first)
+#   ci     env unit lifecycle leakcheck, then critest focused on the AppArmor specs
+#   full   env unit lifecycle leakcheck, the kubelet kit (kubelet with
+#          --cgroup-driver=systemd), then the whole critest suite
+#   PARTS  any of env unit lifecycle leakcheck kubelet critest crun containerd
+#          (env and unit always run first). crun: critest with berth's crun
+#          handler; containerd: berth stopped, critest against containerd 2.4
+#          (NODEVM_CONTAINERD: a directory with containerd and
+#          containerd-shim-runc-v2, static builds; default: built once
+#          from the Go module proxy, NODEVM_CONTAINERD_VERSION, v2.4.2)
 # Env: NODEVM_CRITEST_FOCUS / NODEVM_CRITEST_SKIP (ginkgo regexps),
 #      NODEVM_CRITEST_ARGS (more critest flags, e.g. -runtime-handler=crun),
 #      NODEVM_TIMEOUT (qemu wall-clock limit, seconds), NODEVM_OUT (results
@@ -34,11 +40,15 @@ die() { log "error: $*"; exit 1; }
 
 mode=${1:-ci}
 case "$mode" in
-  ci)   parts="env unit lifecycle critest"; focus=${NODEVM_CRITEST_FOCUS:-AppArmor}; timeout=${NODEVM_TIMEOUT:-1200} ;;
-  full) parts="env unit lifecycle critest"; focus=${NODEVM_CRITEST_FOCUS:-}; timeout=${NODEVM_TIMEOUT:-5400} ;;
+  ci)   parts="env unit lifecycle leakcheck critest"; focus=${NODEVM_CRITEST_FOCUS:-AppArmor}; timeout=${NODEVM_TIMEOUT:-1200} ;;
+  full) parts="env unit lifecycle leakcheck kubelet critest"; focus=${NODEVM_CRITEST_FOCUS:-}; timeout=${NODEVM_TIMEOUT:-5400} ;;
   *)    parts="env unit $(printf '%s\n' "$@" | grep -vx 'env\|unit' | tr '\n' ' ')"; focus=${NODEVM_CRITEST_FOCUS:-}; timeout=${NODEVM_TIMEOUT:-5400} ;;
 esac
-for p in $parts; do case $p in env|unit|lifecycle|critest) ;; *) die "unknown part $p" ;; esac; done
+for p in $parts; do case $p in env|unit|lifecycle|leakcheck|kubelet|critest|crun|containerd) ;; *) die "unknown part $p" ;; esac; done
+has() { [[ " $parts " == *" $1 "* ]]; }
+GO=${GO:-go}
+CONTAINERD_VERSION=${NODEVM_CONTAINERD_VERSION:-v2.4.2}
+kkit=${KUBELET_KIT:-$top/../shared/kubelet}
 
 for p in qemu-system-x86 e2fsprogs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' && continue
@@ -64,6 +74,13 @@ t_image=$(stamp)
 "$kit/setup" >/dev/null 2>&1 || die "conformance kit setup failed"
 port=${REGISTRY_ADDR##*:}
 reg=10.0.2.2:$port
+# The kubelet kit: its setup builds kubelet on the host (skipped when
+# installed); the guest runs that static binary and the kit's e2e script.
+if has kubelet; then
+  "$kkit/setup" >/dev/null 2>&1 || die "kubelet kit setup failed"
+  KUBELET_BIN=${KUBELET:-$BIN_DIR/kubelet}   # BIN_DIR: the kits' (lib/common.sh)
+  [ -x "$KUBELET_BIN" ] || die "no kubelet at $KUBELET_BIN"
+fi
 t_kit=$(stamp)
 
 # 3. the payload: make install's layout staged with DESTDIR, what make
@@ -91,6 +108,31 @@ for h in $MIRRORED_HOSTS "$reg"; do
     "$reg" "$reg" > "$inst/etc/berth/certs.d/$h/hosts.toml"
 done
 install -m 0755 "$here/guest.sh" "$pl/nodevm/guest.sh"
+# Test tools built here, static: podresize (UpdatePodSandboxResources,
+# which crictl lacks) and testutil's tests (the e2e leak checker, run on
+# the guest's cgroup v2 as a positive control).
+CGO_ENABLED=0 "$GO" build -trimpath -o "$pl/nodevm/podresize" "$here/podresize" || die "build podresize"
+has leakcheck && { CGO_ENABLED=0 "$GO" test -c -trimpath -o "$pl/nodevm/testutil.test" "$top/test/testutil" || die "build testutil.test"; }
+if has containerd && [ -z "${NODEVM_CONTAINERD:-}" ]; then
+  # containerd 2.4 from the Go module proxy, static, built once into the
+  # cache the other containerd comparisons share.
+  NODEVM_CONTAINERD=$(GO=$GO bash "$top/test/lib/containerd-build.sh" "$CONTAINERD_VERSION") || die "containerd build"
+fi
+if has containerd; then
+  mkdir -p "$pl/containerd"
+  for b in containerd containerd-shim-runc-v2; do
+    install -m 0755 "${NODEVM_CONTAINERD:?NODEVM_CONTAINERD names the containerd build}/$b" "$pl/containerd/$b" || die "no $b in $NODEVM_CONTAINERD"
+  done
+fi
+if has kubelet; then
+  mkdir -p "$pl/kubelet"
+  cp -a "$kkit/e2e" "$kkit/pods" "$pl/kubelet/"
+  # Probes get 10 s instead of kubelet's default 1 s: under emulation an
+  # exec probe (runc exec of three processes) takes longer than 1 s on
+  # its own, so the sidecar's readiness probe always timed out.
+  sed -i 's/^\( *\)periodSeconds: \(.*\)$/\1periodSeconds: \2\n\1timeoutSeconds: 10/' "$pl/kubelet/pods/"*.yaml
+  install -m 0755 "$KUBELET_BIN" "$pl/kubelet/kubelet"
+fi
 echo "$parts" > "$pl/nodevm/parts"
 echo "$reg" > "$pl/nodevm/registry"
 : > "$pl/nodevm/critest-args"
@@ -106,6 +148,7 @@ t_payload=$(stamp)
 #    never written. User-mode networking only: the guest's gateway
 #    10.0.2.2 is the host's 127.0.0.1; guest.sh drops everything else.
 mkdir -p "$OUT"; rm -rf "${OUT:?}"/*
+: > "$OUT/console.log"   # before tail -f below looks for it
 log "booting $img (parts: $parts${focus:+, critest focus '$focus'}; limit ${timeout}s)"
 "${NODEVM_QEMU:-qemu-system-x86_64}" -accel tcg,thread=multi -smp 2 -m 2048 -nographic -no-reboot \
   -kernel "$img/vmlinuz" -initrd "$img/initrd" \
@@ -139,17 +182,30 @@ debugfs -R "rdump / $OUT" "$work/results.img" >/dev/null 2>&1 || log "could not 
 rc=$(cat "$OUT/exit-code" 2>/dev/null || echo none)
 status=0
 [ "$rc" = 0 ] || { log "guest.sh exit code: $rc"; status=1; }
-if [ -s "$OUT/critest/junit.xml" ]; then
-  expect=()
-  [ -f "$kit/expected-failures.txt" ] && expect=(--expect "$kit/expected-failures.txt")
-  python3 "$kit/lib/junit-summary.py" "$OUT/critest/junit.xml" --results "$OUT/critest/results.txt" \
-    --failures "$OUT/critest/failures.txt" "${expect[@]}" > "$OUT/critest/summary.txt"
-  crc=$?
-  cat "$OUT/critest/results.txt"
-  cat "$OUT/critest/summary.txt"
-  [ $crc -eq 0 ] || status=1
-elif [[ " $parts " == *" critest "* ]]; then
-  log "no critest report"; status=1
+for c in critest crun containerd; do
+  has $c || continue
+  if [ -s "$OUT/$c/junit.xml" ]; then
+    expect=()
+    [ -f "$kit/expected-failures.txt" ] && expect=(--expect "$kit/expected-failures.txt")
+    python3 "$kit/lib/junit-summary.py" "$OUT/$c/junit.xml" --results "$OUT/$c/results.txt" \
+      --failures "$OUT/$c/failures.txt" "${expect[@]}" > "$OUT/$c/summary.txt"
+    crc=$?
+    echo "--- critest ($c)"
+    cat "$OUT/$c/results.txt"
+    cat "$OUT/$c/summary.txt"
+    # Only berth's own default run gates the exit status; crun and containerd are measurements.
+    [ $crc -eq 0 ] || [ "$c" != critest ] || status=1
+  else
+    log "no critest report for $c"; status=1
+  fi
+done
+if has kubelet; then
+  if [ -s "$OUT/kubelet/e2e.txt" ]; then
+    echo "--- kubelet kit (kubelet --cgroup-driver=systemd) in the guest"
+    cat "$OUT/kubelet/e2e.txt"
+  else
+    log "no kubelet kit report"; status=1
+  fi
 fi
 {
   echo "image $t_image s (cached or built), kit $((t_kit - t_image)) s, payload $((t_payload - t_kit)) s, vm $((t_vm - t_payload)) s, total $t_vm s"

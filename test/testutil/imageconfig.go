@@ -22,6 +22,12 @@ func PrepareDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 // SetRegistryConfigPath sets registry.config_path (the certs.d dir) in the
 // config of a daemon not started yet.
 func (d *Daemon) SetRegistryConfigPath(dir string) error {
+	return d.SetRegistryKey("config_path", dir)
+}
+
+// SetRegistryKey sets the string key of the [registry] table in the
+// config of a daemon not started yet.
+func (d *Daemon) SetRegistryKey(key, value string) error {
 	data, err := os.ReadFile(d.ConfigPath)
 	if err != nil {
 		return err
@@ -30,6 +36,6 @@ func (d *Daemon) SetRegistryConfigPath(dir string) error {
 	if !strings.Contains(s, "[registry]\n") {
 		return fmt.Errorf("config has no [registry] table")
 	}
-	s = strings.Replace(s, "[registry]\n", fmt.Sprintf("[registry]\nconfig_path = %q\n", dir), 1)
+	s = strings.Replace(s, "[registry]\n", fmt.Sprintf("[registry]\n%s = %q\n", key, value), 1)
 	return os.WriteFile(d.ConfigPath, []byte(s), 0o600)
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -51,5 +52,46 @@ func TestCgroupsBelowV1(t *testing.T) {
 	got := cgroupsBelowIn(roots, "/berth-e2e")
 	if len(got) != 2 {
 		t.Fatalf("leaked cgroups = %v, want ctr1 in both hierarchies", got)
+	}
+}
+
+// On the machine's own cgroup mount (v1 or v2, whichever it runs): a
+// cgroup left below a parent is found in every hierarchy. The node VM
+// runs this on cgroup v2 as the leak check's positive control
+// (test/nodevm/guest.sh, part leakcheck).
+func TestCgroupsBelowLive(t *testing.T) {
+	RequiresRoot(t)
+	parent := "/berth-leakprobe-" + strconv.Itoa(os.Getpid())
+	roots := cgroupRoots()
+	var made []string
+	t.Cleanup(func() {
+		for i := len(made) - 1; i >= 0; i-- {
+			_ = os.Remove(made[i])
+		}
+	})
+	for _, r := range roots {
+		top := filepath.Join(r, parent)
+		if err := os.Mkdir(top, 0o755); err != nil {
+			t.Logf("hierarchy %s: %v (skipped)", r, err)
+			continue
+		}
+		made = append(made, top)
+		if err := os.Mkdir(filepath.Join(top, "leaked"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, filepath.Join(top, "leaked"))
+	}
+	if len(made) == 0 {
+		t.Skip("no cgroup hierarchy is writable here")
+	}
+	got := cgroupsBelow(parent)
+	t.Logf("roots %v: leaked %v", roots, got)
+	if len(got) != len(made)/2 {
+		t.Fatalf("cgroupsBelow(%q) = %v, want the %d leaked cgroups made", parent, got, len(made)/2)
+	}
+	for _, p := range got {
+		if filepath.Base(p) != "leaked" {
+			t.Errorf("unexpected cgroup %s", p)
+		}
 	}
 }
