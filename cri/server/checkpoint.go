@@ -10,7 +10,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/checkpoint"
@@ -74,11 +73,7 @@ func (s *Server) checkpointToArchive(ctx context.Context, id, archive string, pa
 	if c.Status.State != store.ContainerRunning {
 		return fmt.Errorf("checkpoint container %q: it is %s, not running: %w", c.ID, c.Status.State, errdefs.ErrFailedPrecondition)
 	}
-	var cfg runtime.ContainerConfig
-	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
-		return fmt.Errorf("decode config of container %q: %w", c.ID, err)
-	}
-	if cfg.GetTty() {
+	if c.Config.GetTty() {
 		return fmt.Errorf("checkpoint container %q: containers with a terminal cannot be checkpointed: %w", c.ID, errdefs.ErrNotImplemented)
 	}
 	t := s.task(c.ID)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/checkpoint"
@@ -159,11 +158,7 @@ func (s *Server) podContainer(sandboxID, id string) (store.Container, error) {
 	case s.task(id) == nil:
 		return c, fmt.Errorf("checkpoint container %q: no shim: %w", id, errdefs.ErrFailedPrecondition)
 	}
-	var cfg runtime.ContainerConfig
-	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
-		return c, fmt.Errorf("decode config of container %q: %w", id, err)
-	}
-	if sharesPID(&cfg) {
+	if sharesPID(c.Config) {
 		// A pod checkpoint exists to be restored; this one could not be.
 		return c, fmt.Errorf("checkpoint container %q: %w", id, errSharedPIDRestore)
 	}
@@ -208,12 +203,8 @@ func (s *Server) dumpPod(ctx context.Context, sb store.Sandbox, ctrs []store.Con
 		}
 	}
 	dump := checkpoint.PodDump{SandboxID: sb.ID, RuntimeHandler: sb.RuntimeHandler, CheckpointedAt: time.Now().UTC()}
-	var podCfg runtime.PodSandboxConfig
-	if err := proto.Unmarshal(sb.Config, &podCfg); err != nil {
-		return fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
-	}
 	var err error
-	if dump.Config, err = protojson.Marshal(&podCfg); err != nil {
+	if dump.Config, err = protojson.Marshal(sb.CurrentConfig()); err != nil {
 		return fmt.Errorf("encode config of sandbox %q: %w", sb.ID, err)
 	}
 	vols := volumeSet{opts: opts}
@@ -236,12 +227,8 @@ func (s *Server) dumpPod(ctx context.Context, sb store.Sandbox, ctrs []store.Con
 func (s *Server) dumpPodContainer(ctx context.Context, c store.Container, out string, i int, vols *volumeSet, criuDeadline time.Time) (checkpoint.PodContainer, error) {
 	rel := filepath.Join(checkpoint.PodContainersDir, fmt.Sprintf("%d.tar", i))
 	pc := checkpoint.PodContainer{Name: c.Metadata.Name, ID: c.ID, Archive: rel, Image: c.Image, ImageID: c.ImageID, ImageRef: c.ImageRef}
-	var cfg runtime.ContainerConfig
-	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
-		return pc, fmt.Errorf("decode config of container %q: %w", c.ID, err)
-	}
 	var err error
-	if pc.Config, err = protojson.Marshal(&cfg); err != nil {
+	if pc.Config, err = protojson.Marshal(c.CurrentConfig()); err != nil {
 		return pc, fmt.Errorf("encode config of container %q: %w", c.ID, err)
 	}
 	spec, err := api.ReadSpec(c.Bundle)
@@ -258,7 +245,7 @@ func (s *Server) dumpPodContainer(ctx context.Context, c store.Container, out st
 	if err := s.checkpointToArchive(ctx, c.ID, filepath.Join(out, rel), false, left); err != nil {
 		return pc, err
 	}
-	for _, m := range cfg.GetMounts() {
+	for _, m := range c.Config.GetMounts() {
 		if name := vols.add(m); name != "" {
 			pc.Mounts = append(pc.Mounts, checkpoint.VolumeMount{ContainerPath: m.GetContainerPath(), Volume: name})
 		}

@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/streaming"
@@ -31,10 +30,7 @@ func (r streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out,
 	if err != nil {
 		return err
 	}
-	var cfg runtime.ContainerConfig
-	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
-		return fmt.Errorf("decode config of container %q: %w", c.ID, err)
-	}
+	cfg := c.Config
 	o := task.AttachOpts{FifoDir: fifoDir(c)}
 	if in != nil && cfg.GetStdin() {
 		o.Stdin = in

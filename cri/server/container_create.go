@@ -11,7 +11,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/cgroups"
@@ -38,6 +37,9 @@ func validateContainerConfig(c *runtime.ContainerConfig) error {
 	case c.GetImage() == nil || c.GetImage().GetImage() == "":
 		return fmt.Errorf("container config image.image is required: %w", errdefs.ErrInvalidArgument)
 	}
+	if _, err := criStopSignal(c.GetStopSignal()); err != nil {
+		return err
+	}
 	return noNUL(containerNames(c))
 }
 
@@ -63,7 +65,6 @@ type containerPlan struct {
 	id      string
 	name    string                   // the reserved name
 	cfg     *runtime.ContainerConfig // the request's, or the checkpoint's when restoring
-	podCfg  runtime.PodSandboxConfig
 	sb      store.Sandbox
 	img     imagesvc.Image
 	logFile string
@@ -81,6 +82,8 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	if err := validateContainerConfig(p.cfg); err != nil {
 		return nil, err
 	}
+	ctx, cancel := detachCreate(ctx)
+	defer cancel()
 	// An image that is a checkpoint archive restores the container from it.
 	restore, err := s.openRestore(ctx, p.cfg)
 	if err != nil {
@@ -109,8 +112,14 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 	p.cl = rollback.New(log)
 	defer p.cl.OnError(ctx, &retErr)
 	p.name = containerKey(sb.ID, p.cfg.GetMetadata())
-	if _, err := s.store.Reserve(p.name, p.id); err != nil {
+	// Creates in a pod hold its lock, so a holder of the name has ended.
+	existing, err := s.reserveOrExisting(p.name, p.id, func(holder string) bool { return s.containerDone(holder, sb.ID, r.GetConfig()) })
+	if err != nil {
 		return nil, fmt.Errorf("reserve container name %q: %w", p.cfg.GetMetadata().GetName(), err)
+	}
+	if existing != "" {
+		log.Info("container creation retried: returning the container made meanwhile", "existing_id", existing)
+		return &runtime.CreateContainerResponse{ContainerId: existing}, nil
 	}
 	p.cl.Add("release name", func(context.Context) error { s.store.Release(p.name, p.id); return nil })
 	unlock := s.locks.lock(p.id)
@@ -136,40 +145,39 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 // recordContainer persists the container's record, state CREATED, before
 // anything of it exists, and makes its bundle dir.
 func (s *Server) recordContainer(ctx context.Context, p *containerPlan) error {
-	if err := proto.Unmarshal(p.sb.Config, &p.podCfg); err != nil {
-		return fmt.Errorf("decode config of sandbox %q: %w", p.sb.ID, err)
-	}
 	var err error
 	if p.cfg, err = s.resolveImageMounts(ctx, p.cfg); err != nil {
 		return err
 	}
-	rawCfg, err := proto.Marshal(p.cfg)
-	if err != nil {
-		return fmt.Errorf("encode container config: %w", err)
-	}
 	bundle := s.bundleDir(p.id)
 	p.rec = store.Container{
-		ID:             p.id,
-		SandboxID:      p.sb.ID,
-		Name:           p.name,
-		Metadata:       store.ContainerMetadata{Name: p.cfg.GetMetadata().GetName(), Attempt: p.cfg.GetMetadata().GetAttempt()},
-		Labels:         p.cfg.GetLabels(),
-		Annotations:    p.cfg.GetAnnotations(),
-		Config:         rawCfg,
-		Image:          p.cfg.GetImage().GetImage(),
-		ImageID:        p.img.ID,
-		ImageRef:       imageRef(p.img),
-		RuntimeHandler: p.sb.RuntimeHandler,
-		LogPath:        p.logFile,
-		StopSignal:     p.img.Config.Config.StopSignal,
-		Bundle:         bundle,
-		Rootfs:         filepath.Join(bundle, "rootfs"),
-		CreatedAt:      time.Now().UnixNano(),
-		Restore:        p.restore != nil,
-		Status:         store.ContainerStatus{State: store.ContainerCreated},
+		ContainerMeta: store.ContainerMeta{
+			ID:             p.id,
+			SandboxID:      p.sb.ID,
+			Name:           p.name,
+			Metadata:       store.ContainerMetadata{Name: p.cfg.GetMetadata().GetName(), Attempt: p.cfg.GetMetadata().GetAttempt()},
+			Labels:         p.cfg.GetLabels(),
+			Annotations:    p.cfg.GetAnnotations(),
+			Config:         p.cfg,
+			Image:          p.cfg.GetImage().GetImage(),
+			ImageID:        p.img.ID,
+			ImageRef:       imageRef(p.img),
+			RuntimeHandler: p.sb.RuntimeHandler,
+			LogPath:        p.logFile,
+			StopSignal:     p.img.Config.Config.StopSignal,
+			Bundle:         bundle,
+			Rootfs:         filepath.Join(bundle, "rootfs"),
+			CreatedAt:      time.Now().UnixNano(),
+			Restore:        p.restore != nil,
+		},
+		Status: store.ContainerStatus{
+			State:     store.ContainerCreated,
+			Resources: store.ResourcesFromCRI(p.cfg.GetLinux().GetResources()),
+		},
 	}
-	if sig := p.cfg.GetStopSignal(); sig != runtime.Signal_SIGNAL_RUNTIME_DEFAULT {
-		p.rec.StopSignal = strings.TrimPrefix(sig.String(), "SIGNAL_")
+	// The config's stop signal wins over the image's; validated above.
+	if sig, _ := criStopSignal(p.cfg.GetStopSignal()); sig != "" {
+		p.rec.StopSignal = sig
 	}
 	if err := s.store.AddContainer(p.rec); err != nil {
 		return err
@@ -201,7 +209,7 @@ func (s *Server) prepareRootfs(ctx context.Context, p *containerPlan) error {
 	if err := p.restore.prepare(p.rec.Bundle, p.rec.Rootfs); err != nil {
 		return fmt.Errorf("restore rootfs of container %q: %w", p.id, err)
 	}
-	if err := prepareUsernsRootfs(&p.podCfg, p.rec.Bundle, p.rec.Rootfs); err != nil {
+	if err := prepareUsernsRootfs(p.sb.Config, p.rec.Bundle, p.rec.Rootfs); err != nil {
 		return fmt.Errorf("prepare rootfs of container %q for its user namespace: %w", p.id, err)
 	}
 	return nil
@@ -218,7 +226,7 @@ func (s *Server) prepareContainerVolumes(ctx context.Context, p *containerPlan) 
 // writeContainerSpec writes the bundle's config.json and makes the log's
 // dir.
 func (s *Server) writeContainerSpec(ctx context.Context, p *containerPlan) error {
-	if err := s.writeSpec(p.rec, p.cfg, &p.podCfg, p.sb, p.img.Config.Config, p.volumes); err != nil {
+	if err := s.writeSpec(p.rec, p.cfg, p.sb.Config, p.sb, p.img.Config.Config, p.volumes); err != nil {
 		return err
 	}
 	if p.logFile != "" {
@@ -241,7 +249,10 @@ func (s *Server) createTask(ctx context.Context, p *containerPlan) error {
 		return err
 	}
 	p.cl.Add("destroy shim", p.shim.Destroy)
-	if _, err := s.store.UpdateContainer(p.id, func(c *store.Container) error { c.Status.Pid = pid; return nil }); err != nil {
+	if _, err := s.store.UpdateContainerStatus(p.id, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+		st.Pid = pid
+		return st, nil
+	}); err != nil {
 		return err
 	}
 	p.shim.Watch()
@@ -249,15 +260,15 @@ func (s *Server) createTask(ctx context.Context, p *containerPlan) error {
 }
 
 func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, podCfg *runtime.PodSandboxConfig, sb store.Sandbox, imgCfg imageConfig, volumes []specs.Mount) error {
-	ns := specgen.SandboxNamespaces{Net: sb.Pod.NetNS, IPC: sb.Pod.IPCNS, UTS: sb.Pod.UTSNS}
-	files := specgen.PodFiles{Hostname: sb.Pod.HostnamePath, Hosts: sb.Pod.HostsPath, Resolv: sb.Pod.ResolvPath, Shm: sb.Pod.ShmPath}
+	ns := specgen.SandboxNamespaces{Net: sb.Status.Pod.NetNS, IPC: sb.Status.Pod.IPCNS, UTS: sb.Status.Pod.UTSNS}
+	files := specgen.PodFiles{Hostname: sb.Status.Pod.HostnamePath, Hosts: sb.Status.Pod.HostsPath, Resolv: sb.Status.Pod.ResolvPath, Shm: sb.Status.Pod.ShmPath}
 	if files.Shm == "" {
 		// A host-IPC pod shares the host's /dev/shm.
 		files.Shm = "/dev/shm"
 	}
 	switch cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() {
 	case runtime.NamespaceMode_POD:
-		ns.PID = s.sandboxes.PidNSPath(sb.Pod)
+		ns.PID = s.sandboxes.PidNSPath(controllerPod(sb))
 	case runtime.NamespaceMode_TARGET:
 		target, err := s.store.Container(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId())
 		if err != nil {
@@ -268,8 +279,8 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 		}
 		ns.PID = fmt.Sprintf("/proc/%d/ns/pid", target.Status.Pid)
 	}
-	if _, ok := specgen.PodUserns(podCfg); ok && sb.Pod.InfraPID > 0 {
-		ns.User = fmt.Sprintf("/proc/%d/ns/user", sb.Pod.InfraPID)
+	if _, ok := specgen.PodUserns(podCfg); ok && sb.Status.Pod.InfraPID > 0 {
+		ns.User = fmt.Sprintf("/proc/%d/ns/user", sb.Status.Pod.InfraPID)
 	}
 	spec, err := specgen.Generate(specgen.Input{
 		ID:             rec.ID,

@@ -128,12 +128,15 @@ func TestCreateContainer(t *testing.T) {
 	}
 }
 
-// kubelet may not create two containers of one name and attempt in a pod.
+// kubelet may not create two containers of one name and attempt in a pod
+// (a retry of the same request is TestCreateContainerRetried).
 func TestCreateContainerNameReserved(t *testing.T) {
 	ts := newTestServer(t)
 	sb := ts.runPod(t, podConfig("web"))
 	ts.createContainer(t, sb, containerConfig("app"))
-	_, err := ts.CreateContainer(context.Background(), &runtime.CreateContainerRequest{PodSandboxId: sb, Config: containerConfig("app")})
+	other := containerConfig("app")
+	other.Labels = map[string]string{"ctr": "other"}
+	_, err := ts.CreateContainer(context.Background(), &runtime.CreateContainerRequest{PodSandboxId: sb, Config: other})
 	wantErr(t, err, errdefs.IsAlreadyExists, "AlreadyExists")
 	next := containerConfig("app")
 	next.Metadata.Attempt = 1
@@ -224,7 +227,10 @@ func TestStartContainerPodNotReady(t *testing.T) {
 	ts := newTestServer(t)
 	sb := ts.runPod(t, podConfig("web"))
 	id := ts.createContainer(t, sb, containerConfig("app"))
-	if _, err := ts.store.UpdateSandbox(sb, func(s *store.Sandbox) error { s.Status.State = store.SandboxNotReady; return nil }); err != nil {
+	if _, err := ts.store.UpdateSandboxStatus(sb, func(st store.SandboxStatus) (store.SandboxStatus, error) {
+		st.State = store.SandboxNotReady
+		return st, nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := ts.StartContainer(context.Background(), &runtime.StartContainerRequest{ContainerId: id})

@@ -43,10 +43,10 @@ func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRe
 	if err != nil {
 		// A container that failed to start is over: record why and let
 		// the monitor release the shim once the init process is killed.
-		if _, uerr := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
-			rec.Status.Reason = "StartError"
-			rec.Status.Message = err.Error()
-			return nil
+		if _, uerr := s.store.UpdateContainerStatus(c.ID, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+			st.Reason = "StartError"
+			st.Message = err.Error()
+			return st, nil
 		}); uerr != nil {
 			interceptor.Logger(ctx).Error("record start error", "error", uerr)
 		}
@@ -57,14 +57,14 @@ func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRe
 		cancel()
 		return nil, fmt.Errorf("start container %q: %w", c.ID, err)
 	}
-	_, err = s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
-		rec.Status.StartedAt = started
+	_, err = s.store.UpdateContainerStatus(c.ID, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+		st.StartedAt = started
 		// The process may already have exited and been recorded.
-		if rec.Status.State == store.ContainerCreated {
-			rec.Status.State = store.ContainerRunning
-			rec.Status.Pid = pid
+		if st.State == store.ContainerCreated {
+			st.State = store.ContainerRunning
+			st.Pid = pid
 		}
-		return nil
+		return st, nil
 	})
 	if err != nil {
 		return nil, err

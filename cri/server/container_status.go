@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
+	"golang.org/x/sys/unix"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
@@ -25,12 +25,7 @@ func containerState(s store.ContainerState) runtime.ContainerState {
 }
 
 func (s *Server) containerStatus(c store.Container) *runtime.ContainerStatus {
-	var cfg runtime.ContainerConfig
-	// The record was encoded by this process; a decode failure leaves the
-	// config-derived fields empty rather than hiding the container.
-	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
-		s.log.Error("decode container config", "container_id", c.ID, "error", err)
-	}
+	cfg := c.Config
 	st := &runtime.ContainerStatus{
 		Id:          c.ID,
 		Metadata:    &runtime.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt},
@@ -50,8 +45,14 @@ func (s *Server) containerStatus(c store.Container) *runtime.ContainerStatus {
 		LogPath:     c.LogPath,
 		User:        s.containerUser(c),
 	}
-	if res := cfg.GetLinux().GetResources(); res != nil {
-		st.Resources = &runtime.ContainerResources{Linux: res}
+	sig, err := parseSignal(c.StopSignal)
+	if err != nil {
+		sig = unix.SIGTERM // what stopContainer sends instead
+	}
+	st.StopSignal = statusStopSignal(sig)
+	// Reported once the container has resources, from its config or an update.
+	if cfg.GetLinux().GetResources() != nil || !c.Status.Resources.IsZero() {
+		st.Resources = &runtime.ContainerResources{Linux: c.Status.Resources.CRI()}
 	}
 	if c.Status.State != store.ContainerExited {
 		st.Reason, st.Message = "", ""

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -39,23 +36,6 @@ func (s *Server) StopContainer(ctx context.Context, r *runtime.StopContainerRequ
 		return nil, err
 	}
 	return &runtime.StopContainerResponse{}, nil
-}
-
-func parseSignal(name string) (syscall.Signal, error) {
-	if name == "" {
-		return unix.SIGTERM, nil
-	}
-	if n, err := strconv.Atoi(name); err == nil && n > 0 && n < 65 {
-		return syscall.Signal(n), nil
-	}
-	up := strings.ToUpper(name)
-	if !strings.HasPrefix(up, "SIG") {
-		up = "SIG" + up
-	}
-	if sig := unix.SignalNum(up); sig != 0 {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("unknown stop signal %q: %w", name, errdefs.ErrInvalidArgument)
 }
 
 func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout int64) error {
@@ -131,9 +111,9 @@ func (s *Server) RemoveContainer(ctx context.Context, r *runtime.RemoveContainer
 }
 
 func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
-	if _, err := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
-		rec.Status.Removing = true
-		return nil
+	if _, err := s.store.UpdateContainerStatus(c.ID, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+		st.Removing = true
+		return st, nil
 	}); err != nil {
 		if errdefs.IsNotFound(err) {
 			return nil

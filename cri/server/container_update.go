@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/interceptor"
@@ -45,13 +44,9 @@ func (s *Server) UpdateContainerResources(ctx context.Context, r *runtime.Update
 	if err := t.Update(ctx, res); err != nil {
 		return nil, fmt.Errorf("update resources of container %q: %w", c.ID, err)
 	}
-	if _, err := s.store.UpdateContainer(c.ID, func(rec *store.Container) error {
-		cfg, err := mergeResources(rec.Config, r.GetLinux())
-		if err != nil {
-			return err
-		}
-		rec.Config = cfg
-		return nil
+	if _, err := s.store.UpdateContainerStatus(c.ID, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+		st.Resources = mergeResources(st.Resources, r.GetLinux())
+		return st, nil
 	}); err != nil {
 		return nil, fmt.Errorf("record resources of container %q: %w", c.ID, err)
 	}
@@ -59,46 +54,33 @@ func (s *Server) UpdateContainerResources(ctx context.Context, r *runtime.Update
 	return &runtime.UpdateContainerResourcesResponse{}, nil
 }
 
-// mergeResources returns the encoded container config with the fields
-// set in upd replacing the recorded ones (a new slice: records share the
-// old one).
-func mergeResources(raw []byte, upd *runtime.LinuxContainerResources) ([]byte, error) {
-	var cfg runtime.ContainerConfig
-	if err := proto.Unmarshal(raw, &cfg); err != nil {
-		return nil, fmt.Errorf("decode container config: %w", err)
-	}
-	if cfg.Linux == nil {
-		cfg.Linux = &runtime.LinuxContainerConfig{}
-	}
-	cur := cfg.Linux.Resources
-	if cur == nil {
-		cur = &runtime.LinuxContainerResources{}
-	}
-	merged := proto.Clone(upd).(*runtime.LinuxContainerResources)
+// mergeResources returns cur with the fields set in upd replacing the
+// recorded ones.
+func mergeResources(cur store.Resources, upd *runtime.LinuxContainerResources) store.Resources {
+	merged := store.ResourcesFromCRI(upd)
 	// oom_score_adj cannot change after start; keep what the process has.
-	merged.OomScoreAdj = cur.GetOomScoreAdj()
+	merged.OOMScoreAdj = cur.OOMScoreAdj
 	keep := func(dst *int64, old int64) {
 		if *dst == 0 {
 			*dst = old
 		}
 	}
-	keep(&merged.CpuPeriod, cur.GetCpuPeriod())
-	keep(&merged.CpuQuota, cur.GetCpuQuota())
-	keep(&merged.CpuShares, cur.GetCpuShares())
-	keep(&merged.MemoryLimitInBytes, cur.GetMemoryLimitInBytes())
-	keep(&merged.MemorySwapLimitInBytes, cur.GetMemorySwapLimitInBytes())
-	if merged.CpusetCpus == "" {
-		merged.CpusetCpus = cur.GetCpusetCpus()
+	keep(&merged.CPUPeriod, cur.CPUPeriod)
+	keep(&merged.CPUQuota, cur.CPUQuota)
+	keep(&merged.CPUShares, cur.CPUShares)
+	keep(&merged.MemoryLimitInBytes, cur.MemoryLimitInBytes)
+	keep(&merged.MemorySwapLimitInBytes, cur.MemorySwapLimitInBytes)
+	if merged.CpusetCPUs == "" {
+		merged.CpusetCPUs = cur.CpusetCPUs
 	}
 	if merged.CpusetMems == "" {
-		merged.CpusetMems = cur.GetCpusetMems()
+		merged.CpusetMems = cur.CpusetMems
 	}
 	if len(merged.HugepageLimits) == 0 {
-		merged.HugepageLimits = cur.GetHugepageLimits()
+		merged.HugepageLimits = cur.HugepageLimits
 	}
 	if len(merged.Unified) == 0 {
-		merged.Unified = cur.GetUnified()
+		merged.Unified = cur.Unified
 	}
-	cfg.Linux.Resources = merged
-	return proto.Marshal(&cfg)
+	return merged
 }

@@ -179,14 +179,10 @@ func unmountRemove(target string) error {
 // declared volumes go with the rootfs. Idempotent.
 func (s *Server) removeVolumes(ctx context.Context, c store.Container) error {
 	vols, ok := s.images.(VolumeImages)
-	if !ok || len(c.Config) == 0 {
+	if !ok {
 		return nil
 	}
-	var cfg runtime.ContainerConfig
-	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
-		return fmt.Errorf("decode config of container %q: %w", c.ID, err)
-	}
-	for i, m := range cfg.GetMounts() {
+	for i, m := range c.Config.GetMounts() {
 		if m.GetImage().GetImage() == "" || m.GetHostPath() != "" {
 			continue
 		}

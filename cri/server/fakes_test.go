@@ -194,6 +194,8 @@ func (f *fakeImages) VolumeDir(id, containerPath string) (string, error) {
 type fakeNetwork struct {
 	calls
 	statusErr, setupErr, teardownErr error
+	// setupHook, when set before the calls, runs inside every Setup.
+	setupHook func()
 }
 
 var _ Network = (*fakeNetwork)(nil)
@@ -202,8 +204,14 @@ func (f *fakeNetwork) Status() error { return f.statusErr }
 
 func (f *fakeNetwork) Setup(ctx context.Context, p netplugin.PodNetwork) (netplugin.Result, error) {
 	f.add("setup %s", p.ID)
+	if f.setupHook != nil {
+		f.setupHook()
+	}
 	if f.setupErr != nil {
 		return netplugin.Result{}, f.setupErr
+	}
+	if err := ctx.Err(); err != nil {
+		return netplugin.Result{}, err // as libcni's exec of a plugin
 	}
 	return netplugin.Result{IPs: []net.IP{net.ParseIP("10.88.0.2")}}, nil
 }
@@ -270,15 +278,15 @@ func (f *fakeTasks) Cleanup(ctx context.Context, c store.Container) { f.add("cle
 // recorded, the task goes, Done closes.
 func (f *fakeTasks) exit(t *fakeTask, status int32) {
 	t.once.Do(func() {
-		_, _ = f.store.UpdateContainer(t.id, func(c *store.Container) error {
-			c.Status.State = store.ContainerExited
-			c.Status.ExitCode = status
-			c.Status.FinishedAt = time.Now().UnixNano()
-			c.Status.Pid = 0
-			if c.Status.Reason == "" {
-				c.Status.Reason = "Error"
+		_, _ = f.store.UpdateContainerStatus(t.id, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+			st.State = store.ContainerExited
+			st.ExitCode = status
+			st.FinishedAt = time.Now().UnixNano()
+			st.Pid = 0
+			if st.Reason == "" {
+				st.Reason = "Error"
 			}
-			return nil
+			return st, nil
 		})
 		f.mu.Lock()
 		delete(f.tasks, t.id)
@@ -300,6 +308,9 @@ func (p *fakePending) Create(ctx context.Context, o task.CreateOpts) (int, error
 	}
 	if err := p.f.createErr; err != nil {
 		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err // as the ttrpc call to the shim
 	}
 	p.created = &fakeTask{f: p.f, id: p.rec.ID, done: make(chan struct{}), opts: o}
 	if p.f.newTask != nil {

@@ -84,7 +84,12 @@ func TestParseBandwidth(t *testing.T) {
 }
 
 func TestParseSignal(t *testing.T) {
-	for in, want := range map[string]int{"": 15, "SIGUSR1": 10, "usr1": 10, "9": 9, "SIGRTMIN+3": 0} {
+	for in, want := range map[string]int{
+		"": 15, "SIGUSR1": 10, "usr1": 10, "9": 9, "SIGCLD": 17, "SIGPOLL": 29,
+		// Real-time signals as images (systemd's STOPSIGNAL) and runc name them.
+		"SIGRTMIN+3": 37, "RTMIN": 34, "SIGRTMAX-2": 62, "SIGRTMAX": 64, "SIGRTMINPLUS1": 35,
+		"SIGRTMIN+31": 0, "SIGRTMAX-31": 0, "SIGNOPE": 0, "65": 0,
+	} {
 		got, err := parseSignal(in)
 		if want == 0 {
 			if err == nil {

@@ -21,8 +21,13 @@ func criImage(img imagesvc.Image) *runtime.Image {
 		RepoTags:    img.RepoTags,
 		RepoDigests: img.RepoDigests,
 		Size:        img.Size,
-		Spec:        &runtime.ImageSpec{Image: img.ID},
-		Pinned:      img.Pinned,
+		// No runtime_handler: one store serves every handler (their images
+		// would be the same bytes), and containers name none either, so
+		// kubelet's image GC, keyed by image and handler under
+		// RuntimeClassInImageCriApi, matches images to the containers
+		// using them. containerd reports none as well.
+		Spec:   &runtime.ImageSpec{Image: img.ID},
+		Pinned: img.Pinned,
 	}
 	// The CRI reports a numeric user as uid and a named one as username,
 	// ignoring any group part, as kubelet's runAsNonRoot check expects.
@@ -78,8 +83,8 @@ func (s *Server) StreamImages(r *runtime.StreamImagesRequest, stream runtime.Ima
 // ImageStatus reports an image; per the CRI a missing image is a response
 // with no image, not an error.
 func (s *Server) ImageStatus(ctx context.Context, r *runtime.ImageStatusRequest) (*runtime.ImageStatusResponse, error) {
-	if r.GetImage().GetImage() == "" {
-		return nil, fmt.Errorf("image.image is required: %w", errdefs.ErrInvalidArgument)
+	if _, err := s.checkImageSpec(r.GetImage()); err != nil {
+		return nil, err
 	}
 	img, err := s.images.Get(ctx, r.GetImage().GetImage())
 	if errdefs.IsNotFound(err) {
@@ -103,11 +108,28 @@ func (s *Server) ImageStatus(ctx context.Context, r *runtime.ImageStatusRequest)
 	return resp, nil
 }
 
-// PullImage pulls an image and returns its ID as the image ref.
+// checkImageSpec refuses a spec without an image or naming a runtime
+// handler berth does not have, and returns the handler it names.
+func (s *Server) checkImageSpec(spec *runtime.ImageSpec) (string, error) {
+	if spec.GetImage() == "" {
+		return "", fmt.Errorf("image.image is required: %w", errdefs.ErrInvalidArgument)
+	}
+	return s.runtimeHandler(spec.GetRuntimeHandler())
+}
+
+// PullImage pulls an image for the runtime handler the request names
+// (kubelet's pod's RuntimeClass) and returns its ID as the image ref. Every
+// handler runs images from the one store, so the handler is only checked;
+// the pod the pull is for is logged with it.
 func (s *Server) PullImage(ctx context.Context, r *runtime.PullImageRequest) (*runtime.PullImageResponse, error) {
 	ref := r.GetImage().GetImage()
-	if ref == "" {
-		return nil, fmt.Errorf("image.image is required: %w", errdefs.ErrInvalidArgument)
+	handler, err := s.checkImageSpec(r.GetImage())
+	if err != nil {
+		return nil, err
+	}
+	log := interceptor.Logger(ctx).With("runtime_handler", handler)
+	if m := r.GetSandboxConfig().GetMetadata(); m != nil {
+		log = log.With("pod", m.GetNamespace()+"/"+m.GetName())
 	}
 	var auth *imagesvc.Auth
 	if a := r.GetAuth(); a != nil {
@@ -122,7 +144,7 @@ func (s *Server) PullImage(ctx context.Context, r *runtime.PullImageRequest) (*r
 	if err != nil {
 		return nil, fmt.Errorf("pull image %q: %w", ref, err)
 	}
-	interceptor.Logger(ctx).Info("image pulled", "image", ref, "id", img.ID, "duration", time.Since(start))
+	log.Info("image pulled", "image", ref, "id", img.ID, "duration", time.Since(start))
 	return &runtime.PullImageResponse{ImageRef: img.ID}, nil
 }
 
@@ -130,8 +152,8 @@ func (s *Server) PullImage(ctx context.Context, r *runtime.PullImageRequest) (*r
 // already gone.
 func (s *Server) RemoveImage(ctx context.Context, r *runtime.RemoveImageRequest) (*runtime.RemoveImageResponse, error) {
 	ref := r.GetImage().GetImage()
-	if ref == "" {
-		return nil, fmt.Errorf("image.image is required: %w", errdefs.ErrInvalidArgument)
+	if _, err := s.checkImageSpec(r.GetImage()); err != nil {
+		return nil, err
 	}
 	if err := s.images.Remove(ctx, ref); err != nil && !errdefs.IsNotFound(err) {
 		return nil, err

@@ -13,11 +13,11 @@ func (s *Server) recordOOM(rec store.Container, base uint64) {
 	if !s.stats.OOMKilled(rec, base) {
 		return
 	}
-	if _, err := s.store.UpdateContainer(rec.ID, func(c *store.Container) error {
-		if c.Status.State != store.ContainerExited {
-			c.Status.Reason = "OOMKilled"
+	if _, err := s.store.UpdateContainerStatus(rec.ID, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+		if st.State != store.ContainerExited {
+			st.Reason = "OOMKilled"
 		}
-		return nil
+		return st, nil
 	}); err != nil {
 		s.log.Warn("record OOM kill", "container_id", rec.ID, "error", err)
 	}

@@ -64,16 +64,16 @@ func (s *Server) recoverContainer(ctx context.Context, c store.Container) error 
 
 func (s *Server) recoverSandbox(ctx context.Context, sb store.Sandbox) error {
 	if sb.Status.State != store.SandboxReady {
-		if sb.Pod.HostnamePath == "" {
+		if sb.Status.Pod.HostnamePath == "" {
 			// Killed inside sandboxes.Create: what it made (pins, shm,
 			// infra) was never recorded, so a NOTREADY pod would hold it
 			// unseen. Remove finds it by ID and is idempotent.
 			s.log.Warn("releasing a sandbox whose creation was interrupted", "sandbox_id", sb.ID)
-			return s.sandboxes.Remove(ctx, sb.Pod)
+			return s.sandboxes.Remove(ctx, controllerPod(sb))
 		}
 		return nil
 	}
-	for _, pin := range []string{sb.Pod.NetNS, sb.Pod.IPCNS, sb.Pod.UTSNS} {
+	for _, pin := range []string{sb.Status.Pod.NetNS, sb.Status.Pod.IPCNS, sb.Status.Pod.UTSNS} {
 		if pin == "" {
 			continue
 		}
@@ -81,7 +81,7 @@ func (s *Server) recoverSandbox(ctx context.Context, sb store.Sandbox) error {
 			return s.markNotReady(sb.ID, fmt.Sprintf("namespace pin %s is gone", pin))
 		}
 	}
-	if sb.Pod.InfraPID != 0 && !s.sandboxes.InfraAlive(sb.Pod) {
+	if sb.Status.Pod.InfraPID != 0 && !s.sandboxes.InfraAlive(controllerPod(sb)) {
 		return s.markNotReady(sb.ID, "infra process is gone")
 	}
 	return nil
@@ -89,9 +89,9 @@ func (s *Server) recoverSandbox(ctx context.Context, sb store.Sandbox) error {
 
 func (s *Server) markNotReady(id, why string) error {
 	s.log.Warn("sandbox not ready after restart", "sandbox_id", id, "why", why)
-	_, err := s.store.UpdateSandbox(id, func(sb *store.Sandbox) error {
-		sb.Status.State = store.SandboxNotReady
-		return nil
+	_, err := s.store.UpdateSandboxStatus(id, func(st store.SandboxStatus) (store.SandboxStatus, error) {
+		st.State = store.SandboxNotReady
+		return st, nil
 	})
 	return err
 }
@@ -108,10 +108,10 @@ func (s *Server) removeOrphanBundles(ctx context.Context) {
 		if _, err := s.store.Container(e.Name()); err == nil || len(e.Name()) != 64 {
 			continue
 		}
-		rec := store.Container{
+		rec := store.Container{ContainerMeta: store.ContainerMeta{
 			ID: e.Name(), Bundle: filepath.Join(s.containersDir(), e.Name()),
 			RuntimeHandler: s.cfg.Runtime.DefaultHandler,
-		}
+		}}
 		rec.Rootfs = filepath.Join(rec.Bundle, "rootfs")
 		s.log.Warn("removing state of unknown container", "container_id", rec.ID)
 		s.tasks.Cleanup(ctx, rec)

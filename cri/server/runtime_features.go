@@ -39,6 +39,39 @@ func (s *Server) runtimeHandlers() []*runtime.RuntimeHandler {
 	return out
 }
 
+// runtimeFeatures is what berth itself implements, whatever the handler
+// (kubelet turns them into the node's declared features); each is proven
+// by an e2e test.
+func runtimeFeatures() *runtime.RuntimeFeatures {
+	return &runtime.RuntimeFeatures{
+		// Strict and Merge are both applied from the image's /etc/group
+		// (specgen.ResolveUser).
+		SupplementalGroupsPolicy: true,
+		// A user namespace pod on the node's network gets the host's /sys
+		// bound read-only (specgen's applyUserns), since the kernel refuses
+		// a sysfs mount for a network namespace the pod's user namespace
+		// does not own. Whether a handler can make user namespaces at all
+		// is its own user_namespaces feature.
+		UserNamespacesHostNetwork: true,
+		// Mount.mount_options: the per-mount flags specgen accepts
+		// (noexec, nosuid, nodev and their inverses, the atime flags).
+		MountOptions: true,
+	}
+}
+
+// runtimeHandler resolves a request's handler name, "" being the default
+// one; the CRI has an unknown handler refused (RunPodSandbox, and
+// ImageSpec.runtime_handler).
+func (s *Server) runtimeHandler(name string) (string, error) {
+	if name == "" {
+		name = s.cfg.Runtime.DefaultHandler
+	}
+	if _, ok := s.cfg.Runtime.Handlers[name]; !ok {
+		return "", fmt.Errorf("runtime handler %q is not configured: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return name, nil
+}
+
 // checkPodUserns refuses a pod whose user namespace request is malformed
 // (InvalidArgument, as critest expects from RunPodSandbox) or that asks
 // for one the handler cannot make.

@@ -271,7 +271,7 @@ func TestRecover(t *testing.T) {
 	ts := newTestServer(t)
 	ctx := context.Background()
 	sb, running, created := ts.runningAndCreated(t)
-	if _, err := ts.store.UpdateContainer(created, func(c *store.Container) error { c.Status.Removing = true; return nil }); err != nil {
+	if _, err := ts.store.UpdateContainerStatus(created, func(st store.ContainerStatus) (store.ContainerStatus, error) { st.Removing = true; return st, nil }); err != nil {
 		t.Fatal(err)
 	}
 	gone := ts.runPod(t, podConfig("gone"))

@@ -83,7 +83,7 @@ func TestRunPodSandbox(t *testing.T) {
 	if sb.Status.State != store.SandboxReady || len(sb.Status.IPs) != 1 || sb.Status.IPs[0] != "10.88.0.2" {
 		t.Errorf("sandbox status %+v, want READY with the network's IP", sb.Status)
 	}
-	if sb.RuntimeHandler != "runc" || sb.Pod.NetNS == "" {
+	if sb.RuntimeHandler != "runc" || sb.Status.Pod.NetNS == "" {
 		t.Errorf("sandbox %+v: want the default handler and a netns", sb)
 	}
 	if !ts.network.has("setup " + id) {
@@ -117,13 +117,30 @@ func TestRunPodSandboxHostNetwork(t *testing.T) {
 }
 
 // Kubelet identifies a pod attempt by name, namespace, uid and attempt;
-// a second sandbox with the same four is refused while the first exists.
+// a second sandbox with the same four is refused while the first exists,
+// unless it is a retry of the call that made the first: same config.
 func TestRunPodSandboxNameReserved(t *testing.T) {
 	ts := newTestServer(t)
 	ctx := context.Background()
 	id := ts.runPod(t, podConfig("web"))
-	_, err := ts.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: podConfig("web")})
-	wantErr(t, err, errdefs.IsAlreadyExists, "AlreadyExists")
+	if again := ts.runPod(t, podConfig("web")); again != id {
+		t.Errorf("retried RunPodSandbox made %q, want the existing %q", again, id)
+	}
+	if n := len(ts.store.Sandboxes()); n != 1 {
+		t.Errorf("%d sandboxes after a retry, want 1", n)
+	}
+	other := podConfig("web")
+	other.Hostname = "elsewhere"
+	_, err := ts.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: other})
+	wantErr(t, err, errdefs.IsAlreadyExists, "AlreadyExists for another config under the name")
+	_, err = ts.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: podConfig("web"), RuntimeHandler: "crun"})
+	wantErr(t, err, errdefs.IsAlreadyExists, "AlreadyExists for another runtime handler under the name")
+	if _, err := ts.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatal(err)
+	}
+	// A stopped sandbox is not what RunPodSandbox promises: ready.
+	_, err = ts.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: podConfig("web")})
+	wantErr(t, err, errdefs.IsAlreadyExists, "AlreadyExists for a stopped sandbox")
 	next := podConfig("web")
 	next.Metadata.Attempt = 1
 	ts.runPod(t, next)

@@ -38,7 +38,7 @@ func (r streamRuntime) PortForward(ctx context.Context, id string, port int32, s
 	if sb.Status.State != store.SandboxReady {
 		return fmt.Errorf("sandbox %q is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
 	}
-	conn, err := streaming.DialInNetNS(ctx, sb.Pod.NetNS, port)
+	conn, err := streaming.DialInNetNS(ctx, sb.Status.Pod.NetNS, port)
 	if err != nil {
 		return fmt.Errorf("connect to port %d in sandbox %q: %w", port, id, err)
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/interceptor"
@@ -82,27 +81,34 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	if err := validatePodConfig(p.cfg); err != nil {
 		return nil, err
 	}
-	if p.handler == "" {
-		p.handler = s.cfg.Runtime.DefaultHandler
-	}
-	if _, ok := s.cfg.Runtime.Handlers[p.handler]; !ok {
-		return nil, fmt.Errorf("runtime handler %q is not configured: %w", p.handler, errdefs.ErrInvalidArgument)
+	var err error
+	if p.handler, err = s.runtimeHandler(p.handler); err != nil {
+		return nil, err
 	}
 	if err := s.checkPodUserns(p.cfg, p.handler); err != nil {
 		return nil, err
 	}
+	ctx, cancel := detachCreate(ctx)
+	defer cancel()
 	p.id = newID()
 	ctx = interceptor.With(ctx, "sandbox_id", p.id)
 	log := interceptor.Logger(ctx)
+	// Held from before the name is reserved until the rollback is done, so
+	// a retry that finds the name taken can wait for this call to end.
+	unlock := s.locks.lock(p.id)
+	defer unlock()
 	p.cl = rollback.New(log)
 	defer p.cl.OnError(ctx, &retErr)
 	p.name = podKey(p.cfg.GetMetadata())
-	if _, err := s.store.Reserve(p.name, p.id); err != nil {
+	existing, err := s.reserveOrExisting(p.name, p.id, func(holder string) bool { return s.sandboxDone(holder, p.cfg, p.handler) })
+	if err != nil {
 		return nil, fmt.Errorf("reserve pod name %q: %w", p.name, err)
 	}
+	if existing != "" {
+		log.Info("pod sandbox creation retried: returning the sandbox made meanwhile", "existing_id", existing)
+		return &runtime.RunPodSandboxResponse{PodSandboxId: existing}, nil
+	}
 	p.cl.Add("release name", func(context.Context) error { s.store.Release(p.name, p.id); return nil })
-	unlock := s.locks.lock(p.id)
-	defer unlock()
 
 	for _, step := range []func(context.Context, *podPlan) error{
 		s.recordSandbox, // first, so a daemon killed later finds what to clean up
@@ -123,10 +129,6 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 // recordSandbox persists the pod's record, NOTREADY, before anything of it
 // exists, and describes the sandbox to create.
 func (s *Server) recordSandbox(ctx context.Context, p *podPlan) error {
-	rawCfg, err := proto.Marshal(p.cfg)
-	if err != nil {
-		return fmt.Errorf("encode pod config: %w", err)
-	}
 	nsOpts := namespaceOptions(p.cfg)
 	p.hostNet = nsOpts.GetNetwork() == runtime.NamespaceMode_NODE
 	p.spec = sandbox.Spec{
@@ -147,17 +149,23 @@ func (s *Server) recordSandbox(ctx context.Context, p *podPlan) error {
 	}
 	m := p.cfg.GetMetadata()
 	p.rec = store.Sandbox{
-		ID:             p.id,
-		Name:           p.name,
-		Metadata:       store.PodMetadata{Name: m.GetName(), UID: m.GetUid(), Namespace: m.GetNamespace(), Attempt: m.GetAttempt()},
-		Labels:         p.cfg.GetLabels(),
-		Annotations:    p.cfg.GetAnnotations(),
-		Config:         rawCfg,
-		RuntimeHandler: p.handler,
-		CgroupParent:   cgroupParent,
-		CreatedAt:      time.Now().UnixNano(),
-		Pod:            sandbox.Pod{ID: p.id, Dir: p.spec.Dir, NoInfra: !p.spec.SharePID},
-		Status:         store.SandboxStatus{State: store.SandboxNotReady},
+		SandboxMeta: store.SandboxMeta{
+			ID:             p.id,
+			Name:           p.name,
+			Metadata:       store.PodMetadata{Name: m.GetName(), UID: m.GetUid(), Namespace: m.GetNamespace(), Attempt: m.GetAttempt()},
+			Labels:         p.cfg.GetLabels(),
+			Annotations:    p.cfg.GetAnnotations(),
+			Config:         p.cfg,
+			RuntimeHandler: p.handler,
+			CgroupParent:   cgroupParent,
+			CreatedAt:      time.Now().UnixNano(),
+		},
+		Status: store.SandboxStatus{
+			State:     store.SandboxNotReady,
+			Pod:       store.Pod{ID: p.id, Dir: p.spec.Dir, NoInfra: !p.spec.SharePID},
+			Resources: store.ResourcesFromCRI(p.cfg.GetLinux().GetResources()),
+			Overhead:  store.ResourcesFromCRI(p.cfg.GetLinux().GetOverhead()),
+		},
 	}
 	if err := s.store.AddSandbox(p.rec); err != nil {
 		return err
@@ -174,9 +182,15 @@ func (s *Server) createSandbox(ctx context.Context, p *podPlan) error {
 		return fmt.Errorf("create sandbox %q: %w", p.id, err)
 	}
 	p.cl.Add("remove sandbox", func(ctx context.Context) error { return s.sandboxes.Remove(ctx, pod) })
-	p.rec.Pod = pod
-	_, err = s.store.UpdateSandbox(p.id, func(sb *store.Sandbox) error { sb.Pod = pod; return nil })
-	return err
+	rec, err := s.store.UpdateSandboxStatus(p.id, func(st store.SandboxStatus) (store.SandboxStatus, error) {
+		st.Pod = store.Pod(pod)
+		return st, nil
+	})
+	if err != nil {
+		return err
+	}
+	p.rec = rec
+	return nil
 }
 
 // setupNetwork attaches the pod's network namespace to the pod network.
@@ -184,7 +198,7 @@ func (s *Server) setupNetwork(ctx context.Context, p *podPlan) error {
 	if p.hostNet {
 		return nil
 	}
-	pn := podNetwork(p.rec, p.rec.Pod, p.cfg)
+	pn := podNetwork(p.rec)
 	res, err := s.network.Setup(ctx, pn)
 	if err != nil {
 		return fmt.Errorf("set up network of sandbox %q: %w", p.id, err)
@@ -197,23 +211,33 @@ func (s *Server) setupNetwork(ctx context.Context, p *podPlan) error {
 }
 
 func (s *Server) markReady(ctx context.Context, p *podPlan) error {
-	_, err := s.store.UpdateSandbox(p.id, func(sb *store.Sandbox) error {
-		sb.Status.State = store.SandboxReady
-		sb.Status.IPs = p.ips
-		return nil
+	rec, err := s.store.UpdateSandboxStatus(p.id, func(st store.SandboxStatus) (store.SandboxStatus, error) {
+		st.State = store.SandboxReady
+		st.IPs = p.ips
+		return st, nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	p.rec = rec
+	return nil
 }
+
+// controllerPod is the sandbox controller's view of the pod sb records.
+// The conversion compiles only while store.Pod and sandbox.Pod have the
+// same fields, so a field added to one is decided for the other.
+func controllerPod(sb store.Sandbox) sandbox.Pod { return sandbox.Pod(sb.Status.Pod) }
 
 // podNetwork describes a pod to the network manager; Setup and Teardown
 // must get the same description.
-func podNetwork(rec store.Sandbox, pod sandbox.Pod, cfg *runtime.PodSandboxConfig) netplugin.PodNetwork {
+func podNetwork(rec store.Sandbox) netplugin.PodNetwork {
+	cfg := rec.Config
 	pn := netplugin.PodNetwork{
 		ID:         rec.ID,
 		Name:       rec.Metadata.Name,
 		Namespace:  rec.Metadata.Namespace,
 		UID:        rec.Metadata.UID,
-		NetNS:      pod.NetNS,
+		NetNS:      rec.Status.Pod.NetNS,
 		CgroupPath: rec.CgroupParent,
 	}
 	for _, pm := range cfg.GetPortMappings() {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
@@ -32,21 +31,17 @@ func (s *Server) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxStat
 	if err != nil {
 		return nil, err
 	}
-	var cfg runtime.PodSandboxConfig
-	if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
-		return nil, fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
-	}
 	st := s.podStatus(sb)
 	st.Linux = &runtime.LinuxPodSandboxStatus{Namespaces: &runtime.Namespace{
-		Options: namespaceOptions(&cfg),
+		Options: namespaceOptions(sb.Config),
 	}}
 	resp := &runtime.PodSandboxStatusResponse{Status: st}
 	if r.GetVerbose() {
 		info, err := json.Marshal(map[string]any{
-			"pod":          sb.Pod,
+			"pod":          sb.Status.Pod,
 			"cgroupParent": sb.CgroupParent,
-			"infraAlive":   s.sandboxes.InfraAlive(sb.Pod),
-			"config":       &cfg,
+			"infraAlive":   s.sandboxes.InfraAlive(controllerPod(sb)),
+			"config":       sb.CurrentConfig(),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("encode info of sandbox %q: %w", sb.ID, err)

@@ -7,7 +7,6 @@ import (
 	"os"
 
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/interceptor"
@@ -41,22 +40,18 @@ func (s *Server) stopSandbox(ctx context.Context, sb store.Sandbox) error {
 			return fmt.Errorf("stop container %q of sandbox %q: %w", c.ID, sb.ID, err)
 		}
 	}
-	if !sb.Status.NetworkDown && sb.Pod.NetNS != "" {
-		var cfg runtime.PodSandboxConfig
-		if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
-			return fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
-		}
-		if err := s.network.Teardown(ctx, podNetwork(sb, sb.Pod, &cfg)); err != nil {
+	if !sb.Status.NetworkDown && sb.Status.Pod.NetNS != "" {
+		if err := s.network.Teardown(ctx, podNetwork(sb)); err != nil {
 			return fmt.Errorf("tear down network of sandbox %q: %w", sb.ID, err)
 		}
 	}
-	if err := s.sandboxes.Stop(ctx, sb.Pod); err != nil {
+	if err := s.sandboxes.Stop(ctx, controllerPod(sb)); err != nil {
 		return fmt.Errorf("stop sandbox %q: %w", sb.ID, err)
 	}
-	_, err := s.store.UpdateSandbox(sb.ID, func(rec *store.Sandbox) error {
-		rec.Status.State = store.SandboxNotReady
-		rec.Status.NetworkDown = true
-		return nil
+	_, err := s.store.UpdateSandboxStatus(sb.ID, func(st store.SandboxStatus) (store.SandboxStatus, error) {
+		st.State = store.SandboxNotReady
+		st.NetworkDown = true
+		return st, nil
 	})
 	if err == nil && sb.Status.State == store.SandboxReady {
 		s.sandboxEvent(sb, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
@@ -94,10 +89,10 @@ func (s *Server) removeSandbox(ctx context.Context, sb store.Sandbox) error {
 			return fmt.Errorf("remove container %q of sandbox %q: %w", c.ID, sb.ID, err)
 		}
 	}
-	if err := s.sandboxes.Remove(ctx, sb.Pod); err != nil {
+	if err := s.sandboxes.Remove(ctx, controllerPod(sb)); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", sb.ID, err)
 	}
-	if err := os.RemoveAll(sb.Pod.Dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.RemoveAll(sb.Status.Pod.Dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove dir of sandbox %q: %w", sb.ID, err)
 	}
 	if err := s.store.DeleteSandbox(sb.ID); err != nil {

@@ -51,11 +51,7 @@ func (s *Server) UpdatePodSandboxResources(ctx context.Context, r *runtime.Updat
 	if err != nil {
 		return nil, err
 	}
-	var cfg runtime.PodSandboxConfig
-	if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
-		return nil, fmt.Errorf("decode config of sandbox %q: %w", id, err)
-	}
-	parent := cfg.GetLinux().GetCgroupParent()
+	parent := sb.Config.GetLinux().GetCgroupParent()
 	if parent == "" {
 		return nil, fmt.Errorf("sandbox %q has no cgroup of its own (its config names no cgroup_parent): %w", id, errdefs.ErrFailedPrecondition)
 	}
@@ -69,13 +65,14 @@ func (s *Server) UpdatePodSandboxResources(ctx context.Context, r *runtime.Updat
 	if err := s.cg.Update(path, limits); err != nil {
 		return nil, fmt.Errorf("update cgroup of sandbox %q: %w", id, err)
 	}
-	if _, err := s.store.UpdateSandbox(id, func(rec *store.Sandbox) error {
-		raw, err := recordPodResources(rec.Config, r.GetResources(), r.GetOverhead())
-		if err != nil {
-			return err
+	if _, err := s.store.UpdateSandboxStatus(id, func(st store.SandboxStatus) (store.SandboxStatus, error) {
+		if r.GetResources() != nil {
+			st.Resources = store.ResourcesFromCRI(r.GetResources())
 		}
-		rec.Config = raw
-		return nil
+		if r.GetOverhead() != nil {
+			st.Overhead = store.ResourcesFromCRI(r.GetOverhead())
+		}
+		return st, nil
 	}); err != nil {
 		return nil, fmt.Errorf("record resources of sandbox %q: %w", id, err)
 	}
@@ -132,23 +129,4 @@ func podResources(res, overhead *runtime.LinuxContainerResources) *runtime.Linux
 		out.CpuQuota += overhead.GetCpuQuota() * period / oPeriod
 	}
 	return out
-}
-
-// recordPodResources returns the encoded pod config with linux.resources
-// and linux.overhead replaced (a new slice: records share the old one).
-func recordPodResources(raw []byte, res, overhead *runtime.LinuxContainerResources) ([]byte, error) {
-	var cfg runtime.PodSandboxConfig
-	if err := proto.Unmarshal(raw, &cfg); err != nil {
-		return nil, fmt.Errorf("decode pod config: %w", err)
-	}
-	if cfg.Linux == nil {
-		cfg.Linux = &runtime.LinuxPodSandboxConfig{}
-	}
-	if res != nil {
-		cfg.Linux.Resources = res
-	}
-	if overhead != nil {
-		cfg.Linux.Overhead = overhead
-	}
-	return proto.Marshal(&cfg)
 }

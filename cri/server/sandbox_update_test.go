@@ -36,27 +36,6 @@ func TestPodResources(t *testing.T) {
 	}
 }
 
-func TestRecordPodResources(t *testing.T) {
-	orig := &runtime.PodSandboxConfig{
-		Metadata: &runtime.PodSandboxMetadata{Name: "p"},
-		Linux:    &runtime.LinuxPodSandboxConfig{CgroupParent: "/kubepods/pod1"},
-	}
-	raw, _ := proto.Marshal(orig)
-	res := &runtime.LinuxContainerResources{CpuShares: 300}
-	out, err := recordPodResources(raw, res, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got runtime.PodSandboxConfig
-	if err := proto.Unmarshal(out, &got); err != nil {
-		t.Fatal(err)
-	}
-	if got.GetLinux().GetCgroupParent() != "/kubepods/pod1" || got.GetMetadata().GetName() != "p" ||
-		!proto.Equal(got.GetLinux().GetResources(), res) || got.GetLinux().GetOverhead() != nil {
-		t.Errorf("recorded config %v", &got)
-	}
-}
-
 func TestPodCgroup(t *testing.T) {
 	const slice = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice"
 	for _, tc := range []struct {

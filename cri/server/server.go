@@ -89,7 +89,7 @@ var _ Tasks = (*task.Manager)(nil)
 // containers and pods, and the OOM kill counts of containers' cgroups.
 type Stats interface {
 	Container(ctx context.Context, rec store.Container) (*runtime.ContainerStats, *cgroups.Stats)
-	Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) (*runtime.LinuxPodSandboxStats, error)
+	Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) *runtime.LinuxPodSandboxStats
 	PodMetrics(ctx context.Context, sb store.Sandbox, ctrs []store.Container, fs *unix.Statfs_t) *runtime.PodSandboxMetrics
 	RootFs() *unix.Statfs_t
 	// Forget drops what is cached about objects not in keep.
@@ -221,7 +221,12 @@ func New(o Options) (*Server, error) {
 	if idmapErr != nil {
 		s.log.Info("idmapped mounts unavailable: user namespaces off", "error", idmapErr)
 	}
-	s.features = task.ProbeFeatures(context.Background(), o.Config.Runtime.Handlers, idmapErr == nil, s.log)
+	rroErr := rroSupported(o.Config.Root)
+	if rroErr != nil {
+		s.log.Info("recursive read-only mounts unavailable", "error", rroErr)
+	}
+	kernel := task.Kernel{IDMap: idmapErr == nil, RecursiveReadOnly: rroErr == nil}
+	s.features = task.ProbeFeatures(context.Background(), o.Config.Runtime.Handlers, kernel, s.log)
 	s.apparmor = apparmor.New(s.log)
 	if s.apparmor.Enabled() {
 		// A failure is logged by the loader; containers asking for the
@@ -335,9 +340,7 @@ func (s *Server) Status(ctx context.Context, r *runtime.StatusRequest) (*runtime
 		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{runtimeCond, netCond, s.checkpointCondition()}},
 	}
 	resp.RuntimeHandlers = s.runtimeHandlers()
-	// Strict and Merge are both applied from the image's /etc/group
-	// (specgen.ResolveUser).
-	resp.Features = &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true}
+	resp.Features = runtimeFeatures()
 	if r.GetVerbose() {
 		cfg, err := json.Marshal(s.cfg)
 		if err != nil {

@@ -76,17 +76,13 @@ func (s *Server) StreamContainerStats(r *runtime.StreamContainerStatsRequest, st
 }
 
 // podStats samples one pod and its containers.
-func (s *Server) podStats(ctx context.Context, sb store.Sandbox) (*runtime.PodSandboxStats, error) {
-	linux, err := s.stats.Pod(ctx, sb, s.store.ContainersOf(sb.ID))
-	if err != nil {
-		return nil, err
-	}
+func (s *Server) podStats(ctx context.Context, sb store.Sandbox) *runtime.PodSandboxStats {
 	return &runtime.PodSandboxStats{
 		Attributes: &runtime.PodSandboxAttributes{
 			Id: sb.ID, Metadata: podMetadata(sb), Labels: sb.Labels, Annotations: sb.Annotations,
 		},
-		Linux: linux,
-	}, nil
+		Linux: s.stats.Pod(ctx, sb, s.store.ContainersOf(sb.ID)),
+	}
 }
 
 // PodSandboxStats reports one pod's usage; an unknown ID is NotFound.
@@ -95,11 +91,7 @@ func (s *Server) PodSandboxStats(ctx context.Context, r *runtime.PodSandboxStats
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.podStats(ctx, sb)
-	if err != nil {
-		return nil, err
-	}
-	return &runtime.PodSandboxStatsResponse{Stats: st}, nil
+	return &runtime.PodSandboxStatsResponse{Stats: s.podStats(ctx, sb)}, nil
 }
 
 func (s *Server) listPodStats(ctx context.Context, f *runtime.PodSandboxStatsFilter) []*runtime.PodSandboxStats {
@@ -111,12 +103,7 @@ func (s *Server) listPodStats(ctx context.Context, f *runtime.PodSandboxStatsFil
 		if !matchLabels(f.GetLabelSelector(), sb.Labels) {
 			continue
 		}
-		st, err := s.podStats(ctx, sb)
-		if err != nil {
-			s.log.WarnContext(ctx, "pod stats", "sandbox_id", sb.ID, "error", err)
-			continue
-		}
-		out = append(out, st)
+		out = append(out, s.podStats(ctx, sb))
 	}
 	return out
 }

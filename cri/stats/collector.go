@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/cgroups"
@@ -269,11 +268,7 @@ const PodKeyPrefix = "pod/"
 // Pod samples one pod: its own cgroup when kubelet gave it one
 // (cgroup_parent), otherwise the sum of its running containers, since the
 // configured default parent is shared by every such pod.
-func (c *Collector) Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) (*runtime.LinuxPodSandboxStats, error) {
-	var cfg runtime.PodSandboxConfig
-	if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
-		return nil, fmt.Errorf("decode config of sandbox %q: %w", sb.ID, err)
-	}
+func (c *Collector) Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) *runtime.LinuxPodSandboxStats {
 	now := time.Now()
 	linux := &runtime.LinuxPodSandboxStats{}
 	var sum cgroups.Stats
@@ -289,7 +284,7 @@ func (c *Collector) Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Cont
 		}
 	}
 	own := false
-	if parent := cfg.GetLinux().GetCgroupParent(); parent != "" && sb.Status.State == store.SandboxReady {
+	if parent := sb.Config.GetLinux().GetCgroupParent(); parent != "" && sb.Status.State == store.SandboxReady {
 		if st, err := c.cg.Stats(cgroups.Path(parent)); err == nil {
 			sum, own = st, true
 		}
@@ -301,7 +296,7 @@ func (c *Collector) Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Cont
 	if sb.Status.State == store.SandboxReady {
 		linux.Network = c.podNetwork(ctx, sb, pids, now)
 	}
-	return linux, nil
+	return linux
 }
 
 // addStats sums container samples into a pod total. Limits and pressure

@@ -235,7 +235,7 @@ func (c *Collector) RootFs() *unix.Statfs_t {
 // networkMetrics reads every interface of the pod's network namespace,
 // with the packet and drop counters the CRI stats lack.
 func (c *Collector) networkMetrics(ctx context.Context, sb store.Sandbox, pids []int, m *metricSink) {
-	if sb.Pod.NetNS == "" {
+	if sb.Status.Pod.NetNS == "" {
 		return // host network: the node's counters are not the pod's
 	}
 	var data []byte
@@ -246,7 +246,7 @@ func (c *Collector) networkMetrics(ctx context.Context, sb store.Sandbox, pids [
 		}
 	}
 	if data == nil {
-		if data, err = readNetDevIn(sb.Pod.NetNS); err != nil {
+		if data, err = readNetDevIn(sb.Status.Pod.NetNS); err != nil {
 			c.log.DebugContext(ctx, "read pod network counters", "sandbox_id", sb.ID, "error", err)
 			return
 		}

@@ -28,7 +28,7 @@ const defaultInterface = "eth0"
 // through a running container's /proc/<pid>/net/dev when there is one,
 // else by entering the pinned namespace on a locked thread.
 func (c *Collector) podNetwork(ctx context.Context, sb store.Sandbox, pids []int, now time.Time) *runtime.NetworkUsage {
-	if sb.Pod.NetNS == "" {
+	if sb.Status.Pod.NetNS == "" {
 		return nil // host network: the node's counters are not the pod's
 	}
 	var data []byte
@@ -42,7 +42,7 @@ func (c *Collector) podNetwork(ctx context.Context, sb store.Sandbox, pids []int
 		}
 	}
 	if data == nil {
-		data, err = readNetDevIn(sb.Pod.NetNS)
+		data, err = readNetDevIn(sb.Status.Pod.NetNS)
 	}
 	if err != nil {
 		c.log.DebugContext(ctx, "read pod network counters", "sandbox_id", sb.ID, "error", err)

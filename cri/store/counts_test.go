@@ -19,18 +19,18 @@ func TestCounts(t *testing.T) {
 		t.Errorf("empty store containers = %v, want %v", ctrs, want)
 	}
 	for _, sb := range []Sandbox{
-		{ID: "s1", Name: "p1", Status: SandboxStatus{State: SandboxReady}},
-		{ID: "s2", Name: "p2", Status: SandboxStatus{State: SandboxReady}},
-		{ID: "s3", Name: "p3", Status: SandboxStatus{State: SandboxNotReady}},
+		{SandboxMeta: SandboxMeta{ID: "s1", Name: "p1"}, Status: SandboxStatus{State: SandboxReady}},
+		{SandboxMeta: SandboxMeta{ID: "s2", Name: "p2"}, Status: SandboxStatus{State: SandboxReady}},
+		{SandboxMeta: SandboxMeta{ID: "s3", Name: "p3"}, Status: SandboxStatus{State: SandboxNotReady}},
 	} {
 		if err := s.AddSandbox(sb); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, c := range []Container{
-		{ID: "c1", SandboxID: "s1", Name: "c1", Status: ContainerStatus{State: ContainerRunning}},
-		{ID: "c2", SandboxID: "s1", Name: "c2", Status: ContainerStatus{State: ContainerExited}},
-		{ID: "c3", SandboxID: "s2", Name: "c3", Status: ContainerStatus{State: ContainerRunning}},
+		{ContainerMeta: ContainerMeta{ID: "c1", SandboxID: "s1", Name: "c1"}, Status: ContainerStatus{State: ContainerRunning}},
+		{ContainerMeta: ContainerMeta{ID: "c2", SandboxID: "s1", Name: "c2"}, Status: ContainerStatus{State: ContainerExited}},
+		{ContainerMeta: ContainerMeta{ID: "c3", SandboxID: "s2", Name: "c3"}, Status: ContainerStatus{State: ContainerRunning}},
 	} {
 		if err := s.AddContainer(c); err != nil {
 			t.Fatal(err)

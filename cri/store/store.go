@@ -1,12 +1,13 @@
 // Package store owns berthd's record of pod sandboxes and containers: what
 // kubelet created, persisted in bbolt so that a daemon killed at any point
-// and restarted still knows every object. Metadata is immutable once added;
-// status changes go through Update, which persists before it publishes.
-// Reads hand out copies, and records hold no pointers to shared state.
+// and restarted still knows every object. Metadata is immutable once added
+// and holds the CRI config decoded once; status changes go through
+// UpdateSandboxStatus and UpdateContainerStatus, which persist before they
+// publish. Reads hand out copies whose status is their own. Records carry
+// a version that Open reads and migrates (codec.go).
 package store
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -14,15 +15,14 @@ import (
 
 	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 var (
 	bucketSandboxes  = []byte("sandboxes")
 	bucketContainers = []byte("containers")
 )
-
-// recordVersion is written into every record so a later berthd can migrate.
-const recordVersion = 1
 
 // Store is the sandbox and container table.
 type Store struct {
@@ -36,7 +36,8 @@ type Store struct {
 	names map[string]string
 }
 
-// Open loads every record from db.
+// Open loads every record from db, migrating records of an older version
+// and writing them back in the current one.
 func Open(db *bolt.DB) (*Store, error) {
 	s := &Store{
 		db:         db,
@@ -50,31 +51,50 @@ func Open(db *bolt.DB) (*Store, error) {
 				return err
 			}
 		}
-		if err := tx.Bucket(bucketSandboxes).ForEach(func(k, v []byte) error {
-			var sb Sandbox
-			if err := json.Unmarshal(v, &sb); err != nil {
-				return fmt.Errorf("decode sandbox %q: %w", k, err)
-			}
+		if err := load(tx.Bucket(bucketSandboxes), "sandbox", decodeSandbox, encodeSandbox, func(sb Sandbox) {
 			s.sandboxes[sb.ID] = sb
 			s.names[sb.Name] = sb.ID
-			return nil
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketContainers).ForEach(func(k, v []byte) error {
-			var c Container
-			if err := json.Unmarshal(v, &c); err != nil {
-				return fmt.Errorf("decode container %q: %w", k, err)
-			}
+		return load(tx.Bucket(bucketContainers), "container", decodeContainer, encodeContainer, func(c Container) {
 			s.containers[c.ID] = c
 			s.names[c.Name] = c.ID
-			return nil
 		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load metadata: %w", err)
 	}
 	return s, nil
+}
+
+// load hands every record of b, decoded, to keep, and writes those that
+// decode migrated back in the current version, after the iteration, since
+// bbolt allows no Put during ForEach.
+func load[R any](b *bolt.Bucket, kind string, decode func([]byte) (R, bool, error), encode func(R) ([]byte, error), keep func(R)) error {
+	migrated := map[string][]byte{}
+	err := b.ForEach(func(k, v []byte) error {
+		rec, old, err := decode(v)
+		if err != nil {
+			return fmt.Errorf("decode %s %q: %w", kind, k, err)
+		}
+		keep(rec)
+		if old {
+			if migrated[string(k)], err = encode(rec); err != nil {
+				return fmt.Errorf("encode migrated %s %q: %w", kind, k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for k, v := range migrated {
+		if err := b.Put([]byte(k), v); err != nil {
+			return fmt.Errorf("rewrite migrated %s %q: %w", kind, k, err)
+		}
+	}
+	return nil
 }
 
 // Reserve claims name for id. If another object holds it, the error wraps
@@ -98,11 +118,7 @@ func (s *Store) Release(name, id string) {
 	}
 }
 
-func put(db *bolt.DB, bucket []byte, id string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
+func put(db *bolt.DB, bucket []byte, id string, data []byte) error {
 	return db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).Put([]byte(id), data)
 	})
@@ -138,15 +154,29 @@ func resolve[T any](m map[string]T, key, kind string) (string, error) {
 	return found, nil
 }
 
-// AddSandbox persists a new sandbox record.
+// AddSandbox persists a new sandbox record. The store keeps its own copy
+// of the status; the metadata, Config included, must not change after.
 func (s *Store) AddSandbox(sb Sandbox) error {
-	sb.Version = recordVersion
+	if sb.Config == nil {
+		sb.Config = &runtime.PodSandboxConfig{}
+	}
+	// A copy of its own, so the caller's request stays the caller's.
+	sb.Config = proto.Clone(sb.Config).(*runtime.PodSandboxConfig)
+	var err error
+	if sb.rawConfig, err = encodeConfig(sb.Config); err != nil {
+		return fmt.Errorf("sandbox %q: %w", sb.ID, err)
+	}
+	sb = sb.clone()
+	data, err := encodeSandbox(sb)
+	if err != nil {
+		return fmt.Errorf("encode sandbox %q: %w", sb.ID, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.sandboxes[sb.ID]; ok {
 		return fmt.Errorf("sandbox %q: %w", sb.ID, errdefs.ErrAlreadyExists)
 	}
-	if err := put(s.db, bucketSandboxes, sb.ID, sb); err != nil {
+	if err := put(s.db, bucketSandboxes, sb.ID, data); err != nil {
 		return fmt.Errorf("persist sandbox %q: %w", sb.ID, err)
 	}
 	s.sandboxes[sb.ID] = sb
@@ -177,19 +207,27 @@ func (s *Store) Sandboxes() []Sandbox {
 	return out
 }
 
-// UpdateSandbox applies fn to a copy of the record and persists the result.
-func (s *Store) UpdateSandbox(id string, fn func(*Sandbox) error) (Sandbox, error) {
+// UpdateSandboxStatus is the one way a sandbox record changes: fn gets a
+// copy of the status and returns the new one, which is persisted before
+// readers see it. An error from fn or from persisting changes nothing.
+func (s *Store) UpdateSandboxStatus(id string, fn func(SandboxStatus) (SandboxStatus, error)) (Sandbox, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sb, ok := s.sandboxes[id]
 	if !ok {
 		return Sandbox{}, fmt.Errorf("sandbox %q: %w", id, errdefs.ErrNotFound)
 	}
-	sb = sb.clone()
-	if err := fn(&sb); err != nil {
+	st, err := fn(sb.Status.clone())
+	if err != nil {
 		return Sandbox{}, err
 	}
-	if err := put(s.db, bucketSandboxes, id, sb); err != nil {
+	// The result may share slices with the caller's variables.
+	sb.Status = st.clone()
+	data, err := encodeSandbox(sb)
+	if err == nil {
+		err = put(s.db, bucketSandboxes, id, data)
+	}
+	if err != nil {
 		return Sandbox{}, fmt.Errorf("persist sandbox %q: %w", id, err)
 	}
 	s.sandboxes[id] = sb
@@ -214,15 +252,28 @@ func (s *Store) DeleteSandbox(id string) error {
 	return nil
 }
 
-// AddContainer persists a new container record.
+// AddContainer persists a new container record. The store keeps its own
+// copy of the status; the metadata, Config included, must not change after.
 func (s *Store) AddContainer(c Container) error {
-	c.Version = recordVersion
+	if c.Config == nil {
+		c.Config = &runtime.ContainerConfig{}
+	}
+	c.Config = proto.Clone(c.Config).(*runtime.ContainerConfig)
+	var err error
+	if c.rawConfig, err = encodeConfig(c.Config); err != nil {
+		return fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	c = c.clone()
+	data, err := encodeContainer(c)
+	if err != nil {
+		return fmt.Errorf("encode container %q: %w", c.ID, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.containers[c.ID]; ok {
 		return fmt.Errorf("container %q: %w", c.ID, errdefs.ErrAlreadyExists)
 	}
-	if err := put(s.db, bucketContainers, c.ID, c); err != nil {
+	if err := put(s.db, bucketContainers, c.ID, data); err != nil {
 		return fmt.Errorf("persist container %q: %w", c.ID, err)
 	}
 	s.containers[c.ID] = c
@@ -264,19 +315,26 @@ func (s *Store) ContainersOf(sandboxID string) []Container {
 	return out
 }
 
-// UpdateContainer applies fn to a copy of the record and persists the result.
-func (s *Store) UpdateContainer(id string, fn func(*Container) error) (Container, error) {
+// UpdateContainerStatus is the one way a container record changes: fn gets
+// a copy of the status and returns the new one, which is persisted before
+// readers see it. An error from fn or from persisting changes nothing.
+func (s *Store) UpdateContainerStatus(id string, fn func(ContainerStatus) (ContainerStatus, error)) (Container, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.containers[id]
 	if !ok {
 		return Container{}, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
-	c = c.clone()
-	if err := fn(&c); err != nil {
+	st, err := fn(c.Status.clone())
+	if err != nil {
 		return Container{}, err
 	}
-	if err := put(s.db, bucketContainers, id, c); err != nil {
+	c.Status = st.clone()
+	data, err := encodeContainer(c)
+	if err == nil {
+		err = put(s.db, bucketContainers, id, data)
+	}
+	if err != nil {
 		return Container{}, fmt.Errorf("persist container %q: %w", id, err)
 	}
 	s.containers[id] = c

@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 func openDB(t *testing.T, path string) *bolt.DB {
@@ -25,21 +26,26 @@ func TestPersistAndReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb := Sandbox{ID: "aaaa1111", Name: "pod_a", Labels: map[string]string{"app": "x"}, CreatedAt: 1, Status: SandboxStatus{State: SandboxReady, IPs: []string{"10.0.0.2"}}}
+	sb := Sandbox{
+		SandboxMeta: SandboxMeta{ID: "aaaa1111", Name: "pod_a", Labels: map[string]string{"app": "x"}, CreatedAt: 1,
+			Config: &runtime.PodSandboxConfig{Hostname: "a", Linux: &runtime.LinuxPodSandboxConfig{CgroupParent: "/kubepods/a"}}},
+		Status: SandboxStatus{State: SandboxReady, IPs: []string{"10.0.0.2"}, Pod: Pod{ID: "aaaa1111", NetNS: "/run/netns/a", InfraPID: 7}},
+	}
 	if err := s.AddSandbox(sb); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.AddSandbox(sb); !errors.Is(err, errdefs.ErrAlreadyExists) {
 		t.Fatalf("second add: %v", err)
 	}
-	c := Container{ID: "bbbb2222", SandboxID: sb.ID, Name: "ctr_a", CreatedAt: 2, Status: ContainerStatus{State: ContainerCreated}}
+	c := Container{ContainerMeta: ContainerMeta{ID: "bbbb2222", SandboxID: sb.ID, Name: "ctr_a", CreatedAt: 2}, Status: ContainerStatus{State: ContainerCreated}}
 	if err := s.AddContainer(c); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UpdateContainer(c.ID, func(c *Container) error {
-		c.Status.State = ContainerExited
-		c.Status.ExitCode = 7
-		return nil
+	if _, err := s.UpdateContainerStatus(c.ID, func(st ContainerStatus) (ContainerStatus, error) {
+		st.State = ContainerExited
+		st.ExitCode = 7
+		st.Resources = Resources{CPUQuota: 5000, Unified: map[string]string{"memory.high": "1"}}
+		return st, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -53,11 +59,12 @@ func TestPersistAndReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status.State != ContainerExited || got.Status.ExitCode != 7 || got.Version != recordVersion {
+	if got.Status.State != ContainerExited || got.Status.ExitCode != 7 || got.Status.Resources.Unified["memory.high"] != "1" {
 		t.Fatalf("reloaded container = %+v", got)
 	}
 	gsb, err := s2.Sandbox(sb.ID)
-	if err != nil || gsb.Status.IPs[0] != "10.0.0.2" || gsb.Labels["app"] != "x" {
+	if err != nil || gsb.Status.IPs[0] != "10.0.0.2" || gsb.Labels["app"] != "x" || gsb.Status.Pod != sb.Status.Pod ||
+		gsb.Config.GetLinux().GetCgroupParent() != "/kubepods/a" || gsb.Config.GetHostname() != "a" {
 		t.Fatalf("reloaded sandbox = %+v, %v", gsb, err)
 	}
 	if _, err := s2.Reserve("pod_a", "other"); !errors.Is(err, errdefs.ErrAlreadyExists) {
@@ -82,7 +89,7 @@ func TestCopiesAreIndependent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddSandbox(Sandbox{ID: "x", Name: "n", Status: SandboxStatus{IPs: []string{"1.1.1.1"}}}); err != nil {
+	if err := s.AddSandbox(Sandbox{SandboxMeta: SandboxMeta{ID: "x", Name: "n"}, Status: SandboxStatus{IPs: []string{"1.1.1.1"}}}); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := s.Sandbox("x")
@@ -91,6 +98,20 @@ func TestCopiesAreIndependent(t *testing.T) {
 	if b.Status.IPs[0] != "1.1.1.1" {
 		t.Fatal("a copy shares status with the store")
 	}
+	// What an update returns is the caller's too: the store keeps a copy.
+	ips := []string{"2.2.2.2"}
+	unified := map[string]string{"k": "v"}
+	if _, err := s.UpdateSandboxStatus("x", func(st SandboxStatus) (SandboxStatus, error) {
+		st.IPs = ips
+		st.Resources.Unified = unified
+		return st, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ips[0], unified["k"] = "changed", "changed"
+	if c, _ := s.Sandbox("x"); c.Status.IPs[0] != "2.2.2.2" || c.Status.Resources.Unified["k"] != "v" {
+		t.Fatalf("the store shares status with an update's caller: %+v", c.Status)
+	}
 }
 
 func TestUpdateErrorPersistsNothing(t *testing.T) {
@@ -98,11 +119,14 @@ func TestUpdateErrorPersistsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddContainer(Container{ID: "c", Name: "n"}); err != nil {
+	if err := s.AddContainer(Container{ContainerMeta: ContainerMeta{ID: "c", Name: "n"}}); err != nil {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	if _, err := s.UpdateContainer("c", func(c *Container) error { c.Status.ExitCode = 3; return boom }); !errors.Is(err, boom) {
+	if _, err := s.UpdateContainerStatus("c", func(st ContainerStatus) (ContainerStatus, error) {
+		st.ExitCode = 3
+		return st, boom
+	}); !errors.Is(err, boom) {
 		t.Fatal(err)
 	}
 	if c, _ := s.Container("c"); c.Status.ExitCode != 0 {
@@ -116,7 +140,7 @@ func TestPrefixLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"abc1", "abc2"} {
-		if err := s.AddContainer(Container{ID: id, Name: id}); err != nil {
+		if err := s.AddContainer(Container{ContainerMeta: ContainerMeta{ID: id, Name: id}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -131,5 +155,33 @@ func TestPrefixLookup(t *testing.T) {
 	}
 	if _, err := s.Container(""); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("empty: %v", err)
+	}
+}
+
+func TestCurrentConfig(t *testing.T) {
+	sb := Sandbox{
+		SandboxMeta: SandboxMeta{Config: &runtime.PodSandboxConfig{
+			Metadata: &runtime.PodSandboxMetadata{Name: "p"},
+			Linux: &runtime.LinuxPodSandboxConfig{CgroupParent: "/kubepods/pod1",
+				Resources: &runtime.LinuxContainerResources{CpuShares: 100}, Overhead: &runtime.LinuxContainerResources{CpuShares: 7}},
+		}},
+		Status: SandboxStatus{Resources: Resources{CPUShares: 300}},
+	}
+	got := sb.CurrentConfig()
+	if got.GetLinux().GetCgroupParent() != "/kubepods/pod1" || got.GetMetadata().GetName() != "p" ||
+		got.GetLinux().GetResources().GetCpuShares() != 300 || got.GetLinux().GetOverhead().GetCpuShares() != 7 {
+		t.Errorf("current pod config %v", got)
+	}
+	if sb.Config.GetLinux().GetResources().GetCpuShares() != 100 {
+		t.Error("CurrentConfig changed the record's config")
+	}
+	c := Container{
+		ContainerMeta: ContainerMeta{Config: &runtime.ContainerConfig{Tty: true}},
+		Status:        ContainerStatus{Resources: Resources{MemoryLimitInBytes: 1 << 20, HugepageLimits: []HugepageLimit{{PageSize: "2MB", Limit: 4}}}},
+	}
+	cc := c.CurrentConfig()
+	if !cc.GetTty() || cc.GetLinux().GetResources().GetMemoryLimitInBytes() != 1<<20 ||
+		cc.GetLinux().GetResources().GetHugepageLimits()[0].GetLimit() != 4 || c.Config.GetLinux() != nil {
+		t.Errorf("current container config %v", cc)
 	}
 }

@@ -72,16 +72,27 @@ func parseSemver(v string) ([3]int, bool) {
 	return out, true
 }
 
-// parseFeatures reads the OCI features document. kernelIDMap says whether
-// the host can make idmapped mounts under berth's root: a runtime that
-// supports them is no help on a kernel that cannot.
-func parseFeatures(data []byte, kernelIDMap bool) (Features, error) {
+// Kernel is what the host itself can do of what handlers offer: a runtime
+// that supports a feature is no help on a kernel that cannot.
+type Kernel struct {
+	// IDMap: idmapped mounts under berth's root.
+	IDMap bool
+	// RecursiveReadOnly: mount_setattr(AT_RECURSIVE) (Linux >= 5.12),
+	// which runc's "rro" needs.
+	RecursiveReadOnly bool
+}
+
+// parseFeatures reads the OCI features document, keeping what kernel can do.
+func parseFeatures(data []byte, kernel Kernel) (Features, error) {
 	var f features.Features
 	if err := json.Unmarshal(data, &f); err != nil {
 		return Features{}, fmt.Errorf("decode runtime features: %w", err)
 	}
-	hf := Features{RecursiveReadOnly: slices.Contains(f.MountOptions, "rro"), OCIVersion: ociVersionFor(f.OCIVersionMax)}
-	if l := f.Linux; l != nil && kernelIDMap && slices.Contains(l.Namespaces, "user") &&
+	hf := Features{
+		RecursiveReadOnly: kernel.RecursiveReadOnly && slices.Contains(f.MountOptions, "rro"),
+		OCIVersion:        ociVersionFor(f.OCIVersionMax),
+	}
+	if l := f.Linux; l != nil && kernel.IDMap && slices.Contains(l.Namespaces, "user") &&
 		l.MountExtensions != nil && l.MountExtensions.IDMap != nil &&
 		l.MountExtensions.IDMap.Enabled != nil && *l.MountExtensions.IDMap.Enabled {
 		hf.UserNamespaces = true
@@ -91,7 +102,7 @@ func parseFeatures(data []byte, kernelIDMap bool) (Features, error) {
 
 // ProbeFeatures asks every configured handler's binary for its features.
 // A handler whose binary is missing or too old to answer gets none.
-func ProbeFeatures(ctx context.Context, handlers map[string]config.Handler, kernelIDMap bool, log *slog.Logger) map[string]Features {
+func ProbeFeatures(ctx context.Context, handlers map[string]config.Handler, kernel Kernel, log *slog.Logger) map[string]Features {
 	out := make(map[string]Features, len(handlers))
 	for name, h := range handlers {
 		bin, err := exec.LookPath(h.Binary)
@@ -107,7 +118,7 @@ func ProbeFeatures(ctx context.Context, handlers map[string]config.Handler, kern
 			out[name] = Features{OCIVersion: preFeaturesOCIVersion}
 			continue
 		}
-		hf, err := parseFeatures(data, kernelIDMap)
+		hf, err := parseFeatures(data, kernel)
 		if err != nil {
 			log.Warn("runtime handler features unreadable", "handler", name, "binary", bin, "error", err)
 			continue

@@ -10,15 +10,17 @@ func TestParseFeatures(t *testing.T) {
 	const runc115 = `{"ociVersionMin":"1.0.0","mountOptions":["bind","ro","rbind"],"linux":{"namespaces":["user","pid"]}}`
 	const runc152 = `{"mountOptions":["rro","ro"],"linux":{"namespaces":["user","pid"],"mountExtensions":{"idmap":{"enabled":true}}}}`
 	const noIdmap = `{"mountOptions":["rro"],"linux":{"namespaces":["user"],"mountExtensions":{"idmap":{"enabled":false}}}}`
+	all := Kernel{IDMap: true, RecursiveReadOnly: true}
 	for _, tc := range []struct {
 		name, doc string
-		kernel    bool
+		kernel    Kernel
 		want      Features
 	}{
-		{"runc 1.1.5", runc115, true, Features{}},
-		{"runc 1.5.2", runc152, true, Features{RecursiveReadOnly: true, UserNamespaces: true}},
-		{"runc 1.5.2, kernel without idmap", runc152, false, Features{RecursiveReadOnly: true}},
-		{"idmap disabled", noIdmap, true, Features{RecursiveReadOnly: true}},
+		{"runc 1.1.5", runc115, all, Features{}},
+		{"runc 1.5.2", runc152, all, Features{RecursiveReadOnly: true, UserNamespaces: true}},
+		{"runc 1.5.2, kernel without idmap", runc152, Kernel{RecursiveReadOnly: true}, Features{RecursiveReadOnly: true}},
+		{"runc 1.5.2, kernel before 5.12", runc152, Kernel{IDMap: true}, Features{UserNamespaces: true}},
+		{"idmap disabled", noIdmap, all, Features{RecursiveReadOnly: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseFeatures([]byte(tc.doc), tc.kernel)
@@ -27,7 +29,7 @@ func TestParseFeatures(t *testing.T) {
 			}
 		})
 	}
-	if _, err := parseFeatures([]byte("runc: unknown command"), true); err == nil {
+	if _, err := parseFeatures([]byte("runc: unknown command"), Kernel{}); err == nil {
 		t.Error("garbage parsed")
 	}
 }
@@ -45,7 +47,7 @@ func TestOCIVersionFor(t *testing.T) {
 			t.Errorf("ociVersionFor(%q) = %q, want %q", tc.max, got, tc.want)
 		}
 	}
-	if got, err := parseFeatures([]byte(`{"ociVersionMax":"1.1.0"}`), true); err != nil || got.OCIVersion != "1.1.0" {
+	if got, err := parseFeatures([]byte(`{"ociVersionMax":"1.1.0"}`), Kernel{}); err != nil || got.OCIVersion != "1.1.0" {
 		t.Errorf("parseFeatures of a 1.1.0 runtime = %+v, %v", got, err)
 	}
 }

@@ -196,21 +196,21 @@ func (m *Manager) shimLost(rec store.Container) Exit {
 }
 
 func (m *Manager) recordExit(id string, exit Exit) error {
-	_, err := m.store.UpdateContainer(id, func(c *store.Container) error {
-		if c.Status.State == store.ContainerExited {
-			return nil
+	_, err := m.store.UpdateContainerStatus(id, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+		if st.State == store.ContainerExited {
+			return st, nil
 		}
-		c.Status.State = store.ContainerExited
-		c.Status.FinishedAt = exit.ExitedAt.UnixNano()
-		c.Status.ExitCode = exit.Status
-		c.Status.Pid = 0
-		if c.Status.Reason == "" {
-			c.Status.Reason = "Completed"
+		st.State = store.ContainerExited
+		st.FinishedAt = exit.ExitedAt.UnixNano()
+		st.ExitCode = exit.Status
+		st.Pid = 0
+		if st.Reason == "" {
+			st.Reason = "Completed"
 			if exit.Status != 0 {
-				c.Status.Reason = "Error"
+				st.Reason = "Error"
 			}
 		}
-		return nil
+		return st, nil
 	})
 	if errdefs.IsNotFound(err) {
 		return nil
@@ -325,9 +325,9 @@ func (m *Manager) Recover(ctx context.Context, c store.Container) error {
 		if c.Status.Pid == 0 && c.Status.State == store.ContainerCreated {
 			// The daemon died inside CreateContainer: nothing ran.
 			exit = Exit{Status: 255, ExitedAt: time.Now()}
-			if _, err := m.store.UpdateContainer(c.ID, func(rec *store.Container) error {
-				rec.Status.Reason, rec.Status.Message = "Error", "berthd restarted while creating the container"
-				return nil
+			if _, err := m.store.UpdateContainerStatus(c.ID, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+				st.Reason, st.Message = "Error", "berthd restarted while creating the container"
+				return st, nil
 			}); err != nil {
 				return err
 			}

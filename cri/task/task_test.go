@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -42,7 +43,7 @@ func addContainer(t *testing.T, st *store.Store, cfg config.Config, id string, s
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	rec := store.Container{ID: id, SandboxID: "sb", Name: "ctr_" + id, Bundle: bundle, RuntimeHandler: "runc", Status: status}
+	rec := store.Container{ContainerMeta: store.ContainerMeta{ID: id, SandboxID: "sb", Name: "ctr_" + id, Bundle: bundle, RuntimeHandler: "runc"}, Status: status}
 	if err := st.AddContainer(rec); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestRecoverExitedIsLeftAlone(t *testing.T) {
 	if err := m.Recover(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := st.Container("done"); got.Status != c.Status {
+	if got, _ := st.Container("done"); !reflect.DeepEqual(got.Status, c.Status) {
 		t.Errorf("status %+v, want %+v", got.Status, c.Status)
 	}
 }
@@ -107,7 +108,7 @@ func TestRecordExit(t *testing.T) {
 	if err := m.recordExit("a", Exit{Status: 0, ExitedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := st.Container("a"); again.Status != got.Status {
+	if again, _ := st.Container("a"); !reflect.DeepEqual(again.Status, got.Status) {
 		t.Errorf("second exit changed the status to %+v", again.Status)
 	}
 	// A container removed meanwhile is no error.

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/test/testutil"
@@ -55,8 +56,15 @@ func testDuplicateNames(t *testing.T, d *testutil.Daemon) {
 	rc := d.RuntimeClient
 	pod := podConfig(t, d, "dup")
 	podID := runPod(t, d, pod)
+	// kubelet's retry of a call it gave up on: the same config gets the pod.
 	resp, err := rc.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
-	wantCode(t, "second RunPodSandbox with the same metadata", err, codes.AlreadyExists)
+	if err != nil || resp.PodSandboxId != podID {
+		t.Errorf("second RunPodSandbox with the same config: %v, %v; want the first pod %s", resp, err, podID)
+	}
+	other := proto.Clone(pod).(*runtimeapi.PodSandboxConfig)
+	other.Hostname = "other"
+	resp, err = rc.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: other})
+	wantCode(t, "second RunPodSandbox with the same metadata and another config", err, codes.AlreadyExists)
 	if err == nil && resp.PodSandboxId != podID {
 		removePod(t, d, resp.PodSandboxId)
 	}
@@ -69,10 +77,11 @@ func testDuplicateNames(t *testing.T, d *testutil.Daemon) {
 	}
 	first := createCtr(t, d, podID, pod, shConfig("same", "true"))
 	cresp, err := rc.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: shConfig("same", "true"), SandboxConfig: pod})
-	wantCode(t, "second CreateContainer with the same name", err, codes.AlreadyExists)
-	if err == nil && cresp.ContainerId == first {
-		t.Errorf("second CreateContainer returned the first container's id")
+	if err != nil || cresp.ContainerId != first {
+		t.Errorf("second CreateContainer with the same config: %v, %v; want the first container %s", cresp, err, first)
 	}
+	_, err = rc.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: shConfig("same", "false"), SandboxConfig: pod})
+	wantCode(t, "second CreateContainer with the same name and another config", err, codes.AlreadyExists)
 	// The same name in another pod is fine.
 	createCtr(t, d, nextID, next, shConfig("same", "true"))
 	removePod(t, d, podID)

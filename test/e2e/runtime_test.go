@@ -23,6 +23,8 @@ var runtimeCases = []sharedCase{
 	{"Status", testStatus},
 	{"RuntimeConfig", testRuntimeConfig},
 	{"SocketMode", testSocketMode},
+	{"MountOptions", testMountOptions},
+	{"PullForRuntimeHandler", testPullForRuntimeHandler},
 }
 
 func testVersion(t *testing.T, d *testutil.Daemon) {

@@ -63,22 +63,43 @@ func testStopContainer(t *testing.T, d *testutil.Daemon) {
 	removePod(t, d, podID)
 }
 
-// StopContainer sends the image's StopSignal first.
+// StopContainer sends the container config's stop signal first, else the
+// image's StopSignal, and ContainerStatus names the one it will send.
 func testStopSignal(t *testing.T, d *testutil.Daemon) {
 	pod := podConfig(t, d, "stopsig")
 	podID := runPod(t, d, pod)
-	cfg := ctrConfig("usr1", images.StopSignal.Ref, "sh", "-c",
-		"trap 'echo got-usr1; exit 3' USR1; trap 'echo got-term; exit 4' TERM; echo ready; while true; do sleep 1; done")
-	id := runCtr(t, d, podID, pod, cfg)
-	time.Sleep(300 * time.Millisecond)
-	start := time.Now()
-	if err := d.Runtime.StopContainer(context.Background(), id, 10); err != nil {
-		t.Fatalf("StopContainer: %v", err)
-	}
-	st := ctrStatus(t, d, id)
-	out, _ := readLogs(t, d, st.LogPath)
-	if st.ExitCode != 3 || !strings.Contains(out, "got-usr1") {
-		t.Errorf("after StopContainer (took %s): exit %d, log %q; want exit 3 after SIGUSR1", time.Since(start), st.ExitCode, out)
+	// busybox sh traps real-time signals by number: SIGRTMIN+3 is 37, as
+	// glibc, runc and docker count.
+	const script = "trap 'echo got-usr1; exit 3' USR1; trap 'echo got-rtmin3; exit 5' 37; " +
+		"trap 'echo got-term; exit 4' TERM; echo ready; while true; do sleep 1; done"
+	for _, tc := range []struct {
+		name   string
+		config runtimeapi.Signal
+		want   runtimeapi.Signal
+		exit   int32
+		log    string
+	}{
+		{"image", runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT, runtimeapi.Signal_SIGNAL_SIGUSR1, 3, "got-usr1"},
+		{"config over image", runtimeapi.Signal_SIGNAL_SIGRTMINPLUS3, runtimeapi.Signal_SIGNAL_SIGRTMINPLUS3, 5, "got-rtmin3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := ctrConfig("sig"+randID(), images.StopSignal.Ref, "sh", "-c", script)
+			cfg.StopSignal = tc.config
+			id := runCtr(t, d, podID, pod, cfg)
+			if got := ctrStatus(t, d, id).GetStopSignal(); got != tc.want {
+				t.Errorf("ContainerStatus stop_signal %s, want %s", got, tc.want)
+			}
+			time.Sleep(300 * time.Millisecond) // let the shell install its traps
+			start := time.Now()
+			if err := d.Runtime.StopContainer(context.Background(), id, 10); err != nil {
+				t.Fatalf("StopContainer: %v", err)
+			}
+			st := ctrStatus(t, d, id)
+			out, _ := readLogs(t, d, st.LogPath)
+			if st.ExitCode != tc.exit || !strings.Contains(out, tc.log) {
+				t.Errorf("after StopContainer (took %s): exit %d, log %q; want exit %d after %s", time.Since(start), st.ExitCode, out, tc.exit, tc.want)
+			}
+		})
 	}
 	removePod(t, d, podID)
 }

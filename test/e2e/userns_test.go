@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -26,6 +27,7 @@ func TestUserNamespaces(t *testing.T) {
 		{"PodMode", func(t *testing.T, d *testutil.Daemon) { testUsernsPod(t, d, false) }},
 		{"PodModeSharedPID", func(t *testing.T, d *testutil.Daemon) { testUsernsPod(t, d, true) }},
 		{"NodeMode", testUsernsNode},
+		{"HostNetwork", testUsernsHostNetwork},
 		{"Refused", testUsernsRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,6 +107,46 @@ func testUsernsNode(t *testing.T, d *testutil.Daemon) {
 		t.Errorf("host user namespace: exit %d, uid_map %q", st.ExitCode, out)
 	}
 	removePod(t, d, podID)
+}
+
+// A pod in its own user namespace on the node's network (kubelet's
+// UserNamespacesHostNetwork, which Status's user_namespaces_host_network
+// claims): mapped ids, the host's network namespace and interfaces.
+func testUsernsHostNetwork(t *testing.T, d *testutil.Daemon) {
+	if !runtimeFeatures(t, d).GetUserNamespacesHostNetwork() {
+		t.Errorf("Status features say user_namespaces_host_network is unsupported")
+	}
+	hostNet, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, share := range []bool{false, true} {
+		u := &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: mapping(300000), Gids: mapping(300000)}
+		pod := usernsPod(t, d, "userns-hostnet", u)
+		if share {
+			sharePID(pod) // replaces the namespace options
+			pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions = u
+		}
+		pod.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+		podID := runPod(t, d, pod)
+		cfg := shConfig("h", "cat /proc/self/uid_map; readlink /proc/self/ns/net; ls /sys/class/net")
+		cfg.Linux.SecurityContext.NamespaceOptions = pod.Linux.SecurityContext.NamespaceOptions
+		st, out, errOut := runToExit(t, d, podID, pod, cfg)
+		lines := strings.Split(out, "\n")
+		if st.ExitCode != 0 || len(lines) < 3 {
+			t.Fatalf("shared pid %v: exit %d, stdout %q, stderr %q", share, st.ExitCode, out, errOut)
+		}
+		if f := strings.Fields(lines[0]); len(f) != 3 || f[1] != "300000" {
+			t.Errorf("shared pid %v: uid_map %q, want 0 300000 65536", share, lines[0])
+		}
+		if lines[1] != hostNet {
+			t.Errorf("shared pid %v: network namespace %s, want the node's %s", share, lines[1], hostNet)
+		}
+		if !strings.Contains(out, "\nlo\n") {
+			t.Errorf("shared pid %v: /sys/class/net lacks lo: %q", share, out)
+		}
+		removePod(t, d, podID)
+	}
 }
 
 func testUsernsRefused(t *testing.T, d *testutil.Daemon) {
