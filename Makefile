@@ -159,13 +159,15 @@ stress: build
 	$(GO) test -run '^$$' -fuzz FuzzLookup -fuzztime $(FUZZTIME) ./imagesvc/hosts
 	$(GO) test -run '^$$' -fuzz FuzzApply -fuzztime $(FUZZTIME) ./imagesvc/unpack
 
-# bench measures berthd against Debian's containerd side by side (see
+# bench measures berthd against Debian's containerd 1.6 and containerd 2.x
+# (built from the module proxy once, into a shared cache) side by side (see
 # test/bench/README.md); BENCH_FLAGS=-quick runs the smoke version.
 bench: setup build
-	@test/lib/apt-install.sh containerd
+	@test/lib/apt-install.sh containerd strace
 	@kit=$${CONFORMANCE_KIT:-../shared/conformance}; if [ -x "$$kit/setup" ]; then \
 	  "$$kit/setup" >&2 || echo "bench: conformance kit setup failed: no critest rows, pause built from berth-pause" >&2; fi
-	$(GO) run ./test/bench -berth-bin $(BIN) -json $(BIN)/bench-results.json $(BENCH_FLAGS)
+	ctrd2=$$(GO=$(GO) test/lib/containerd-build.sh) && \
+	$(GO) run ./test/bench -berth-bin $(BIN) -containerd2 $$ctrd2/containerd -json $(BIN)/bench-results.json $(BENCH_FLAGS)
 
 # vet runs golangci-lint with .golangci.yml: go vet's analyzers, staticcheck,
 # errcheck, ... and the gofmt and goimports formatting checks.
