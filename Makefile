@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: test-fresh kits all setup setup-runc setup-lint criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench test-node-vm test-node-vm-ci test-node-vm-compare
+.PHONY: test-fresh kits containerd all setup setup-runc setup-lint criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench test-node-vm test-node-vm-ci test-node-vm-compare
 
 all: build
 
@@ -79,7 +79,7 @@ run: setup build
 
 # test runs every suite: Go unit and e2e tests, the CRI conformance suite
 # (critest) and a real kubelet, each against the real daemon.
-test: setup build vet kits test-go conformance kubelet-e2e test-node-vm-ci
+test: setup build vet kits containerd test-go conformance kubelet-e2e test-node-vm-ci
 
 # kits sets up the shared conformance and kubelet kits first, so the Go
 # tests that use the kit's registry mirror run instead of skipping.
@@ -96,6 +96,13 @@ kits:
 
 test-go:
 	BERTH_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 30m -p 1 ./...
+
+# containerd builds containerd 2.x, its runc shim and ctr from the Go module
+# proxy once into /var/cache/berth (minutes the first time), for the e2e
+# tests that migrate containers between containerd and berthd; they build
+# it themselves when absent, this keeps the build out of their timeout.
+containerd:
+	@test/lib/containerd-build.sh >/dev/null
 
 # conformance runs critest from ../shared/conformance against bin/berthd
 # and rewrites docs/conformance.md's generated sections from the results.
@@ -135,7 +142,7 @@ test-node-vm-compare: setup build
 test-unit:
 	$(GO) test -count=1 -race $$($(GO) list ./... | grep -v /test/)
 
-test-e2e: build
+test-e2e: build containerd
 	BERTH_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 30m -v ./test/e2e/
 
 # stress runs the long forms of the reliability tests (issue 8): 500 berthd
