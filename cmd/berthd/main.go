@@ -55,6 +55,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "criu" {
 		return criuCmd(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "checkpoint" {
+		return checkpointCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", config.DefaultPath, "config file (TOML)")

@@ -20,6 +20,10 @@ import (
 // stuck in the kernel is reported rather than waited on forever.
 const killWait = 30 * time.Second
 
+// signalFailWait bounds the wait for an exit after a signal failed for a
+// reason other than a lost shim; a variable so tests can shorten it.
+var signalFailWait = 5 * time.Second
+
 // StopContainer sends the stop signal, then SIGKILL after the timeout. Per
 // the CRI it succeeds for a container that is already stopped or gone.
 func (s *Server) StopContainer(ctx context.Context, r *runtime.StopContainerRequest) (*runtime.StopContainerResponse, error) {
@@ -80,14 +84,22 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout i
 
 // exitingAnyway decides what a failed signal means: a container that exited
 // meanwhile has its shim torn down under the signal, which then fails with
-// "deleted" or "connection lost"; that is a stop that succeeded.
+// "deleted" or "connection lost"; that is a stop that succeeded. A lost
+// connection means the shim is gone or going, so the exit is on its way
+// through the task's watcher: that wait gets killWait, since on a loaded
+// node (hundreds of shims exiting at once after a restart) the watcher can
+// take longer than the short wait other errors get.
 func (s *Server) exitingAnyway(ctx context.Context, t task.Task, err error) error {
+	wait := signalFailWait
+	if errdefs.IsUnavailable(err) {
+		wait = killWait
+	}
 	select {
 	case <-t.Done():
 		return nil
 	case <-ctx.Done():
 		return err
-	case <-time.After(5 * time.Second):
+	case <-time.After(wait):
 		return err
 	}
 }
