@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: test-fresh kits containerd all setup setup-runc setup-lint criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e generate vet clean install uninstall bench test-node-vm test-node-vm-ci test-node-vm-compare
+.PHONY: test-fresh kits containerd all setup setup-runc setup-lint criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e node-e2e node-e2e-containerd generate vet clean install uninstall bench test-node-vm test-node-vm-ci test-node-vm-compare
 
 all: build
 
@@ -112,6 +112,17 @@ conformance: build
 # kubelet-e2e runs ../shared/kubelet's checks with a real kubelet.
 kubelet-e2e: build
 	BERTH_BIN=$(BIN) test/kubelet/run.sh
+
+# node-e2e runs the upstream Kubernetes node conformance suite (e2e_node
+# v1.37.2, [NodeConformance]) with a real API server and kubelet against
+# bin/berthd; node-e2e-containerd makes the same run against containerd
+# 2.4.2 for docs/node-conformance.md (test/node-e2e/README.md). Not part
+# of `make test`: the whole focus takes longer than CI's budget.
+node-e2e: build
+	BERTH_BIN=$(BIN) test/node-e2e/berth.sh
+
+node-e2e-containerd: build
+	BERTH_BIN=$(BIN) test/node-e2e/containerd.sh
 
 # test-fresh runs the README's two commands from a clean clone with every
 # artefact setup builds (runc, CRIU, the kits' binaries and images, the CNI

@@ -308,6 +308,7 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 		OOMScoreAdjMin: s.oomScoreAdjMin,
 		AllCaps:        s.allCaps,
 		AppArmor:       s.apparmor,
+		SELinux:        s.selinux,
 
 		RecursiveReadOnly: s.features[rec.RuntimeHandler].RecursiveReadOnly,
 	})

@@ -162,6 +162,8 @@ type Server struct {
 	cdi *specgen.CDIRegistry
 	// apparmor is the host's AppArmor, probed (and berth-default loaded) in New.
 	apparmor *apparmor.Host
+	// selinux is whether the host has SELinux enabled, probed in New.
+	selinux bool
 
 	// tasks are the live links to the containers' shims.
 	tasks Tasks
@@ -249,6 +251,9 @@ func New(o Options) (*Server, error) {
 		_ = s.apparmor.LoadDefault()
 	} else {
 		s.log.Info("AppArmor is not enabled on this host: RuntimeDefault applies no AppArmor profile, Localhost profiles are refused")
+	}
+	if s.selinux = specgen.SELinuxEnabled(); s.selinux {
+		s.log.Info("SELinux is enabled on this host: containers that ask for SELinux labels are refused")
 	}
 	if err := s.makeStateDirs(); err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package specgen
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
@@ -12,7 +13,7 @@ import (
 
 func applySecurity(s *specs.Spec, in Input, _ nsModes) error {
 	sc := in.Config.GetLinux().GetSecurityContext()
-	if err := checkSELinux(sc); err != nil {
+	if err := checkSELinux(sc, in.SELinux); err != nil {
 		return err
 	}
 	if err := applyAppArmor(s, sc, in.AppArmor); err != nil {
@@ -69,13 +70,26 @@ func applyPrivileged(s *specs.Spec, all []string) {
 	}
 }
 
-// checkSELinux refuses SELinux labels, which berth cannot apply, instead
-// of running the container less confined than asked.
-func checkSELinux(sc *runtime.LinuxContainerSecurityContext) error {
-	if o := sc.GetSelinuxOptions(); o.GetUser() != "" || o.GetRole() != "" || o.GetType() != "" || o.GetLevel() != "" {
-		return fmt.Errorf("selinux options: %w", errdefs.ErrNotImplemented)
+// checkSELinux refuses SELinux labels on a host that enforces SELinux,
+// where berth, which cannot apply them, would run the container less
+// confined than asked. On a host without SELinux no runtime can label
+// anything, so the options are accepted and have no effect, as containerd
+// and CRI-O treat them there (kubelet sends them whenever a pod sets
+// seLinuxOptions, and pods written for SELinux nodes run elsewhere too).
+func checkSELinux(sc *runtime.LinuxContainerSecurityContext, hostSELinux bool) error {
+	o := sc.GetSelinuxOptions()
+	if !hostSELinux || (o.GetUser() == "" && o.GetRole() == "" && o.GetType() == "" && o.GetLevel() == "") {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("selinux options: SELinux is enabled on this host and berth cannot apply labels: %w", errdefs.ErrNotImplemented)
+}
+
+// SELinuxEnabled reports whether the kernel has SELinux enabled: its file
+// system is mounted (as opencontainers/selinux decides, without the
+// dependency).
+func SELinuxEnabled() bool {
+	_, err := os.Stat("/sys/fs/selinux/enforce")
+	return err == nil
 }
 
 // capabilities applies add/drop to the default set. "ALL" in add grants

@@ -291,3 +291,23 @@ func TestAllCaps(t *testing.T) {
 		t.Fatalf("privileged = %q, want AllCaps", c.Effective)
 	}
 }
+
+// TestSELinuxOptionsWithoutSELinux: kubelet passes a pod's seLinuxOptions
+// (the node e2e suite's emptyDir and container-metrics pods set a level);
+// on a host without SELinux they are accepted and label nothing, as in
+// containerd and CRI-O, instead of failing CreateContainer.
+func TestSELinuxOptionsWithoutSELinux(t *testing.T) {
+	in := baseInput()
+	sc(in).SelinuxOptions = &runtime.SELinuxOption{Level: "s0:c0,c1", Type: "container_t"}
+	s, err := Generate(in)
+	if err != nil {
+		t.Fatalf("Generate with SELinux options on a host without SELinux: %v", err)
+	}
+	if s.Process.SelinuxLabel != "" || s.Linux.MountLabel != "" {
+		t.Fatalf("labels set on a host without SELinux: process %q, mount %q", s.Process.SelinuxLabel, s.Linux.MountLabel)
+	}
+	in.SELinux = true
+	if _, err := Generate(in); !errors.Is(err, errdefs.ErrNotImplemented) {
+		t.Fatalf("SELinux options on an SELinux host: err = %v, want not implemented", err)
+	}
+}

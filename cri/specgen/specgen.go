@@ -55,6 +55,9 @@ type Input struct {
 	DevRoot string
 	// AppArmor is the host's AppArmor; nil => a host without AppArmor.
 	AppArmor AppArmor
+	// SELinux is whether the host has SELinux enabled (SELinuxEnabled):
+	// only there are SELinux options refused.
+	SELinux bool
 }
 
 // SandboxNamespaces are paths of namespaces to join (e.g. netns pins, or
@@ -110,8 +113,9 @@ const (
 
 // Generate builds the OCI spec for in. Invalid requests fail with
 // errdefs.ErrInvalidArgument naming the field; confinement berth cannot
-// provide (SELinux labels; an AppArmor profile on a host without AppArmor
-// or one not loaded) fails rather than being silently ignored.
+// provide (SELinux labels on a host with SELinux; an AppArmor profile on a
+// host without AppArmor or one not loaded) fails rather than being
+// silently ignored.
 func Generate(in Input) (*specs.Spec, error) {
 	if err := validate(in); err != nil {
 		return nil, err

@@ -43,7 +43,10 @@ func TestValidation(t *testing.T) {
 		}, errdefs.ErrFailedPrecondition, "CDI"},
 		{"privileged in unprivileged pod", func(in *Input) { sc(*in).Privileged = true }, errdefs.ErrInvalidArgument, "privileged"},
 		{"no command", func(in *Input) { in.Config.Command = nil }, errdefs.ErrInvalidArgument, "no command specified"},
-		{"selinux", func(in *Input) { sc(*in).SelinuxOptions = &runtime.SELinuxOption{Type: "spc_t"} }, errdefs.ErrNotImplemented, "selinux"},
+		{"selinux on an selinux host", func(in *Input) {
+			in.SELinux = true
+			sc(*in).SelinuxOptions = &runtime.SELinuxOption{Type: "spc_t"}
+		}, errdefs.ErrNotImplemented, "selinux"},
 		{"apparmor localhost", func(in *Input) {
 			sc(*in).Apparmor = &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: "p"}
 		}, errdefs.ErrFailedPrecondition, "apparmor"},

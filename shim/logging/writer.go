@@ -4,7 +4,8 @@
 //	<RFC3339Nano timestamp> <stdout|stderr> <F|P> <text>\n
 //
 // Lines longer than MaxLineSize bytes are split into full-size partial (P)
-// lines followed by a final (F) one.
+// lines followed by a final (F) one; output that ends without a newline
+// ends with a partial line.
 package logging
 
 import (
@@ -152,7 +153,11 @@ func (w *Writer) Copy(stream Stream, r io.Reader) error {
 		default:
 			splitLong()
 			if len(buf) > 0 {
-				emit(tagFull, buf)
+				// The output ended without ending its line: a partial
+				// line, as containerd writes it, so kubelet reads back
+				// exactly what was written (a FallbackToLogsOnError
+				// termination message of "echo -n DONE" is "DONE").
+				emit(tagPartial, buf)
 			}
 			if errors.Is(err, io.EOF) || isClosedRead(err) {
 				return writeErr

@@ -33,8 +33,8 @@ func TestCopyFormat(t *testing.T) {
 		{"max plus one", big(16385, 'x') + "\n", []wantLine{{Stdout, 'P', 16384}, {Stdout, 'F', 1}}},
 		{"40000", big(40000, 'y') + "\n", []wantLine{
 			{Stdout, 'P', 16384}, {Stdout, 'P', 16384}, {Stdout, 'F', 40000 - 2*16384}}},
-		{"no trailing newline", "a\npartial", []wantLine{{Stdout, 'F', 1}, {Stdout, 'F', 7}}},
-		{"long without newline", big(32768, 'z'), []wantLine{{Stdout, 'P', 16384}, {Stdout, 'F', 16384}}},
+		{"no trailing newline", "a\npartial", []wantLine{{Stdout, 'F', 1}, {Stdout, 'P', 7}}},
+		{"long without newline", big(32768, 'z'), []wantLine{{Stdout, 'P', 16384}, {Stdout, 'P', 16384}}},
 		{"nothing", "", nil},
 	}
 	for _, tc := range tests {
@@ -63,12 +63,10 @@ func TestCopyFormat(t *testing.T) {
 					t.Errorf("line %d = %+v, want %+v", i, got[i], tc.want[i])
 				}
 			}
-			// kubelet's reader must reassemble the original content.
+			// kubelet's reader must reassemble the original content,
+			// without a newline the container never wrote.
 			stdout, stderr := readBack(t, path)
 			wantOut := tc.input
-			if wantOut != "" && !strings.HasSuffix(wantOut, "\n") {
-				wantOut += "\n"
-			}
 			if stdout != wantOut {
 				t.Errorf("read back %d bytes, want %d", len(stdout), len(wantOut))
 			}

@@ -56,12 +56,14 @@ TOML
 }
 
 # berth_remove_all removes every pod the daemon still has (what a suite
-# left behind counts as a failure in berth_leaks, not here).
+# left behind counts as a failure in berth_leaks, not here). crictl's
+# default 2s timeout cancels a stop on a loaded machine half way, which
+# leaves the pod behind; a minute per call does not.
 berth_remove_all() {
-  local p
-  for p in $(crictl --runtime-endpoint "unix://$BERTH_SOCK" pods -q 2>/dev/null); do
-    crictl --runtime-endpoint "unix://$BERTH_SOCK" stopp "$p" >/dev/null 2>&1
-    crictl --runtime-endpoint "unix://$BERTH_SOCK" rmp -f "$p" >/dev/null 2>&1
+  local p c="crictl --timeout 60s --runtime-endpoint unix://$BERTH_SOCK"
+  for p in $($c pods -q 2>/dev/null); do
+    $c stopp "$p" >/dev/null 2>&1
+    $c rmp -f "$p" >/dev/null 2>&1
   done
 }
 

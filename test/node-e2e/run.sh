@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# run.sh ENDPOINT: the upstream node conformance suite (e2e_node v1.37.2,
+# focus [NodeConformance]) against any CRI endpoint, e.g.
+# unix:///run/containerd/containerd.sock. The suite starts etcd and
+# kube-apiserver in process and a real kubelet registered with them, which
+# drives the runtime through pods created over the API.
+#
+# The runtime must already pull through the conformance kit's mirror tree
+# (its registry config_path = the path `../shared/conformance/setup`
+# prints) and have a CNI network; this script builds (build.sh) and pushes
+# (nodee2e images) the suite's images to the kit's loopback registry under
+# their upstream names, runs the suite with the checked-in skip list, and
+# prints one FAIL line per failed spec and last `N passed, N failed, N
+# skipped`, the same for every runtime. Exit status 0 when nothing failed.
+#
+# Env: REPORT_DIR (default ./node-e2e-report), NODE_E2E_FOCUS (a regexp;
+# default the whole [NodeConformance] focus), NODE_E2E_EXCLUDE (a regexp
+# of specs left out of the focus, default upstream's), NODE_E2E_PROCS (ginkgo
+# processes, default 4), NODE_E2E_TIMEOUT (default 2h), NODE_NAME,
+# SKIP_LIST (default skip.txt beside this script), REGISTRY_ADDR.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+shared=${SHARED_DIR:-$top/../shared}
+endpoint=${1:?usage: run.sh ENDPOINT}
+REPORT_DIR=${REPORT_DIR:-$PWD/node-e2e-report}
+focus=${NODE_E2E_FOCUS:-'\[NodeConformance\]'}
+# What upstream's node conformance jobs leave out of the focus
+# (pull-kubernetes-node-e2e-containerd): flaky specs, slow ones, and the
+# serial ones, which restart kubelet or need the node alone. Empty runs them.
+exclude=${NODE_E2E_EXCLUDE-'\[Flaky\]|\[Slow\]|\[Serial\]'}
+procs=${NODE_E2E_PROCS:-4}
+timeout=${NODE_E2E_TIMEOUT:-2h}
+node=${NODE_NAME:-node-e2e}
+skips=${SKIP_LIST:-$here/skip.txt}
+export REGISTRY_ADDR=${REGISTRY_ADDR:-127.0.0.1:5000}
+GO=${GO:-go}
+
+log() { printf '[node-e2e] %s\n' "$*" >&2; }
+
+bin=$("$here/build.sh") || { log "build failed"; exit 2; }
+"$shared/conformance/setup" >/dev/null || { log "conformance kit setup failed"; exit 2; }
+tool=$(mktemp -d /tmp/node-e2e-tool.XXXXXX)
+trap 'rm -rf "$tool"' EXIT
+(cd "$top" && $GO build -o "$tool/nodee2e" ./test/node-e2e/nodee2e) || { log "nodee2e build failed"; exit 2; }
+pause=${BERTH_BIN:-$top/bin}/berth-pause
+if [ ! -x "$pause" ]; then
+	(cd "$top" && $GO build -o "$tool/berth-pause" ./cmd/berth-pause) || { log "no pause binary"; exit 2; }
+	pause=$tool/berth-pause
+fi
+(cd "$top" && CGO_ENABLED=0 $GO build -trimpath -o "$tool/nmeter" ./test/node-e2e/nmeter) || { log "nmeter build failed"; exit 2; }
+log "images: building and pushing to $REGISTRY_ADDR"
+"$tool/nodee2e" images -registry "$REGISTRY_ADDR" -bin "$bin" -debs "$(dirname "$bin")/debs" -pause "$pause" -nmeter "$tool/nmeter" ||
+	{ log "image build failed"; exit 2; }
+skip_re=$("$tool/nodee2e" skip-regex "$skips") || exit 2
+[ -n "$exclude" ] && skip_re="$exclude${skip_re:+|$skip_re}"
+
+# One kubelet per host: it owns /var/lib/kubelet, its ports and
+# /var/log/containers, so this waits for the kubelet kit's runs and theirs
+# for it.
+exec 9>/tmp/berth-kubelet.lock
+flock 9
+
+rm -rf "$REPORT_DIR"
+mkdir -p "$REPORT_DIR"
+# The suite writes the kubelet's config, static pod dir and API token file
+# into its working directory, which ginkgo makes the directory of the
+# binary it is given: links in a fresh work dir keep them out of the
+# cache (the suite looks for kubelet beside the path it was started as).
+work=$(mktemp -d /tmp/node-e2e-work.XXXXXX)
+trap 'rm -rf "$tool" "$work"' EXIT
+ln -s "$bin/e2e_node.test" "$bin/kubelet" "$work/"
+
+# Off systemd the suite must not find systemd-run (it would start kubelet
+# as a transient unit), so PATH gets /usr/bin's entries but that one.
+path=$PATH
+if [ ! -d /run/systemd/system ] && command -v systemd-run >/dev/null; then
+	mkdir "$work/path"
+	ln -s /usr/bin/* "$work/path/"
+	rm "$work/path/systemd-run"
+	path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:$work/path
+	[ -d /usr/local/go/bin ] && path+=:/usr/local/go/bin
+fi
+
+# Kubelet flags: the suite's kubelet, off systemd, would move every process
+# of the host's root cgroup into /system and itself into /kubelet; a shared
+# node keeps its processes where they are.
+kflags="--system-cgroups= --kubelet-cgroups= --runtime-cgroups="
+log "running e2e_node $(basename "$bin") against $endpoint: focus $focus, excluding ${exclude:-nothing}, $procs processes, skip list $(grep -cv '^\(#\|$\)' "$skips") entries"
+t0=$(date +%s)
+(cd "$work" && PATH=$path "$bin/ginkgo" --procs="$procs" --timeout="$timeout" \
+	--focus="$focus" --skip="$skip_re" --no-color --json-report=report.json --output-dir="$REPORT_DIR" \
+	"$work/e2e_node.test" -- \
+	--container-runtime-endpoint="$endpoint" --image-service-endpoint="$endpoint" \
+	--prepull-images=false --node-name="$node" --report-dir="$REPORT_DIR" \
+	--kubelet-config-file="$here/kubelet-config.yaml" --kubelet-flags="$kflags" \
+	--v=2 >"$REPORT_DIR/e2e.log" 2>&1)
+rc=$?
+log "suite exited $rc after $(($(date +%s) - t0))s; log $REPORT_DIR/e2e.log"
+flock -u 9
+if [ ! -s "$REPORT_DIR/report.json" ]; then
+	tail -40 "$REPORT_DIR/e2e.log"
+	log "no report: the suite did not run"
+	exit 1
+fi
+"$tool/nodee2e" summary -report "$REPORT_DIR/report.json" -focus "$focus" -exclude "$exclude" -skips "$skips" -out "$REPORT_DIR"
+src=$?
+if [ "$src" -eq 0 ] && [ "$rc" -ne 0 ]; then
+	# No spec failed, yet the suite did: its setup, flags or teardown.
+	tail -20 "$REPORT_DIR/e2e.log"
+	log "the suite failed outside its specs (exit $rc)"
+	exit 1
+fi
+exit "$src"
