@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-runtime/berth/cri/server.Version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: test-fresh kits all setup setup-runc setup-lint criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e node-e2e node-e2e-containerd generate vet clean install uninstall bench test-node-vm test-node-vm-ci test-node-vm-compare
+.PHONY: test-fresh kits containerd all setup setup-runc setup-lint criu build run test test-go test-unit test-e2e stress conformance kubelet-e2e node-e2e node-e2e-containerd generate vet clean install uninstall bench test-node-vm test-node-vm-ci test-node-vm-compare
 
 all: build
 
@@ -79,7 +79,7 @@ run: setup build
 
 # test runs every suite: Go unit and e2e tests, the CRI conformance suite
 # (critest) and a real kubelet, each against the real daemon.
-test: setup build vet kits test-go conformance kubelet-e2e test-node-vm-ci
+test: setup build vet kits containerd test-go conformance kubelet-e2e test-node-vm-ci
 
 # kits sets up the shared conformance and kubelet kits first, so the Go
 # tests that use the kit's registry mirror run instead of skipping.
@@ -96,6 +96,13 @@ kits:
 
 test-go:
 	BERTH_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 30m -p 1 ./...
+
+# containerd builds containerd 2.x, its runc shim and ctr from the Go module
+# proxy once into /var/cache/berth (minutes the first time), for the e2e
+# tests that migrate containers between containerd and berthd; they build
+# it themselves when absent, this keeps the build out of their timeout.
+containerd:
+	@test/lib/containerd-build.sh >/dev/null
 
 # conformance runs critest from ../shared/conformance against bin/berthd
 # and rewrites docs/conformance.md's generated sections from the results.
@@ -146,7 +153,7 @@ test-node-vm-compare: setup build
 test-unit:
 	$(GO) test -count=1 -race $$($(GO) list ./... | grep -v /test/)
 
-test-e2e: build
+test-e2e: build containerd
 	BERTH_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 30m -v ./test/e2e/
 
 # stress runs the long forms of the reliability tests (issue 8): 500 berthd
@@ -163,13 +170,15 @@ stress: build
 	$(GO) test -run '^$$' -fuzz FuzzLookup -fuzztime $(FUZZTIME) ./imagesvc/hosts
 	$(GO) test -run '^$$' -fuzz FuzzApply -fuzztime $(FUZZTIME) ./imagesvc/unpack
 
-# bench measures berthd against Debian's containerd side by side (see
+# bench measures berthd against Debian's containerd 1.6 and containerd 2.x
+# (built from the module proxy once, into a shared cache) side by side (see
 # test/bench/README.md); BENCH_FLAGS=-quick runs the smoke version.
 bench: setup build
-	@test/lib/apt-install.sh containerd
+	@test/lib/apt-install.sh containerd strace
 	@kit=$${CONFORMANCE_KIT:-../shared/conformance}; if [ -x "$$kit/setup" ]; then \
 	  "$$kit/setup" >&2 || echo "bench: conformance kit setup failed: no critest rows, pause built from berth-pause" >&2; fi
-	$(GO) run ./test/bench -berth-bin $(BIN) -json $(BIN)/bench-results.json $(BENCH_FLAGS)
+	ctrd2=$$(GO=$(GO) test/lib/containerd-build.sh) && \
+	$(GO) run ./test/bench -berth-bin $(BIN) -containerd2 $$ctrd2/containerd -json $(BIN)/bench-results.json $(BENCH_FLAGS)
 
 # vet runs golangci-lint with .golangci.yml: go vet's analyzers, staticcheck,
 # errcheck, ... and the gofmt and goimports formatting checks.

@@ -263,6 +263,9 @@ type names struct {
 
 // pullFrom pulls the image top names from one source.
 func (s *Service) pullFrom(ctx context.Context, src source, top resolved, n names) (Image, error) {
+	// Blobs and layers written by this pull (or left by its failure) are
+	// in FsInfo from here on.
+	defer s.imageUsage.changed()
 	// manifests and config are stored only once the layers made it, so a
 	// failed pull leaves nothing in the content store.
 	manifest, blobs, err := s.resolveManifest(ctx, src, top)

@@ -468,4 +468,15 @@ func TestFsInfo(t *testing.T) {
 	if u.Mountpoint == "" || !strings.HasPrefix(e.root, u.Mountpoint) {
 		t.Errorf("mountpoint %q for root %q", u.Mountpoint, e.root)
 	}
+	// FsInfo is cached between changes: removing the image is one.
+	if err := e.svc.Remove(ctx, e.reg.host+"/fs:1"); err != nil {
+		t.Fatal(err)
+	}
+	after, err := e.svc.FsInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.InodesUsed >= u.InodesUsed || after.UsedBytes >= u.UsedBytes {
+		t.Errorf("usage after removing the image %+v, with it %+v", after, u)
+	}
 }

@@ -36,6 +36,7 @@ func (s *Service) containerDir(id string) string {
 // the layers is recorded so image removal keeps them. Everything is undone
 // on failure. errdefs.ErrAlreadyExists if the container already has a rootfs.
 func (s *Service) PrepareRootfs(ctx context.Context, containerID, imageID, target string) (err error) {
+	defer s.ctrUsage.changed()
 	ctx, span := startSpan(ctx, "image.rootfs", attribute.String("berth.container_id", containerID), attribute.String("image.id", imageID))
 	defer func() { endSpan(span, err) }()
 	if err := validContainerID(containerID); err != nil {
@@ -119,6 +120,7 @@ func (s *Service) dropRootfsRecord(ctx context.Context, containerID string) {
 // overlay dirs and the (then empty) target dir, forgets the container's use
 // of its layers and deletes layers nothing uses any more. Idempotent.
 func (s *Service) RemoveRootfs(ctx context.Context, containerID, target string) error {
+	defer s.ctrUsage.changed()
 	if err := validContainerID(containerID); err != nil {
 		return err
 	}
@@ -149,16 +151,23 @@ func (s *Service) RemoveRootfs(ctx context.Context, containerID, target string) 
 }
 
 // FsInfo reports bytes (allocated blocks) and inodes used by layers and
-// blobs, and the mount point of the filesystem holding Root.
+// blobs, and the mount point of the filesystem holding Root: measured again
+// only after the service changed them (or a minute passed).
 func (s *Service) FsInfo(ctx context.Context) (FsUsage, error) {
-	return s.usage(ctx, s.layers.Root(), s.content.Root())
+	return s.imageUsage.get(ctx, func(ctx context.Context) (FsUsage, error) {
+		return s.usage(ctx, s.layers.Root(), s.content.Root())
+	})
 }
 
 // ContainersFsInfo reports what the containers' writable layers (overlay
 // upper and work dirs under Root/containers) use, for kubelet's
-// container_filesystems.
+// container_filesystems: measured again after a rootfs or volume was set
+// up or removed, else handed out from the last walk and refreshed in the
+// background once 10 s old (usageCache).
 func (s *Service) ContainersFsInfo(ctx context.Context) (FsUsage, error) {
-	return s.usage(ctx, filepath.Join(s.root, "containers"))
+	return s.ctrUsage.get(ctx, func(ctx context.Context) (FsUsage, error) {
+		return s.usage(ctx, filepath.Join(s.root, "containers"))
+	})
 }
 
 func (s *Service) usage(ctx context.Context, dirs ...string) (FsUsage, error) {

@@ -139,6 +139,12 @@ type Service struct {
 	mu sync.Mutex // guards active; held across a layer GC decision and delete
 	// active counts chain IDs that running pulls rely on, so GC keeps them.
 	active map[digest.Digest]int
+
+	// imageUsage caches FsInfo: every change to layers and blobs (pull,
+	// load, GC) marks it changed. ctrUsage caches ContainersFsInfo:
+	// rootfs and volume setup and removal mark it changed.
+	imageUsage usageCache
+	ctrUsage   usageCache
 }
 
 // New opens the image service, creating its directories and buckets.
@@ -161,6 +167,8 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		authFile:         o.AuthFile,
 		sigPolicy:        o.SignaturePolicy,
 	}
+	s.imageUsage.maxAge = imageUsageMaxAge
+	s.ctrUsage.refresh, s.ctrUsage.maxAge = containerUsageRefresh, containerUsageMaxAge
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -296,6 +304,7 @@ func (s *Service) Remove(ctx context.Context, refOrID string) error {
 
 // gcBlobs deletes those of candidates no image lists and no pull holds.
 func (s *Service) gcBlobs(ctx context.Context, candidates []digest.Digest) {
+	defer s.imageUsage.changed()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	used := map[digest.Digest]bool{}
@@ -325,6 +334,7 @@ func (s *Service) gcBlobs(ctx context.Context, candidates []digest.Digest) {
 // gcLayers deletes those of candidates that nothing references any more.
 // Errors are logged: a left-over layer wastes space but breaks nothing.
 func (s *Service) gcLayers(ctx context.Context, candidates []digest.Digest) {
+	defer s.imageUsage.changed()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var used map[digest.Digest]bool

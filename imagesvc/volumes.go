@@ -23,6 +23,7 @@ import (
 // apply) so they are kept while it lasts; RemoveRootfs(key, target) ends it.
 // It returns the image ID. Everything is undone on failure.
 func (s *Service) MountImage(ctx context.Context, key, imageRef, target string) (_ string, err error) {
+	defer s.ctrUsage.changed()
 	if err := validContainerID(key); err != nil {
 		return "", err
 	}
@@ -100,6 +101,9 @@ func (s *Service) mountReadOnly(img Image, key, target string) error {
 // container's writable layer, so RemoveRootfs removes it; calling it again
 // for the same volume returns the same directory.
 func (s *Service) VolumeDir(containerID, containerPath string) (string, error) {
+	// The caller fills the dir after this returns: the figure may miss
+	// that for up to containerUsageMaxAge, like any container write.
+	defer s.ctrUsage.changed()
 	if err := validContainerID(containerID); err != nil {
 		return "", err
 	}

@@ -2,7 +2,7 @@
 # fresh.sh: the README's two commands as on a fresh machine. Everything
 # setup builds or installs outside the checkout (runc, CRIU, the kits'
 # binaries, images and mirror tree, the default CNI config, the node VM
-# image) is moved aside
+# image, the containerd build the migration tests run) is moved aside
 # first, so a stale install can no longer hide a broken setup step; then a
 # clean clone of HEAD, with the shared kits beside it as CI lays them out,
 # runs `make run` until berthd serves, and `CI=true bash .ci/run`.
@@ -20,7 +20,7 @@ ARTEFACTS=(
 	/usr/local/lib/berth /usr/local/sbin/criu /usr/local/sbin/criu.broken
 	/usr/local/bin/crictl /usr/local/bin/critest /usr/local/bin/kubelet
 	/etc/cni/net.d/10-berth.conflist /etc/cri-conformance /var/lib/cri-conformance
-	/var/cache/berth-nodevm
+	/var/cache/berth-nodevm /var/cache/berth
 )
 
 [ "$(id -u)" = 0 ] || { echo "fresh: run as root" >&2; exit 1; }

@@ -27,7 +27,9 @@ import (
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/cri/interceptor"
 	"github.com/berth-runtime/berth/cri/metrics"
+	"github.com/berth-runtime/berth/cri/nri"
 	"github.com/berth-runtime/berth/cri/server"
+	"github.com/berth-runtime/berth/cri/specgen"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/streaming"
 	"github.com/berth-runtime/berth/cri/tracing"
@@ -52,6 +54,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if len(args) > 0 && args[0] == "criu" {
 		return criuCmd(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "checkpoint" {
+		return checkpointCmd(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -193,7 +198,17 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	mx := metrics.New(metrics.Options{States: st.Counts, Shims: shimCounter(filepath.Join(cfg.State, "s"))})
+	nriHost, err := nri.New(nri.Options{
+		Config: cfg.NRI, Name: "berth", Version: server.Version, Logger: log,
+		InjectCDI: specgen.NewCDIRegistry(cfg.CDI.SpecDirs).InjectDevices,
+	})
+	if err != nil {
+		return err
+	}
+	mx := metrics.New(metrics.Options{
+		States: st.Counts, Shims: shimCounter(filepath.Join(cfg.State, "s")),
+		Collectors: nriHost.Metrics().Collectors(),
+	})
 	imageSvc, err := imagesvc.New(ctx, imagesvc.Options{
 		Root: cfg.Root, DB: db, InsecureHosts: cfg.Registry.InsecureHosts, Logger: log,
 		HostsDir: cfg.Registry.ConfigPath, PinnedImages: cfg.Registry.PinnedImages,
@@ -225,7 +240,7 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	defer streams.Close()
 	srv, err := server.New(server.Options{
 		Config: cfg, Store: st, Sandboxes: sandboxes, Images: images, Network: network,
-		ShimPath: shimPath, Logger: log, Streaming: streams,
+		ShimPath: shimPath, Logger: log, Streaming: streams, NRI: nriHost,
 	})
 	if err != nil {
 		return err
@@ -234,6 +249,11 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	if err := srv.Recover(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	// After recovery, so a plugin's first synchronisation sees every pod.
+	if err := nriHost.Start(srv.NRIRuntime()); err != nil {
+		return err
+	}
+	defer nriHost.Stop()
 	go func() {
 		if err := streams.Serve(srv.StreamRuntime()); err != nil {
 			log.Error("streaming server stopped", "error", err)

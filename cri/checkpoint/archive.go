@@ -167,6 +167,9 @@ type Checkpoint struct {
 	Dir    string
 	Config ContainerConfig
 	Spec   specs.Spec
+	// Container is the checkpointed container's CRI identity, read from
+	// where the archive's writer (CRI-O, berth or containerd) keeps it.
+	Container Identity
 }
 
 // Images is the directory of CRIU images.
@@ -232,5 +235,11 @@ func Open(dir string) (*Checkpoint, error) {
 		return nil, fmt.Errorf("checkpoint lacks CRIU images (%s/%s): %v: %w", CheckpointDirectory, inventoryImage, err, errdefs.ErrInvalidArgument)
 	}
 	inv.Close()
+	if err := c.checkRuntime(); err != nil {
+		return nil, err
+	}
+	if c.Container, err = c.identity(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }

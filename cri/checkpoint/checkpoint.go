@@ -58,9 +58,32 @@ const (
 	AnnotationName          = "io.kubernetes.cri-o.Name"
 	AnnotationNamespace     = "io.kubernetes.cri-o.Namespace"
 	// ImageAnnotationName marks an OCI image that holds a checkpoint (one
-	// layer with the archive's files), as CRI-O and Podman mark them.
+	// layer with the archive's files), as CRI-O marks them; see
+	// ImageAnnotations for the other writers' marks.
 	ImageAnnotationName = "io.kubernetes.cri-o.annotations.checkpoint.name"
 )
+
+// ImageAnnotations are the annotations, any one of which marks an OCI
+// image as a checkpoint image: CRI-O's; checkpointctl's common one, which
+// `checkpointctl build`, CRI-O's own tests and the tools converting
+// kubelet's archives with buildah set; and Podman's (podman container
+// checkpoint --create-image).
+var ImageAnnotations = []string{
+	ImageAnnotationName,
+	"org.criu.checkpoint.container.name",
+	"io.podman.annotations.checkpoint.name",
+}
+
+// IsImage reports whether an image's manifest annotations mark it as a
+// checkpoint image.
+func IsImage(annotations map[string]string) bool {
+	for _, a := range ImageAnnotations {
+		if _, ok := annotations[a]; ok {
+			return true
+		}
+	}
+	return false
+}
 
 // ContainerConfig is config.dump (checkpointctl's lib.ContainerConfig).
 type ContainerConfig struct {

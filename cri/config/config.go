@@ -44,6 +44,7 @@ type Config struct {
 	Streaming Streaming `toml:"streaming"`
 	Metrics   Metrics   `toml:"metrics"`
 	CDI       CDI       `toml:"cdi"`
+	NRI       NRI       `toml:"nri"`
 	Tracing   Tracing   `toml:"tracing"`
 
 	// Files are the files this config was read from, the main file then
@@ -110,6 +111,7 @@ type Runtime struct {
 	RestrictOOMScoreAdj *bool              `toml:"restrict_oom_score_adj,omitempty" comment:"never set a container's oom_score_adj below berthd's own (default: on when CAP_SYS_RESOURCE is missing)"`
 	ShimPath            string             `toml:"shim_path" comment:"berth-shim binary; empty: next to berthd, else in PATH"`
 	PausePath           string             `toml:"pause_path" comment:"berth-pause binary; empty: next to berthd, else in PATH"`
+	HooksDir            []string           `toml:"hooks_dir" comment:"directories of OCI hook files (*.json, oci-hooks(5) version 1.0.0, as CRI-O's and podman's hooks_dir), read at each CreateContainer; hooks whose conditions match are added to the container's spec; a file in a later directory replaces one of the same name in an earlier one; a missing directory is skipped, a bad file is logged and skipped"`
 	Handlers            map[string]Handler `toml:"handlers" comment:"runtime handlers (Kubernetes RuntimeClass) by name"`
 	CriuPath            string             `toml:"criu_path" comment:"CRIU binary for checkpoint and restore; empty: /usr/local/sbin/criu, then PATH. berthd uses it only once it has dumped and restored a throwaway process with it (Status condition CheckpointRestoreReady)"`
 	// CheckpointTimeout is a Go duration string: TOML has no duration type.
@@ -193,6 +195,7 @@ func Default() Config {
 			},
 			CheckpointTimeout:      "5m",
 			RestoreImageRegistries: []string{},
+			HooksDir:               []string{"/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"},
 		},
 		Registry: Registry{
 			ConfigPath: "/etc/berth/certs.d", InsecureHosts: []string{}, PinnedImages: []string{},
@@ -206,6 +209,7 @@ func Default() Config {
 			PluginTimeout: "2m",
 		},
 		CDI: CDI{SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		NRI: defaultNRI(),
 		Tracing: Tracing{
 			Endpoint: "127.0.0.1:4317", Protocol: "grpc", Insecure: true,
 			SamplingRatePerMillion: 1_000_000, ServiceName: "berthd",
@@ -393,6 +397,12 @@ func (c *Config) Validate() error {
 		if !filepath.IsAbs(d) {
 			return bad("cdi.spec_dirs", fmt.Sprintf("%q is not an absolute path", d))
 		}
+	}
+	if err := c.NRI.validate(bad); err != nil {
+		return err
+	}
+	if err := validateHooksDirs(c.Runtime.HooksDir, bad); err != nil {
+		return err
 	}
 	return c.Tracing.validate(bad)
 }

@@ -31,6 +31,8 @@ type Options struct {
 	States func() (sandboxes, containers map[string]int)
 	// Shims returns how many shims berthd knows to be alive.
 	Shims func() int
+	// Collectors are other components' metrics (NRI's) to serve too.
+	Collectors []prometheus.Collector
 }
 
 // PullObserver is what an image puller reports to after each pull; bytes
@@ -85,6 +87,7 @@ func New(o Options) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}),
 	)
+	m.reg.MustRegister(o.Collectors...)
 	if o.States != nil {
 		m.reg.MustRegister(&stateCollector{states: o.States})
 	}

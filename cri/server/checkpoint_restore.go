@@ -2,15 +2,17 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -49,7 +51,7 @@ var _ layerDirs = (*imagesvc.Service)(nil)
 // from, or nil when its image is an ordinary image. As CRI-O accepts them,
 // the image may be a checkpoint archive (a path on the node) or an OCI
 // image holding one: a single layer with the archive's files, marked with
-// the checkpoint-name annotation.
+// one of the checkpoint-name annotations (checkpoint.ImageAnnotations).
 func (s *Server) openRestore(ctx context.Context, cfg *runtime.ContainerConfig) (*restoreSource, error) {
 	img := cfg.GetImage().GetImage()
 	var layer string
@@ -79,8 +81,12 @@ func (s *Server) openRestore(ctx context.Context, cfg *runtime.ContainerConfig) 
 		return nil, fmt.Errorf("restore container from %q: %w", img, err)
 	}
 	rcfg, err := restoreConfig(cfg, ckpt)
+	var base imagesvc.Image
 	if err == nil {
-		err = s.checkBaseImage(ctx, rcfg.GetImage().GetImage(), layer != "")
+		base, err = s.checkBaseImage(ctx, rcfg.GetImage().GetImage(), ckpt.Container.ImageID, layer != "")
+	}
+	if err == nil {
+		err = checkCheckpointSpec(rcfg, ckpt, base.Config.Config.Volumes)
 	}
 	if err != nil {
 		_ = os.RemoveAll(dest)
@@ -97,7 +103,7 @@ func (s *Server) checkpointImageLayer(ctx context.Context, ref string) (string, 
 	if err != nil {
 		return "", nil
 	}
-	if _, ok := img.Annotations[checkpoint.ImageAnnotationName]; !ok {
+	if !checkpoint.IsImage(img.Annotations) {
 		return "", nil
 	}
 	if err := checkRestoreImage(s.cfg.Runtime, ref, img); err != nil {
@@ -134,25 +140,33 @@ func checkRestoreImage(rt config.Runtime, ref string, img imagesvc.Image) error 
 }
 
 // checkBaseImage checks the image a checkpoint names for its root file
-// system (config.dump's, the checkpoint author's word). berth never pulls
-// it for a restore: it must already be on the node, pulled through
-// PullImage with that caller's credentials. The checkpoint of an image
-// (fromImage) must also name one from the registries allowed for
-// checkpoint images, so that it cannot pick any private image some other
-// pod pulled onto the node. See docs/security.md for what is left.
-func (s *Server) checkBaseImage(ctx context.Context, ref string, fromImage bool) error {
+// system (config.dump's, the checkpoint author's word) and returns it.
+// berth never pulls it for a restore: it must already be on the node,
+// pulled through PullImage with that caller's credentials. When the
+// checkpoint records the image's ID (wantID), the node's image of that
+// name must be that very image: the writable layer is a diff against it,
+// and replayed onto other content it would make a root file system that
+// neither node ever had. The checkpoint of an image (fromImage) must also
+// name one from the registries allowed for checkpoint images, so that it
+// cannot pick any private image some other pod pulled onto the node. See
+// docs/security.md for what is left.
+func (s *Server) checkBaseImage(ctx context.Context, ref, wantID string, fromImage bool) (imagesvc.Image, error) {
 	img, err := s.images.Get(ctx, ref)
 	if errdefs.IsNotFound(err) {
-		return fmt.Errorf("the checkpoint's base image %q is not on this node, and a restore never pulls it: pull it first: %w", ref, errdefs.ErrFailedPrecondition)
+		return img, fmt.Errorf("the checkpoint's base image %q is not on this node, and a restore never pulls it: pull it first: %w", ref, errdefs.ErrFailedPrecondition)
 	}
 	if err != nil {
-		return fmt.Errorf("the checkpoint's base image %q: %w", ref, err)
+		return img, fmt.Errorf("the checkpoint's base image %q: %w", ref, err)
+	}
+	if wantID != "" && img.ID != wantID {
+		return img, fmt.Errorf("the checkpoint was taken on base image %q with ID %s, but this node's %q is %s: pull the same image (by digest) first: %w",
+			ref, wantID, ref, img.ID, errdefs.ErrFailedPrecondition)
 	}
 	if fromImage && !fromRegistries(img, s.cfg.Runtime.RestoreImageRegistries) {
-		return fmt.Errorf("the checkpoint's base image %q (known as %q) comes from no registry in runtime.restore_image_registries %q: %w",
+		return img, fmt.Errorf("the checkpoint's base image %q (known as %q) comes from no registry in runtime.restore_image_registries %q: %w",
 			ref, slices.Concat(img.RepoTags, img.RepoDigests), s.cfg.Runtime.RestoreImageRegistries, errdefs.ErrPermissionDenied)
 	}
-	return nil
+	return img, nil
 }
 
 // fromRegistries reports whether img was pulled from (is named in) one of
@@ -229,19 +243,15 @@ func restoreConfig(req *runtime.ContainerConfig, ckpt *checkpoint.Checkpoint) (*
 		return nil, fmt.Errorf("checkpoint names no image for its root file system: %w", errdefs.ErrInvalidArgument)
 	}
 	cfg.Image = &runtime.ImageSpec{Image: image}
-	ann := ckpt.Spec.Annotations
+	id := ckpt.Container
 	if cfg.GetMetadata().GetName() == "" {
-		var m runtime.ContainerMetadata
-		if err := json.Unmarshal([]byte(ann[checkpoint.AnnotationMetadata]), &m); err != nil || m.Name == "" {
-			m.Name = ckpt.Config.Name
-		}
-		cfg.Metadata = &runtime.ContainerMetadata{Name: m.Name, Attempt: m.Attempt}
+		cfg.Metadata = &runtime.ContainerMetadata{Name: id.Name, Attempt: id.Attempt}
 	}
 	if len(cfg.Labels) == 0 {
-		_ = json.Unmarshal([]byte(ann[checkpoint.AnnotationLabels]), &cfg.Labels)
+		cfg.Labels = maps.Clone(id.Labels)
 	}
 	if len(cfg.Annotations) == 0 {
-		_ = json.Unmarshal([]byte(ann[checkpoint.AnnotationAnnotations]), &cfg.Annotations)
+		cfg.Annotations = maps.Clone(id.Annotations)
 	}
 	if p := ckpt.Spec.Process; p != nil {
 		cfg.Command, cfg.Args = slices.Clone(p.Args), nil
@@ -259,6 +269,61 @@ func restoreConfig(req *runtime.ContainerConfig, ckpt *checkpoint.Checkpoint) (*
 		return nil, errSharedPIDRestore
 	}
 	return cfg, nil
+}
+
+// ownMounts are the bind mounts berth gives containers itself, whatever
+// the request: the pod's files, and /sys in a user namespace.
+var ownMounts = []string{"/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/dev/shm", "/sys"}
+
+// checkCheckpointSpec refuses a checkpoint whose spec.dump records what
+// the container restored by cfg would not have, and CRIU would fail on
+// mid-restore with a message naming none of it: a terminal, a PID
+// namespace the container shared (its path, in the spec of containerd or
+// CRI-O), a bind mount (CRIU restores each one only onto a mount of the
+// same destination) or a device the request does not give. A
+// checkpoint's other fields are the old node's choices (cgroup paths,
+// the pod's namespace paths, resources) and are the new request's.
+// imageVolumes are the base image's declared volumes, which berth mounts
+// for the restored container as it did for the checkpointed one.
+func checkCheckpointSpec(cfg *runtime.ContainerConfig, ckpt *checkpoint.Checkpoint, imageVolumes map[string]struct{}) error {
+	spec := ckpt.Spec
+	if spec.Process != nil && spec.Process.Terminal {
+		return fmt.Errorf("checkpoint of a container with a terminal cannot be restored: %w", errdefs.ErrNotImplemented)
+	}
+	if spec.Linux != nil {
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.PIDNamespace && ns.Path != "" {
+				return fmt.Errorf("checkpoint of a container that joined PID namespace %q: %w", ns.Path, errSharedPIDRestore)
+			}
+		}
+	}
+	have := map[string]bool{}
+	for _, d := range ownMounts {
+		have[d] = true
+	}
+	for d := range imageVolumes {
+		have[path.Clean("/"+d)] = true
+	}
+	for _, m := range cfg.GetMounts() {
+		have[path.Clean(m.GetContainerPath())] = true
+	}
+	for _, m := range spec.Mounts {
+		if m.Type == "bind" && !have[path.Clean(m.Destination)] {
+			return fmt.Errorf("checkpoint has a bind mount at %q that the container config does not mount (CRIU restores open files and mounts only onto the same destination): add the volume or restore elsewhere: %w", m.Destination, errdefs.ErrFailedPrecondition)
+		}
+	}
+	devs := map[string]bool{}
+	for _, d := range cfg.GetDevices() {
+		devs[path.Clean(d.GetContainerPath())] = true
+	}
+	if spec.Linux != nil {
+		for _, d := range spec.Linux.Devices {
+			if !devs[path.Clean(d.Path)] {
+				return fmt.Errorf("checkpoint has device %q that the container config does not give: %w", d.Path, errdefs.ErrFailedPrecondition)
+			}
+		}
+	}
+	return nil
 }
 
 // errSharedPIDRestore: CRIU restores a process tree with its own PIDs, in

@@ -9,7 +9,10 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-runtime/berth/cri/checkpoint"
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/imagesvc"
 )
@@ -75,19 +78,108 @@ func TestCheckBaseImage(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		ref       string
+		wantID    string
 		fromImage bool
 		want      error
 	}{
-		{"good.example/busybox:1", true, nil},
-		{"good.example/busybox:1", false, nil},
-		{"private.example/secret:1", false, nil},
-		{"private.example/secret:1", true, errdefs.ErrPermissionDenied},
-		{"good.example/absent:1", true, errdefs.ErrFailedPrecondition},
-		{"good.example/absent:1", false, errdefs.ErrFailedPrecondition},
+		{"good.example/busybox:1", "", true, nil},
+		{"good.example/busybox:1", "", false, nil},
+		{"good.example/busybox:1", "sha256:b", false, nil},
+		// Another image under the checkpoint's name: its diff would
+		// apply to content it was not taken on.
+		{"good.example/busybox:1", "sha256:other", false, errdefs.ErrFailedPrecondition},
+		{"private.example/secret:1", "", false, nil},
+		{"private.example/secret:1", "", true, errdefs.ErrPermissionDenied},
+		{"good.example/absent:1", "", true, errdefs.ErrFailedPrecondition},
+		{"good.example/absent:1", "", false, errdefs.ErrFailedPrecondition},
 	} {
-		err := s.checkBaseImage(ctx, tc.ref, tc.fromImage)
+		_, err := s.checkBaseImage(ctx, tc.ref, tc.wantID, tc.fromImage)
 		if tc.want == nil && err != nil || tc.want != nil && (!errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.ref)) {
-			t.Errorf("checkBaseImage(%q, fromImage=%v) = %v, want %v naming the image", tc.ref, tc.fromImage, err, tc.want)
+			t.Errorf("checkBaseImage(%q, %q, fromImage=%v) = %v, want %v naming the image", tc.ref, tc.wantID, tc.fromImage, err, tc.want)
 		}
+	}
+}
+
+// TestCheckCheckpointSpec: what a checkpoint's spec.dump records and the
+// restoring request would not give is refused before CRIU runs, naming it.
+func TestCheckCheckpointSpec(t *testing.T) {
+	bind := func(dst string) specs.Mount { return specs.Mount{Destination: dst, Type: "bind", Source: "/x" + dst} }
+	base := func() *checkpoint.Checkpoint {
+		return &checkpoint.Checkpoint{Spec: specs.Spec{
+			Process: &specs.Process{Args: []string{"sh"}},
+			Mounts: []specs.Mount{
+				{Destination: "/proc", Type: "proc"}, bind("/etc/hosts"), bind("/etc/resolv.conf"),
+				bind("/etc/hostname"), bind("/dev/shm"), bind("/data"), bind("/cache"),
+			},
+			Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: "/proc/1/ns/net"}}},
+		}}
+	}
+	req := func() *runtime.ContainerConfig {
+		return &runtime.ContainerConfig{Mounts: []*runtime.Mount{{ContainerPath: "/data/", HostPath: "/vol"}}}
+	}
+	imageVolumes := map[string]struct{}{"cache": {}}
+	if err := checkCheckpointSpec(req(), base(), imageVolumes); err != nil {
+		t.Fatalf("matching checkpoint refused: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*checkpoint.Checkpoint, *runtime.ContainerConfig)
+		want   error
+		names  string
+	}{
+		{"volume missing", func(c *checkpoint.Checkpoint, r *runtime.ContainerConfig) { r.Mounts = nil }, errdefs.ErrFailedPrecondition, `"/data"`},
+		{"image volume not the image's", func(c *checkpoint.Checkpoint, r *runtime.ContainerConfig) {
+			c.Spec.Mounts = append(c.Spec.Mounts, bind("/other"))
+		}, errdefs.ErrFailedPrecondition, `"/other"`},
+		{"terminal", func(c *checkpoint.Checkpoint, r *runtime.ContainerConfig) { c.Spec.Process.Terminal = true }, errdefs.ErrNotImplemented, "terminal"},
+		{"shared PID namespace", func(c *checkpoint.Checkpoint, r *runtime.ContainerConfig) {
+			c.Spec.Linux.Namespaces[0].Path = "/proc/42/ns/pid"
+		}, errdefs.ErrNotImplemented, "/proc/42/ns/pid"},
+		{"device", func(c *checkpoint.Checkpoint, r *runtime.ContainerConfig) {
+			c.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/fuse"}}
+		}, errdefs.ErrFailedPrecondition, "/dev/fuse"},
+	} {
+		c, r := base(), req()
+		tc.change(c, r)
+		err := checkCheckpointSpec(r, c, imageVolumes)
+		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.names) {
+			t.Errorf("%s: %v, want %v naming %s", tc.name, err, tc.want, tc.names)
+		}
+	}
+	// A device the request gives is fine.
+	c, r := base(), req()
+	c.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/fuse"}}
+	r.Devices = []*runtime.Device{{ContainerPath: "/dev/fuse", HostPath: "/dev/fuse"}}
+	if err := checkCheckpointSpec(r, c, imageVolumes); err != nil {
+		t.Errorf("device given by the request: %v", err)
+	}
+}
+
+// TestRestoreConfigContainerdIdentity: a containerd archive's container
+// name, attempt, labels and annotations (status.dump's) become the
+// restored container's when the request leaves them out, never
+// containerd's internal name from config.dump.
+func TestRestoreConfigContainerdIdentity(t *testing.T) {
+	ckpt := &checkpoint.Checkpoint{
+		Config: checkpoint.ContainerConfig{Name: "counter_pod_ns_uid_0", RootfsImageName: "reg/busybox:latest"},
+		Spec:   specs.Spec{Process: &specs.Process{Args: []string{"sh", "-c", "count"}, Cwd: "/", Env: []string{"A=b"}}},
+		Container: checkpoint.Identity{Origin: checkpoint.OriginContainerd, Name: "counter", Attempt: 3,
+			Labels: map[string]string{"app": "count"}, Annotations: map[string]string{"k": "v"}},
+	}
+	req := &runtime.ContainerConfig{Linux: &runtime.LinuxContainerConfig{SecurityContext: &runtime.LinuxContainerSecurityContext{
+		NamespaceOptions: &runtime.NamespaceOption{Pid: runtime.NamespaceMode_CONTAINER},
+	}}}
+	cfg, err := restoreConfig(req, ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.GetMetadata().GetName() != "counter" || cfg.GetMetadata().GetAttempt() != 3 ||
+		cfg.Labels["app"] != "count" || cfg.Annotations["k"] != "v" || cfg.GetImage().GetImage() != "reg/busybox:latest" {
+		t.Errorf("restore config = %v", cfg)
+	}
+	// The identity map is not shared with the config (which the store keeps).
+	cfg.Labels["app"] = "changed"
+	if ckpt.Container.Labels["app"] != "count" {
+		t.Error("restoreConfig shares the checkpoint's label map")
 	}
 }

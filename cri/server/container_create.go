@@ -106,7 +106,11 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 		return nil, fmt.Errorf("image %q: %w", p.cfg.GetImage().GetImage(), err)
 	}
 
+	// Unblocked last, once the container is visible: a plugin that
+	// connects meanwhile is synchronised with it or gets its event.
+	defer s.nri.BlockSync()()
 	p.id = newID()
+	defer s.creating.add(p.id)()
 	ctx = interceptor.With(ctx, "container_id", p.id)
 	log := interceptor.Logger(ctx)
 	p.cl = rollback.New(log)
@@ -136,6 +140,9 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtime.CreateContainer
 		if err := step(ctx, p); err != nil {
 			return nil, err
 		}
+	}
+	if c, err := s.store.Container(p.id); err == nil {
+		s.nri.PostCreateContainer(ctx, sb, c)
 	}
 	s.containerEvent(p.id, sb.ID, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
 	log.Info("container created", "name", p.cfg.GetMetadata().GetName(), "image", p.rec.Image)
@@ -226,7 +233,8 @@ func (s *Server) prepareContainerVolumes(ctx context.Context, p *containerPlan) 
 // writeContainerSpec writes the bundle's config.json and makes the log's
 // dir.
 func (s *Server) writeContainerSpec(ctx context.Context, p *containerPlan) error {
-	if err := s.writeSpec(p.rec, p.cfg, p.sb.Config, p.sb, p.img.Config.Config, p.volumes); err != nil {
+	adjust := func(spec *specs.Spec) error { return s.adjustContainerSpec(ctx, p, spec) }
+	if err := s.writeSpec(p.rec, p.cfg, p.sb.Config, p.sb, p.img.Config.Config, p.volumes, adjust); err != nil {
 		return err
 	}
 	if p.logFile != "" {
@@ -259,7 +267,9 @@ func (s *Server) createTask(ctx context.Context, p *containerPlan) error {
 	return nil
 }
 
-func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, podCfg *runtime.PodSandboxConfig, sb store.Sandbox, imgCfg imageConfig, volumes []specs.Mount) error {
+// writeSpec generates the container's spec, has adjust change it last,
+// and writes it to the bundle.
+func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, podCfg *runtime.PodSandboxConfig, sb store.Sandbox, imgCfg imageConfig, volumes []specs.Mount, adjust func(*specs.Spec) error) error {
 	ns := specgen.SandboxNamespaces{Net: sb.Status.Pod.NetNS, IPC: sb.Status.Pod.IPCNS, UTS: sb.Status.Pod.UTSNS}
 	files := specgen.PodFiles{Hostname: sb.Status.Pod.HostnamePath, Hosts: sb.Status.Pod.HostsPath, Resolv: sb.Status.Pod.ResolvPath, Shm: sb.Status.Pod.ShmPath}
 	if files.Shm == "" {
@@ -305,6 +315,9 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 	if err != nil {
 		return fmt.Errorf("generate spec of container %q: %w", rec.ID, err)
 	}
+	if err := adjust(spec); err != nil {
+		return err
+	}
 	if spec.Linux != nil {
 		s.dropUnsupported(spec.Linux.Resources)
 	}
@@ -328,6 +341,10 @@ func (s *Server) lockReadySandbox(id string) (store.Sandbox, func(), error) {
 	sb, err := s.store.Sandbox(id)
 	if err != nil {
 		return store.Sandbox{}, nil, err
+	}
+	if s.creating.has(sb.ID) {
+		// Its RunPodSandbox (an NRI plugin, say) is still at work.
+		return store.Sandbox{}, nil, fmt.Errorf("sandbox %q is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
 	}
 	unlock := s.locks.lock(sb.ID)
 	if sb, err = s.store.Sandbox(sb.ID); err != nil {

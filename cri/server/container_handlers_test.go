@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -315,6 +316,37 @@ func TestStopContainer(t *testing.T) {
 		if _, err := ts.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
 			t.Fatalf("stop: %v", err)
 		}
+	})
+	// A lost shim means the exit is on its way, however slowly the watcher
+	// records it on a loaded node; other signal errors get a short wait.
+	defer func(w time.Duration) { signalFailWait = w }(signalFailWait)
+	signalFailWait = 50 * time.Millisecond
+	t.Run("lost shim waits for the exit past the short wait", func(t *testing.T) {
+		ts.tasks.newTask = func(ft *fakeTask) {
+			ft.killErr = fmt.Errorf("shim kill: connection lost: %w", errdefs.ErrUnavailable)
+		}
+		id := ts.startContainer(t, sb, containerConfig("slow-exit"))
+		ft := ts.tasks.get(id)
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			ts.tasks.exit(ft, 0)
+		}()
+		if _, err := ts.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+	})
+	t.Run("other signal error is reported after the short wait", func(t *testing.T) {
+		ts.tasks.newTask = func(ft *fakeTask) { ft.killErr = fmt.Errorf("shim kill: %w", errdefs.ErrFailedPrecondition) }
+		id := ts.startContainer(t, sb, containerConfig("refuses"))
+		begin := time.Now()
+		_, err := ts.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 10})
+		if !errdefs.IsFailedPrecondition(err) {
+			t.Fatalf("stop = %v, want the signal's FailedPrecondition", err)
+		}
+		if d := time.Since(begin); d > 5*time.Second {
+			t.Errorf("reported after %s", d)
+		}
+		ts.tasks.exit(ts.tasks.get(id), 0)
 	})
 }
 

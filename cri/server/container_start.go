@@ -38,6 +38,9 @@ func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRe
 	if t == nil {
 		return nil, fmt.Errorf("container %q has no shim: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
+	if err := s.nri.StartContainer(ctx, sb, c); err != nil {
+		return nil, err
+	}
 	started := time.Now().UnixNano()
 	pid, err := s.startTask(ctx, t, c)
 	if err != nil {
@@ -70,6 +73,9 @@ func (s *Server) StartContainer(ctx context.Context, r *runtime.StartContainerRe
 		return nil, err
 	}
 	s.containerEvent(c.ID, c.SandboxID, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
+	if cur, err := s.store.Container(c.ID); err == nil {
+		s.nri.PostStartContainer(ctx, sb, cur)
+	}
 	interceptor.Logger(ctx).Info("container started", "pid", pid)
 	return &runtime.StartContainerResponse{}, nil
 }

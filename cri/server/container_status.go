@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -66,6 +67,9 @@ func (s *Server) ContainerStatus(ctx context.Context, r *runtime.ContainerStatus
 	if err != nil {
 		return nil, err
 	}
+	if s.creating.has(c.ID) {
+		return nil, fmt.Errorf("container %q is being created: %w", c.ID, errdefs.ErrNotFound)
+	}
 	resp := &runtime.ContainerStatusResponse{Status: s.containerStatus(c)}
 	if r.GetVerbose() {
 		info, err := json.Marshal(map[string]any{
@@ -85,6 +89,9 @@ func (s *Server) ContainerStatus(ctx context.Context, r *runtime.ContainerStatus
 func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container {
 	var out []*runtime.Container
 	for _, c := range s.store.Containers() {
+		if s.creating.has(c.ID) {
+			continue
+		}
 		if f != nil {
 			if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
 				continue

@@ -20,6 +20,10 @@ import (
 // stuck in the kernel is reported rather than waited on forever.
 const killWait = 30 * time.Second
 
+// signalFailWait bounds the wait for an exit after a signal failed for a
+// reason other than a lost shim; a variable so tests can shorten it.
+var signalFailWait = 5 * time.Second
+
 // StopContainer sends the stop signal, then SIGKILL after the timeout. Per
 // the CRI it succeeds for a container that is already stopped or gone.
 func (s *Server) StopContainer(ctx context.Context, r *runtime.StopContainerRequest) (*runtime.StopContainerResponse, error) {
@@ -35,6 +39,7 @@ func (s *Server) StopContainer(ctx context.Context, r *runtime.StopContainerRequ
 	if err := s.stopContainer(ctx, c, r.GetTimeout()); err != nil {
 		return nil, err
 	}
+	s.nriContainerStopped(ctx, c)
 	return &runtime.StopContainerResponse{}, nil
 }
 
@@ -79,14 +84,22 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout i
 
 // exitingAnyway decides what a failed signal means: a container that exited
 // meanwhile has its shim torn down under the signal, which then fails with
-// "deleted" or "connection lost"; that is a stop that succeeded.
+// "deleted" or "connection lost"; that is a stop that succeeded. A lost
+// connection means the shim is gone or going, so the exit is on its way
+// through the task's watcher: that wait gets killWait, since on a loaded
+// node (hundreds of shims exiting at once after a restart) the watcher can
+// take longer than the short wait other errors get.
 func (s *Server) exitingAnyway(ctx context.Context, t task.Task, err error) error {
+	wait := signalFailWait
+	if errdefs.IsUnavailable(err) {
+		wait = killWait
+	}
 	select {
 	case <-t.Done():
 		return nil
 	case <-ctx.Done():
 		return err
-	case <-time.After(5 * time.Second):
+	case <-time.After(wait):
 		return err
 	}
 }
@@ -123,6 +136,8 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.stopContainer(ctx, c, 0); err != nil {
 		return err
 	}
+	s.nriContainerStopped(ctx, c)
+	s.nri.RemoveContainer(ctx, s.sandboxOf(c), c)
 	// A shim can outlive its task only across a daemon crash; make sure
 	// nothing of the container still runs before its files go.
 	if err := s.tasks.Release(ctx, c); err != nil {
@@ -140,6 +155,7 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.store.DeleteContainer(c.ID); err != nil {
 		return err
 	}
+	s.nriStopped.Delete(c.ID)
 	s.containerEvent(c.ID, c.SandboxID, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)
 	interceptor.Logger(ctx).Info("container removed")
 	return nil

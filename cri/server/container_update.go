@@ -41,6 +41,11 @@ func (s *Server) UpdateContainerResources(ctx context.Context, r *runtime.Update
 	if c.Status.State == store.ContainerExited || t == nil {
 		return nil, fmt.Errorf("container %q is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
+	sb := s.sandboxOf(c)
+	if res, err = s.nri.UpdateContainer(ctx, sb, c, res); err != nil {
+		return nil, err
+	}
+	s.dropUnsupported(res)
 	if err := t.Update(ctx, res); err != nil {
 		return nil, fmt.Errorf("update resources of container %q: %w", c.ID, err)
 	}
@@ -49,6 +54,9 @@ func (s *Server) UpdateContainerResources(ctx context.Context, r *runtime.Update
 		return st, nil
 	}); err != nil {
 		return nil, fmt.Errorf("record resources of container %q: %w", c.ID, err)
+	}
+	if cur, err := s.store.Container(c.ID); err == nil {
+		s.nri.PostUpdateContainer(ctx, sb, cur)
 	}
 	interceptor.Logger(ctx).Info("container resources updated", "container_id", c.ID)
 	return &runtime.UpdateContainerResourcesResponse{}, nil

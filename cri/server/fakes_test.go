@@ -354,6 +354,8 @@ type fakeTask struct {
 	startErr, killErr, pauseErr, updateErr, execErr, reopenErr error
 	execExit                                                   int32
 	execOut                                                    string
+	// updated is what the last Update applied.
+	updated *specs.LinuxResources
 }
 
 var _ task.Task = (*fakeTask)(nil)
@@ -396,6 +398,7 @@ func (t *fakeTask) Checkpoint(ctx context.Context, o task.CheckpointOpts) error 
 
 func (t *fakeTask) Update(ctx context.Context, res *specs.LinuxResources) error {
 	t.add("update")
+	t.updated = res
 	return t.updateErr
 }
 
@@ -459,6 +462,7 @@ type testServer struct {
 	images    *fakeImages
 	network   *fakeNetwork
 	tasks     *fakeTasks
+	plugins   *fakeNRI
 }
 
 // newTestServer returns a server whose collaborators are all fakes and
@@ -475,6 +479,7 @@ func newTestServer(t *testing.T) *testServer {
 		images:    &fakeImages{},
 		network:   &fakeNetwork{},
 		tasks:     &fakeTasks{store: st},
+		plugins:   &fakeNRI{},
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cg := cgroups.New(filepath.Join(dir, "cgroup"))
@@ -494,6 +499,7 @@ func newTestServer(t *testing.T) *testServer {
 		cg:        cg,
 		stats:     stats.New(stats.Options{Cgroups: cg, Root: cfg.Root, Logger: log}),
 		events:    events.New[*runtime.ContainerEventResponse](0),
+		nri:       ts.plugins,
 	}
 	ts.criu = noCRIU{}
 	if err := ts.makeStateDirs(); err != nil {

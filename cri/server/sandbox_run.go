@@ -88,6 +88,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	if err := s.checkPodUserns(p.cfg, p.handler); err != nil {
 		return nil, err
 	}
+	// Unblocked last, once the pod is visible: a plugin that connects
+	// meanwhile is synchronised with it or gets its event.
+	defer s.nri.BlockSync()()
 	ctx, cancel := detachCreate(ctx)
 	defer cancel()
 	p.id = newID()
@@ -97,6 +100,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 	// a retry that finds the name taken can wait for this call to end.
 	unlock := s.locks.lock(p.id)
 	defer unlock()
+	// Hidden until the call ends, rollback included, and shown before a
+	// retry waiting on the lock goes on.
+	defer s.creating.add(p.id)()
 	p.cl = rollback.New(log)
 	defer p.cl.OnError(ctx, &retErr)
 	p.name = podKey(p.cfg.GetMetadata())
@@ -114,6 +120,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequ
 		s.recordSandbox, // first, so a daemon killed later finds what to clean up
 		s.createSandbox,
 		s.setupNetwork,
+		s.nriRunPod,
 		s.markReady,
 	} {
 		if err := step(ctx, p); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
@@ -30,6 +31,9 @@ func (s *Server) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxStat
 	sb, err := s.store.Sandbox(r.GetPodSandboxId())
 	if err != nil {
 		return nil, err
+	}
+	if s.creating.has(sb.ID) {
+		return nil, fmt.Errorf("sandbox %q is being created: %w", sb.ID, errdefs.ErrNotFound)
 	}
 	st := s.podStatus(sb)
 	st.Linux = &runtime.LinuxPodSandboxStatus{Namespaces: &runtime.Namespace{
@@ -66,6 +70,9 @@ func matchLabels(selector, labels map[string]string) bool {
 func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbox {
 	var out []*runtime.PodSandbox
 	for _, sb := range s.store.Sandboxes() {
+		if s.creating.has(sb.ID) {
+			continue
+		}
 		if f != nil {
 			if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
 				continue

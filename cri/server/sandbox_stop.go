@@ -34,11 +34,20 @@ func (s *Server) StopPodSandbox(ctx context.Context, r *runtime.StopPodSandboxRe
 func (s *Server) stopSandbox(ctx context.Context, sb store.Sandbox) error {
 	for _, c := range s.store.ContainersOf(sb.ID) {
 		unlock := s.locks.lock(c.ID)
-		err := s.stopContainer(interceptor.With(ctx, "container_id", c.ID), c, 0)
+		cctx := interceptor.With(ctx, "container_id", c.ID)
+		err := s.stopContainer(cctx, c, 0)
+		if err == nil {
+			s.nriContainerStopped(cctx, c)
+		}
 		unlock()
 		if err != nil {
 			return fmt.Errorf("stop container %q of sandbox %q: %w", c.ID, sb.ID, err)
 		}
+	}
+	if !sb.Status.NetworkDown {
+		// Once, at the first stop: its containers are stopped, its
+		// network and namespaces still there.
+		s.nri.StopPodSandbox(ctx, sb)
 	}
 	if !sb.Status.NetworkDown && sb.Status.Pod.NetNS != "" {
 		if err := s.network.Teardown(ctx, podNetwork(sb)); err != nil {
@@ -89,6 +98,7 @@ func (s *Server) removeSandbox(ctx context.Context, sb store.Sandbox) error {
 			return fmt.Errorf("remove container %q of sandbox %q: %w", c.ID, sb.ID, err)
 		}
 	}
+	s.nri.RemovePodSandbox(ctx, sb)
 	if err := s.sandboxes.Remove(ctx, controllerPod(sb)); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", sb.ID, err)
 	}

@@ -62,6 +62,9 @@ func (s *Server) UpdatePodSandboxResources(ctx context.Context, r *runtime.Updat
 	if !s.cg.Exists(path) {
 		return nil, fmt.Errorf("cgroup %q of sandbox %q does not exist: %w", parent, id, errdefs.ErrFailedPrecondition)
 	}
+	if err := s.nri.UpdatePodSandbox(ctx, sb, r.GetResources(), r.GetOverhead()); err != nil {
+		return nil, err
+	}
 	if err := s.cg.Update(path, limits); err != nil {
 		return nil, fmt.Errorf("update cgroup of sandbox %q: %w", id, err)
 	}
@@ -75,6 +78,9 @@ func (s *Server) UpdatePodSandboxResources(ctx context.Context, r *runtime.Updat
 		return st, nil
 	}); err != nil {
 		return nil, fmt.Errorf("record resources of sandbox %q: %w", id, err)
+	}
+	if cur, err := s.store.Sandbox(id); err == nil {
+		s.nri.PostUpdatePodSandbox(ctx, cur)
 	}
 	interceptor.Logger(ctx).Info("pod sandbox resources updated", "sandbox_id", id, "cgroup", parent)
 	return &runtime.UpdatePodSandboxResourcesResponse{}, nil

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -24,6 +25,7 @@ import (
 	"github.com/berth-runtime/berth/cri/cgroups"
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/cri/events"
+	"github.com/berth-runtime/berth/cri/nri"
 	"github.com/berth-runtime/berth/cri/specgen"
 	"github.com/berth-runtime/berth/cri/stats"
 	"github.com/berth-runtime/berth/cri/store"
@@ -126,6 +128,8 @@ type Options struct {
 	// Streaming hands out exec/attach/port-forward URLs; nil makes those
 	// RPCs Unavailable (ExecSync works without it).
 	Streaming StreamServer
+	// NRI hosts NRI plugins; nil hosts none.
+	NRI NRI
 }
 
 // Server serves the CRI.
@@ -172,6 +176,13 @@ type Server struct {
 	events *events.Broadcaster[*runtime.ContainerEventResponse]
 	// cg writes pod cgroups (UpdatePodSandboxResources).
 	cg *cgroups.Manager
+
+	// nri raises NRI events; creating hides what is being made from
+	// List, Status and NRI synchronisation; nriStopped holds the
+	// containers whose stop plugins were told of.
+	nri        NRI
+	creating   inFlight
+	nriStopped sync.Map
 }
 
 // New validates o and returns a server; call Recover before serving.
@@ -196,6 +207,10 @@ func New(o Options) (*Server, error) {
 		cg:        cgroups.New(""),
 		events:    events.New[*runtime.ContainerEventResponse](0),
 		cdi:       specgen.NewCDIRegistry(o.Config.CDI.SpecDirs),
+		nri:       o.NRI,
+	}
+	if s.nri == nil {
+		s.nri = nri.Disabled()
 	}
 	if o.Config.Runtime.RestrictOOM() {
 		v, err := ownOOMScoreAdj()

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -39,6 +41,9 @@ func (s *Server) taskHooks() task.Hooks {
 		Exiting:  s.recordOOM,
 		Exited: func(rec store.Container, _ task.Exit) {
 			s.containerEvent(rec.ID, rec.SandboxID, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
+			// Plugins hear of a container that ended on its own too, as
+			// containerd tells them; before Stop's waiter is released.
+			s.nriContainerStopped(context.Background(), rec)
 		},
 	}
 }

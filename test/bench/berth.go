@@ -80,7 +80,7 @@ func (b *berthDaemon) Start(ctx context.Context) (string, error) {
 		return "", err
 	}
 	b.proc = p
-	if err := waitSocket(ctx, p, b.socket(), 30*time.Second); err != nil {
+	if err := waitSocket(ctx, p, b.socket(), listenWait); err != nil {
 		return "", fmt.Errorf("berthd: %w (log %s)", err, filepath.Join(b.dir, "berthd.log"))
 	}
 	return "unix://" + b.socket(), nil
@@ -91,6 +91,10 @@ func (b *berthDaemon) Pid() int { return b.proc.pid() }
 func (b *berthDaemon) Procs() []int {
 	return runtimeProcs(b.Pid(), b.dir, "berth-shim", "berth-pause")
 }
+
+func (b *berthDaemon) Kill() { b.proc.kill() }
+
+func (b *berthDaemon) MetaDB() string { return filepath.Join(b.dir, "root", "meta.db") }
 
 func (b *berthDaemon) Stop() {
 	b.proc.stop(15 * time.Second)

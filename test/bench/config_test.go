@@ -77,3 +77,34 @@ func TestContainerdConfig(t *testing.T) {
 		t.Errorf("registry config_path = %v", got)
 	}
 }
+
+func TestContainerd2Config(t *testing.T) {
+	c := &containerdDaemon{name: "containerd2", v3: true, dir: "/tmp/bbX/containerd2", env: testEnv(),
+		certsDir: "/tmp/bbX/certs.d", sandboxImage: "registry.k8s.io/pause:3.10", logLevel: "info"}
+	var doc map[string]any
+	if err := toml.Unmarshal([]byte(c.config()), &doc); err != nil {
+		t.Fatalf("containerd 2 config is not TOML: %v\n%s", err, c.config())
+	}
+	if doc["version"] != int64(3) {
+		t.Fatalf("version = %v, want 3", doc["version"])
+	}
+	plugins := doc["plugins"].(map[string]any)
+	images := plugins["io.containerd.cri.v1.images"].(map[string]any)
+	if got := images["pinned_images"].(map[string]any)["sandbox"]; got != "registry.k8s.io/pause:3.10" {
+		t.Errorf("sandbox image = %v", got)
+	}
+	if got := images["registry"].(map[string]any)["config_path"]; got != "/tmp/bbX/certs.d" {
+		t.Errorf("registry config_path = %v", got)
+	}
+	rt := plugins["io.containerd.cri.v1.runtime"].(map[string]any)
+	if rt["restrict_oom_score_adj"] != true {
+		t.Errorf("restrict_oom_score_adj not set: every sandbox fails without CAP_SYS_RESOURCE")
+	}
+	opts := rt["containerd"].(map[string]any)["runtimes"].(map[string]any)["runc"].(map[string]any)["options"].(map[string]any)
+	if opts["SystemdCgroup"] != false || opts["Root"] != "/tmp/bbX/containerd2/runc" || opts["BinaryName"] != "/usr/sbin/runc" {
+		t.Errorf("runc options = %v", opts)
+	}
+	if got := rt["cni"].(map[string]any)["conf_dir"]; got != "/tmp/bbX/cni" {
+		t.Errorf("cni conf_dir = %v", got)
+	}
+}

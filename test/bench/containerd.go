@@ -10,11 +10,17 @@ import (
 	"time"
 )
 
-// containerdDaemon runs Debian's containerd 1.6 with the CRI plugin on its
-// own root, state, sockets and runc root, with the bench's CNI conf dir and
-// a certs.d mirror tree that sends every registry to the bench registry.
+// containerdDaemon runs Debian's containerd 1.6 (config version 2), or a
+// containerd 2.x built from the Go module proxy (config version 3, name
+// "containerd2"), with the CRI plugin on its own root, state, sockets and
+// runc root, with the bench's CNI conf dir and a certs.d mirror tree that
+// sends every registry to the bench registry.
 type containerdDaemon struct {
-	bin          string
+	name string
+	bin  string
+	// v3 writes containerd 2.x's config (version 3: the CRI plugin split
+	// into images, runtime and grpc parts).
+	v3           bool
 	dir          string
 	env          *env
 	certsDir     string
@@ -28,11 +34,14 @@ type containerdDaemon struct {
 	netnsBefore map[string]bool
 }
 
-func (c *containerdDaemon) Name() string { return "containerd" }
+func (c *containerdDaemon) Name() string { return c.name }
 
 func (c *containerdDaemon) socket() string { return filepath.Join(c.dir, "c.sock") }
 
 func (c *containerdDaemon) config() string {
+	if c.v3 {
+		return c.configV3()
+	}
 	return fmt.Sprintf(`version = 2
 root = %q
 state = %q
@@ -74,6 +83,56 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 		c.logLevel, filepath.Join(c.dir, "opt"), c.sandboxImage, c.env.Runc, c.runcRoot(), c.env.ConfDir, c.certsDir)
 }
 
+// configV3 is the same setup in containerd 2.x's schema. NRI is disabled:
+// its default socket (/var/run/nri/nri.sock) is host-wide, and the bench must
+// not take it from a containerd the node runs.
+func (c *containerdDaemon) configV3() string {
+	return fmt.Sprintf(`version = 3
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.erofs", "io.containerd.nri.v1.nri"]
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+
+[debug]
+  level = %q
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = %q
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = %q
+
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = %q
+        Root = %q
+        SystemdCgroup = false
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = %q
+    max_conf_num = 1
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.socket(), c.socket()+".ttrpc",
+		c.logLevel, filepath.Join(c.dir, "opt"), c.sandboxImage, c.certsDir, c.env.Runc, c.runcRoot(), c.env.ConfDir)
+}
+
 func (c *containerdDaemon) runcRoot() string { return filepath.Join(c.dir, "runc") }
 
 func (c *containerdDaemon) Start(ctx context.Context) (string, error) {
@@ -84,14 +143,21 @@ func (c *containerdDaemon) Start(ctx context.Context) (string, error) {
 	if err := os.WriteFile(cfg, []byte(c.config()), 0o600); err != nil {
 		return "", fmt.Errorf("write containerd config: %w", err)
 	}
-	c.netnsBefore = listNetns()
+	if c.netnsBefore == nil {
+		// Only before the first start: a restart (the recovery
+		// scenario) must not adopt the pins of its own pods.
+		c.netnsBefore = listNetns()
+	}
 	logPath := filepath.Join(c.dir, "containerd.log")
-	p, err := startProcess(c.bin, []string{"--config", cfg}, logPath)
+	// containerd finds its shim on PATH first, then beside its own binary:
+	// a containerd 2.x next to Debian's 1.6 must not start 1.6's shim.
+	env := []string{"PATH=" + filepath.Dir(c.bin) + string(os.PathListSeparator) + os.Getenv("PATH")}
+	p, err := startProcess(c.bin, []string{"--config", cfg}, logPath, env...)
 	if err != nil {
 		return "", err
 	}
 	c.proc = p
-	if err := waitSocket(ctx, p, c.socket(), 30*time.Second); err != nil {
+	if err := waitSocket(ctx, p, c.socket(), listenWait); err != nil {
 		return "", fmt.Errorf("containerd: %w (log %s)", err, logPath)
 	}
 	return "unix://" + c.socket(), nil
@@ -101,6 +167,12 @@ func (c *containerdDaemon) Pid() int { return c.proc.pid() }
 
 func (c *containerdDaemon) Procs() []int {
 	return runtimeProcs(c.Pid(), c.dir, "containerd-shim", "pause")
+}
+
+func (c *containerdDaemon) Kill() { c.proc.kill() }
+
+func (c *containerdDaemon) MetaDB() string {
+	return filepath.Join(c.dir, "root", "io.containerd.metadata.v1.bolt", "meta.db")
 }
 
 func (c *containerdDaemon) Stop() {
@@ -117,6 +189,11 @@ func (c *containerdDaemon) Stop() {
 				continue
 			}
 			p := filepath.Join("/var/run/netns", name)
+			// mountinfo names the pin by its real path (/run/netns on
+			// Debian, where /var/run is a link to /run).
+			if real, err := filepath.EvalSymlinks(p); err == nil {
+				p = real
+			}
 			unmountUnder(p, c.log)
 			if err := os.Remove(p); err != nil {
 				c.log.Warn("remove netns pin", "path", p, "err", err)

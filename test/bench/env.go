@@ -225,7 +225,7 @@ func listProcs() []procInfo {
 }
 
 // runtimeProcs returns the runtime's own processes: the daemon, shims (comm
-// starting with shimComm and naming dir in their command line) and infra
+// starting with shimComm and naming a path under dir in their command line) and infra
 // processes (children of either whose comm is in infraComms).
 func runtimeProcs(daemonPid int, dir, shimComm string, infraComms ...string) []int {
 	procs := listProcs()
@@ -234,7 +234,7 @@ func runtimeProcs(daemonPid int, dir, shimComm string, infraComms ...string) []i
 		owners[daemonPid] = true
 	}
 	for _, p := range procs {
-		if strings.HasPrefix(p.Comm, shimComm) && strings.Contains(p.Cmdline, dir) {
+		if strings.HasPrefix(p.Comm, shimComm) && namesPathUnder(p.Cmdline, dir) {
 			owners[p.Pid] = true
 		}
 	}
@@ -256,13 +256,19 @@ func runtimeProcs(daemonPid int, dir, shimComm string, infraComms ...string) []i
 	return out
 }
 
-// killProcsNaming SIGKILLs processes whose command line names dir (shims a
-// daemon left running) and waits for them to go.
+// namesPathUnder says whether a command line names a path below dir, never
+// one below a sibling that shares its prefix (containerd vs containerd2).
+func namesPathUnder(cmdline, dir string) bool {
+	return strings.Contains(cmdline, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// killProcsNaming SIGKILLs processes whose command line names a path under
+// dir (shims a daemon left running) and waits for them to go.
 func killProcsNaming(dir string) {
 	var pids []int
 	self := os.Getpid()
 	for _, p := range listProcs() {
-		if p.Pid != self && strings.Contains(p.Cmdline, dir) {
+		if p.Pid != self && namesPathUnder(p.Cmdline, dir) {
 			pids = append(pids, p.Pid)
 			_ = syscall.Kill(p.Pid, syscall.SIGKILL)
 		}

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,7 @@ type params struct {
 	Scenarios      string
 	BerthBin       string
 	Containerd     string
+	Containerd2    string
 	Iterations     int
 	ExecIterations int
 	FloorIter      int
@@ -56,6 +58,10 @@ type params struct {
 	Critest        string
 	CritestSamples int
 	CritestRounds  int
+	NodePods       string
+	Steady         time.Duration
+	Churn          int
+	ChurnTraced    int
 	Timeout        time.Duration
 }
 
@@ -63,10 +69,11 @@ func parseFlags(args []string) (params, error) {
 	var p params
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.BoolVar(&p.Quick, "quick", false, "smoke version: small counts (explicit flags still win)")
-	fs.StringVar(&p.Runtimes, "runtimes", "berth,containerd", "runtimes to measure")
-	fs.StringVar(&p.Scenarios, "scenarios", "floor,sandbox,container,coldstart,exec,concurrent,pull,lifecycles,critest", "scenarios to run")
+	fs.StringVar(&p.Runtimes, "runtimes", "berth,containerd,containerd2", "runtimes to measure: berth, containerd (Debian's 1.6), containerd2 (2.x from -containerd2)")
+	fs.StringVar(&p.Scenarios, "scenarios", "floor,sandbox,container,coldstart,exec,concurrent,pull,lifecycles,critest,node,churn", "scenarios to run")
 	fs.StringVar(&p.BerthBin, "berth-bin", "bin", "directory of berthd, berth-shim, berth-pause (make build)")
 	fs.StringVar(&p.Containerd, "containerd", "/usr/bin/containerd", "containerd binary (Debian's containerd package)")
+	fs.StringVar(&p.Containerd2, "containerd2", "/var/cache/berth/containerd-v2.4.2/containerd", "containerd 2.x binary, its containerd-shim-runc-v2 beside it (test/lib/containerd-build.sh builds both)")
 	fs.IntVar(&p.Iterations, "iterations", 30, "iterations per runtime of the sandbox, container and cold-start scenarios")
 	fs.IntVar(&p.ExecIterations, "exec-iterations", 50, "ExecSync calls per runtime")
 	fs.IntVar(&p.FloorIter, "floor-iterations", 30, "iterations of the runc+CNI floor")
@@ -87,7 +94,11 @@ func parseFlags(args []string) (params, error) {
 	fs.StringVar(&p.Critest, "critest", "/usr/local/bin/critest", "critest binary for the critest scenario (cri-tools' own benchmark specs; ../shared/conformance/setup builds it)")
 	fs.IntVar(&p.CritestSamples, "critest-samples", 10, "samples per critest benchmark spec and round (pods, containers, image pulls, image lists)")
 	fs.IntVar(&p.CritestRounds, "critest-rounds", 2, "critest -benchmark runs per runtime, alternating which runtime goes first")
-	fs.DurationVar(&p.Timeout, "timeout", 90*time.Minute, "bound on the whole run")
+	fs.StringVar(&p.NodePods, "node-pods", "10,110,250", "pod counts N of the full-node scenario (a third of the pods with three containers)")
+	fs.DurationVar(&p.Steady, "steady", time.Minute, "full-node steady state: kubelet's polling replayed this long (after a third of it idle)")
+	fs.IntVar(&p.Churn, "churn", 10000, "container lifecycles per runtime of the churn scenario")
+	fs.IntVar(&p.ChurnTraced, "churn-traced", 50, "further churn lifecycles under strace counting fsyncs (0: none)")
+	fs.DurationVar(&p.Timeout, "timeout", 6*time.Hour, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return p, err
 	}
@@ -97,7 +108,8 @@ func parseFlags(args []string) (params, error) {
 		quick := map[string]string{
 			"iterations": "5", "exec-iterations": "10", "floor-iterations": "5", "pods": "10",
 			"rounds": "1", "lifecycles": "20", "pulls": "1", "pull-mb": "64", "pull-layers": "4",
-			"timeout": "10m", "critest-samples": "3", "critest-rounds": "1",
+			"timeout": "15m", "critest-samples": "3", "critest-rounds": "1",
+			"node-pods": "10", "steady": "9s", "churn": "100", "churn-traced": "10",
 		}
 		for name, v := range quick {
 			if !set[name] {
@@ -161,15 +173,20 @@ func run(ctx context.Context, p params, log *slog.Logger) (retErr error) {
 		defer keepLogs(e.Dir, p.KeepLogs, log)
 	}
 	defer func() {
+		// Every runtime's pods go before any daemon stops: a containerd
+		// that stops removes the cni-* netns pins made since it started,
+		// which may be the other containerd's.
 		for _, t := range b.targets {
 			t.removeAllPods(context.Background(), log)
+		}
+		for _, t := range b.targets {
 			t.close()
 			if t.daemon != nil {
 				t.daemon.Stop()
 			}
 		}
 	}()
-	for _, name := range []string{"berth", "containerd"} {
+	for _, name := range runtimeNames {
 		if !has(p.Runtimes, name) {
 			continue
 		}
@@ -231,7 +248,12 @@ func startTarget(ctx context.Context, name string, p params, e *env, im *images,
 			logLevel: p.DaemonLog, crun: p.BerthHandler == "crun", log: log}
 		t.handler = p.BerthHandler
 	case "containerd":
-		t.daemon = &containerdDaemon{bin: p.Containerd, dir: dir, env: e, certsDir: im.CertsDir, sandboxImage: im.Pause, logLevel: p.DaemonLog, log: log}
+		t.daemon = &containerdDaemon{name: name, bin: p.Containerd, dir: dir, env: e, certsDir: im.CertsDir, sandboxImage: im.Pause, logLevel: p.DaemonLog, log: log}
+	case "containerd2":
+		if _, err := os.Stat(p.Containerd2); err != nil {
+			return nil, fmt.Errorf("containerd 2.x binary (build it with test/lib/containerd-build.sh): %w", err)
+		}
+		t.daemon = &containerdDaemon{name: name, bin: p.Containerd2, v3: true, dir: dir, env: e, certsDir: im.CertsDir, sandboxImage: im.Pause, logLevel: p.DaemonLog, log: log}
 	default:
 		return nil, fmt.Errorf("unknown runtime %q", name)
 	}
@@ -245,7 +267,7 @@ func startTarget(ctx context.Context, name string, p params, e *env, im *images,
 	}
 	// Images every scenario needs are pulled before anything is timed.
 	pulls := []string{im.Busybox}
-	if name == "containerd" {
+	if name != "berth" {
 		pulls = append(pulls, im.Pause)
 	}
 	for _, ref := range pulls {
@@ -286,6 +308,12 @@ func runScenarios(ctx context.Context, b *bench, fl *floor, im *images, p params
 			b.log.Info("scenario done", "name", "floor (the rest)", "took", time.Since(start).Round(time.Millisecond))
 		}()
 	}
+	var nodePods []int
+	for _, f := range strings.Split(p.NodePods, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			nodePods = append(nodePods, n)
+		}
+	}
 	steps := []struct {
 		name string
 		fn   func()
@@ -298,6 +326,8 @@ func runScenarios(ctx context.Context, b *bench, fl *floor, im *images, p params
 		{"pull", func() { b.pull(ctx, im, p.Pulls, p.PullMB, p.PullLayers) }},
 		{"lifecycles", func() { b.lifecycles(ctx, p.Lifecycles) }},
 		{"critest", func() { b.critestScenario(ctx, im, p) }},
+		{"node", func() { b.node(ctx, nodePods, p.Steady) }},
+		{"churn", func() { b.churn(ctx, p.Churn, p.ChurnTraced) }},
 	}
 	for _, s := range steps {
 		if !has(p.Scenarios, s.name) || ctx.Err() != nil {
@@ -321,6 +351,7 @@ func (b *bench) report(p params, started time.Time, im *images) *Report {
 			"iterations": p.Iterations, "exec_iterations": p.ExecIterations, "floor_iterations": p.FloorIter,
 			"pods": p.Pods, "rounds": p.Rounds, "lifecycles": p.Lifecycles, "pulls": p.Pulls,
 			"pull_mb": p.PullMB, "pull_layers": p.PullLayers, "critest_samples": p.CritestSamples, "critest_rounds": p.CritestRounds, "quick": p.Quick, "subnet": p.Subnet,
+			"node_pods": p.NodePods, "steady": p.Steady.String(), "churn": p.Churn, "churn_traced": p.ChurnTraced,
 			"stop_timeout_s": p.StopTimeout, "berth_handler": p.BerthHandler, "daemon_log_level": p.DaemonLog, "pause_image_from": im.PauseSrc,
 		},
 		Metrics: b.res.summarize(),
@@ -331,7 +362,9 @@ func (b *bench) report(p params, started time.Time, im *images) *Report {
 	rep.Notes = append(rep.Notes,
 		fmt.Sprintf("N=%d pods in the concurrent and memory rows; lifecycles=%d; big image %d MiB in %d layers",
 			p.Pods, p.Lifecycles, p.PullMB, p.PullLayers),
-		"ratio = berth p50 / containerd p50; floor = the same work by runc and the CNI plugins alone",
+		fmt.Sprintf("node rows: one runtime at a time holds N pods (every third with 3 containers); steady state %s of kubelet's polling after %s idle; churn %d lifecycles, %d more under strace",
+			p.Steady, p.Steady/3, p.Churn, p.ChurnTraced),
+		"ratio = berth p50 / the better p50 of containerd 1.6 and 2.x (named in 'vs'); floor = the same work by runc and the CNI plugins alone",
 		"critest rows: cri-tools' own benchmark specs (critest -benchmark), serial, sample counts in params")
 	return rep
 }
@@ -346,7 +379,7 @@ func addOverheads(rep *Report) {
 			continue
 		}
 		o := &Metric{Name: "overhead above floor: " + m.Name, Unit: "ms", Values: map[string]*Summary{}}
-		for _, rt := range []string{"berth", "containerd"} {
+		for _, rt := range runtimeNames {
 			if s := m.Values[rt]; s != nil && s.N > 0 {
 				o.Values[rt] = &Summary{N: 1, P50: s.P50 - f.P50, P90: s.P50 - f.P50, Max: s.P50 - f.P50, Mean: s.P50 - f.P50}
 			}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,8 +29,10 @@ type Metric struct {
 	Unit string `json:"unit"`
 	// Values by runtime name ("berth", "containerd", "floor").
 	Values map[string]*Summary `json:"values"`
-	// Ratio is berth p50 / containerd p50 (nil when either is missing).
-	Ratio *float64 `json:"ratio,omitempty"`
+	// Ratio is berth p50 / the better p50 of the containerds (nil when
+	// berth or both of them are missing); Against names that containerd.
+	Ratio   *float64 `json:"ratio,omitempty"`
+	Against string   `json:"against,omitempty"`
 	// Goal is the issue's target on the ratio, e.g. "<= 0.5", or on berth's
 	// value for overhead rows; Met says whether this run reached it.
 	Goal string `json:"goal,omitempty"`
@@ -81,6 +84,15 @@ func (r *results) add(name, unit, goal, rt string, v float64) {
 	r.samples[name][rt] = append(r.samples[name][rt], v)
 }
 
+// note appends text to the note of metric name.
+func (r *results) note(name, text string) {
+	m := r.metric(name, "", "")
+	if m.Note != "" {
+		m.Note += "; "
+	}
+	m.Note += text
+}
+
 // fail records that rt could not run the scenario behind metric name.
 func (r *results) fail(name, unit, goal, rt string, err error) {
 	m := r.metric(name, unit, goal)
@@ -102,17 +114,46 @@ func (r *results) summarize() []*Metric {
 			}
 			m.Values[rt] = &s
 		}
-		b, c := m.Values["berth"], m.Values["containerd"]
-		if b != nil && c != nil && b.N > 0 && c.N > 0 && c.P50 > 0 {
+		b := m.Values["berth"]
+		against, c := better(m)
+		if b != nil && c != nil && b.N > 0 && c.P50 > 0 {
 			ratio := b.P50 / c.P50
-			m.Ratio = &ratio
+			m.Ratio, m.Against = &ratio, against
 			if ok, judged := meets(m.Goal, ratio); judged {
 				m.Met = &ok
+			}
+		}
+		if limit, ok := strings.CutPrefix(m.Goal, "berth < "); ok && b != nil && b.N > 0 {
+			if x, err := strconv.ParseFloat(limit, 64); err == nil {
+				met := b.P50 < x
+				m.Met = &met
 			}
 		}
 		out = append(out, m)
 	}
 	return out
+}
+
+// runtimeNames are the report's columns, berth first; the others are what
+// berth is compared with.
+var runtimeNames = []string{"berth", "containerd", "containerd2"}
+
+// better is the containerd with the better p50 on m: the higher for a goal
+// of ">=" (throughput), else the lower (time, memory, CPU, size).
+func better(m *Metric) (string, *Summary) {
+	var name string
+	var best *Summary
+	higher := strings.HasPrefix(m.Goal, ">=")
+	for _, rt := range runtimeNames[1:] {
+		s := m.Values[rt]
+		if s == nil || s.N == 0 {
+			continue
+		}
+		if best == nil || (higher && s.P50 > best.P50) || (!higher && s.P50 < best.P50) {
+			name, best = rt, s
+		}
+	}
+	return name, best
 }
 
 // meets judges v against a goal of the form "<= x" or ">= x".
@@ -163,7 +204,7 @@ func percentile(sorted []float64, p float64) float64 {
 // writeTable prints the human report.
 func writeTable(w io.Writer, rep *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "metric\tunit\tberth p50/p90/max\tcontainerd p50/p90/max\tfloor p50\tratio\tgoal\t")
+	fmt.Fprintln(tw, "metric\tunit\tberth p50/p90/max\tcontainerd 1.6 p50/p90/max\tcontainerd 2 p50/p90/max\tfloor p50\tratio\tvs\tgoal\t")
 	for _, m := range rep.Metrics {
 		ratio, goal := "-", m.Goal
 		if m.Ratio != nil {
@@ -180,15 +221,19 @@ func writeTable(w io.Writer, rep *Report) error {
 		if f := m.Values["floor"]; f != nil && f.N > 0 {
 			floor = num(f.P50)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.Name, m.Unit,
-			cell(m.Values["berth"]), cell(m.Values["containerd"]), floor, ratio, goal)
+		vs := "-"
+		if m.Against != "" {
+			vs = m.Against
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.Name, m.Unit,
+			cell(m.Values["berth"]), cell(m.Values["containerd"]), cell(m.Values["containerd2"]), floor, ratio, vs, goal)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	var errs []string
 	for _, m := range rep.Metrics {
-		for _, rt := range []string{"berth", "containerd", "floor"} {
+		for _, rt := range slices.Concat(runtimeNames, []string{floorName}) {
 			if s := m.Values[rt]; s != nil && s.Error != "" {
 				errs = append(errs, fmt.Sprintf("  %s [%s]: %s", m.Name, rt, s.Error))
 			}

@@ -164,7 +164,7 @@ func TestQuickFlagsKeepExplicitValues(t *testing.T) {
 	if p.Pods != 7 {
 		t.Errorf("explicit -pods lost: %d", p.Pods)
 	}
-	if p.Iterations != 5 || p.Lifecycles != 20 || p.Timeout != 10*time.Minute {
+	if p.Iterations != 5 || p.Lifecycles != 20 || p.Timeout != 15*time.Minute || p.NodePods != "10" {
 		t.Errorf("quick defaults not applied: %+v", p)
 	}
 	full, err := parseFlags(nil)
@@ -190,5 +190,28 @@ func TestProcHelpers(t *testing.T) {
 	procs := runtimeProcs(self, "/nonexistent-dir", "no-such-shim")
 	if len(procs) != 1 || procs[0] != self {
 		t.Errorf("runtimeProcs = %v, want only the daemon %d", procs, self)
+	}
+}
+
+func TestRatioAgainstTheBetterContainerd(t *testing.T) {
+	r := newResults()
+	r.addDuration("run", "berth", 30*time.Millisecond)
+	r.addDuration("run", "containerd", 100*time.Millisecond)
+	r.addDuration("run", "containerd2", 60*time.Millisecond)
+	r.add("rate", "MB/s", ">= 1.5", "berth", 150)
+	r.add("rate", "MB/s", ">= 1.5", "containerd", 50)
+	r.add("rate", "MB/s", ">= 1.5", "containerd2", 100)
+	r.add("only2", "MiB", "<= 0.5", "berth", 1)
+	r.add("only2", "MiB", "<= 0.5", "containerd2", 4)
+	ms := r.summarize()
+	for _, tt := range []struct {
+		ratio   float64
+		against string
+	}{{0.5, "containerd2"}, {1.5, "containerd2"}, {0.25, "containerd2"}} {
+		m := ms[0]
+		ms = ms[1:]
+		if m.Ratio == nil || *m.Ratio != tt.ratio || m.Against != tt.against {
+			t.Errorf("%s: ratio %v against %q, want %v against %q", m.Name, m.Ratio, m.Against, tt.ratio, tt.against)
+		}
 	}
 }

@@ -14,7 +14,8 @@ certs=$("$kit/setup" | tail -n 1) || { echo "conformance kit setup failed"; exit
 berth_start crit 10.236.0.0/24 "$certs" || exit 1
 trap 'berth_cleanup' EXIT
 export REPORT_DIR=${REPORT_DIR:-$top/test/conformance/report}
-"$kit/critest" "unix://$BERTH_SOCK" --expect "$kit/expected-failures.txt" "$@"
+# -nri-socket: critest's NRI specs connect their own plugins to berthd's.
+"$kit/critest" "unix://$BERTH_SOCK" --expect "$kit/expected-failures.txt" -nri-socket "$BERTH_NRI_SOCK" "$@"
 rc=$?
 # A full run (no focus or skip flags) refreshes docs/conformance.md.
 if [ $# -eq 0 ] && [ -s "$REPORT_DIR/results.txt" ]; then

@@ -13,7 +13,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -53,27 +52,15 @@ func TestCheckpointImageRestore(t *testing.T) {
 	original := logCounts(t, srcLog)
 	removePod(t, src, pod)
 
-	layer, err := tarball.LayerFromFile(archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img = mutate.Annotations(img, map[string]string{checkpointImageAnnotation: "counter"}).(v1.Image)
-	pushed, err := reg.Push(ctx, "checkpoints/counter-"+randID()+":v1", img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ckptRef := pushArchiveImage(t, archive, checkpointImageAnnotation)
 
 	// kubelet pulls the image of the pod spec, then creates the container.
-	ensureImage(t, dst, pushed.Ref)
+	ensureImage(t, dst, ckptRef)
 	dstPodCfg := podConfig(t, dst, "ckimg-dst")
 	dstPod := runPod(t, dst, dstPodCfg)
 	rcfg := &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "counter"},
-		Image:    &runtimeapi.ImageSpec{Image: pushed.Ref},
+		Image:    &runtimeapi.ImageSpec{Image: ckptRef},
 		LogPath:  "counter.log",
 		Linux: &runtimeapi.LinuxContainerConfig{
 			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: nsOptions(false)},
@@ -82,7 +69,7 @@ func TestCheckpointImageRestore(t *testing.T) {
 	// The checkpoint's base image is never pulled implicitly: until it
 	// is on the node (pulled through PullImage, with its caller's
 	// credentials), the restore is refused and says which image it needs.
-	_, err = dst.RuntimeClient.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+	_, err := dst.RuntimeClient.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
 		PodSandboxId: dstPod, Config: rcfg, SandboxConfig: dstPodCfg,
 	})
 	wantCodeNaming(t, "restore before the base image is pulled", err, codes.FailedPrecondition, images.Busybox.Ref)

@@ -4,7 +4,8 @@
 # left behind. Source it; it defines functions only.
 
 # berth_start NAME SUBNET CERTS_D: starts bin/berthd and sets BERTH_DIR,
-# BERTH_SOCK, BERTH_PID, BERTH_BRIDGE, BERTH_CGROUP.
+# BERTH_SOCK, BERTH_PID, BERTH_BRIDGE, BERTH_CGROUP, and BERTH_NRI_SOCK,
+# its own NRI socket (so the node's /var/run/nri/nri.sock is left alone).
 berth_start() {
   local name=$1 subnet=$2 certs=$3
   BERTH_DIR=$(mktemp -d "/tmp/berth-$name.XXXXXX")
@@ -12,6 +13,7 @@ berth_start() {
   # mapped root (berthd reports user namespaces unsupported otherwise).
   chmod 711 "$BERTH_DIR"
   BERTH_SOCK=$BERTH_DIR/berth.sock
+  BERTH_NRI_SOCK=$BERTH_DIR/nri.sock
   BERTH_BRIDGE=b$name$RANDOM
   BERTH_BRIDGE=${BERTH_BRIDGE:0:15}
   BERTH_CGROUP=/berth-$name
@@ -28,6 +30,12 @@ state = "$BERTH_DIR/run"
 cgroup_parent = "$BERTH_CGROUP"
 [grpc]
 address = "$BERTH_SOCK"
+[runtime]
+hooks_dir = ["$BERTH_DIR/hooks.d"]
+[nri]
+socket_path = "$BERTH_NRI_SOCK"
+plugin_path = "$BERTH_DIR/nri/plugins"
+plugin_config_path = "$BERTH_DIR/nri/conf.d"
 [registry]
 config_path = "$certs"
 [cni]

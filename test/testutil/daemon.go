@@ -44,6 +44,9 @@ type DaemonOptions struct {
 	RPCTimeout time.Duration
 	// Env is added to berthd's environment (NOTIFY_SOCKET=...).
 	Env []string
+	// NRITOML adds keys to the generated config's [nri] table, which
+	// already puts the socket and plugin dirs in the daemon's dir.
+	NRITOML string
 }
 
 // LoopbackCNI is a CNI network with the loopback plugin only.
@@ -60,6 +63,12 @@ type Daemon struct {
 	CgroupParent string // the config's cgroup_parent, unique per daemon
 	CNIConfDir   string
 	RuncRoot     string // --root of the runc handler
+	// NRISocket, NRIPluginDir and NRIConfDir are the daemon's own NRI
+	// socket and pre-registered plugin dirs; HooksDir its hooks_dir.
+	NRISocket    string
+	NRIPluginDir string
+	NRIConfDir   string
+	HooksDir     string
 
 	// Runtime and Images are kubelet's own CRI clients.
 	Runtime internalapi.RuntimeService
@@ -85,6 +94,17 @@ func StartDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 	if err != nil {
 		t.Fatalf("prepare berthd: %v", err)
 	}
+	t.Cleanup(func() { d.cleanup(t) })
+	if err := d.Start(); err != nil {
+		t.Fatalf("start berthd: %v\n%s", err, d.LogTail(64<<10))
+	}
+	return d
+}
+
+// StartDaemonPrepared starts d, made by NewDaemon and changed by the
+// test before its start, with StartDaemon's cleanup.
+func StartDaemonPrepared(t testing.TB, d *Daemon) *Daemon {
+	t.Helper()
 	t.Cleanup(func() { d.cleanup(t) })
 	if err := d.Start(); err != nil {
 		t.Fatalf("start berthd: %v\n%s", err, d.LogTail(64<<10))
@@ -119,6 +139,10 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 	}
 	d.RuncRoot = filepath.Join(d.State, "runc")
 	d.CNIConfDir = filepath.Join(dir, "cni")
+	d.NRISocket = filepath.Join(dir, "nri.sock")
+	d.NRIPluginDir = filepath.Join(dir, "nri", "plugins")
+	d.NRIConfDir = filepath.Join(dir, "nri", "conf.d")
+	d.HooksDir = filepath.Join(dir, "hooks.d")
 	if err := os.Mkdir(d.CNIConfDir, 0o755); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("make cni conf dir: %w", err)
@@ -156,6 +180,13 @@ level = "debug"
 [runtime]
 shim_path = %q
 pause_path = %q
+hooks_dir = [%q]
+%s
+
+[nri]
+socket_path = %q
+plugin_path = %q
+plugin_config_path = %q
 %s
 
 [registry]
@@ -164,7 +195,8 @@ insecure_hosts = [%s]
 [cni]
 conf_dir = %q
 bin_dirs = [%s]
-%s`, d.Root, d.State, d.CgroupParent, d.Socket, d.opts.Binaries.Shim, d.opts.Binaries.Pause, d.opts.RuntimeTOML,
+%s`, d.Root, d.State, d.CgroupParent, d.Socket, d.opts.Binaries.Shim, d.opts.Binaries.Pause, d.HooksDir, d.opts.RuntimeTOML,
+		d.NRISocket, d.NRIPluginDir, d.NRIConfDir, d.opts.NRITOML,
 		quoteAll(d.opts.InsecureHosts), d.CNIConfDir, quoteAll(d.opts.CNIBinDirs), d.opts.ExtraTOML)
 }
 

@@ -171,9 +171,10 @@ type proc struct {
 	why  string
 }
 
-// processes finds live processes that belong to the daemon: berth-shim and
-// berth-pause processes naming its dir (cmdline, cwd or environment) and any
-// process in a cgroup below its cgroup parent (containers, infra processes).
+// processes finds live processes that belong to the daemon: berth-shim,
+// berth-pause and containerd-shim processes naming its dir (cmdline, cwd or
+// environment) and any process in a cgroup below its cgroup parent
+// (containers, infra processes).
 func processes(s scope) []proc {
 	entries, _ := os.ReadDir("/proc")
 	var out []proc
@@ -201,7 +202,9 @@ func belongs(base, comm string, s scope) string {
 			}
 		}
 	}
-	if comm != "berth-shim" && comm != "berth-pause" {
+	// containerd's runc shim (comm truncated to 15 bytes) for the
+	// containerd that migration tests run beside berthd.
+	if comm != "berth-shim" && comm != "berth-pause" && comm != "containerd-shim" {
 		return ""
 	}
 	if cmdline, err := os.ReadFile(base + "/cmdline"); err == nil && bytes.Contains(cmdline, []byte(s.dir)) {

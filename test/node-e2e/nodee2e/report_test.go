@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -84,7 +85,7 @@ func TestSummary(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = summaryCmd([]string{"-report", rp, "-focus", `\[NodeConformance\]`, "-exclude", `\[Serial\]`, "-skips", sp, "-out", dir})
-	if err != errSpecsFailed {
+	if !errors.Is(err, errSpecsFailed) {
 		t.Fatalf("summary returned %v, want errSpecsFailed", err)
 	}
 	line, err := os.ReadFile(filepath.Join(dir, "summary.txt"))
