@@ -128,7 +128,13 @@ func StartContainerd(t testing.TB, opts ContainerdOptions) *Containerd {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The shim is found on PATH, and CRIU too (containerd's CRI looks
 	// for it there before it checkpoints; runc runs it from there).
-	cmd.Env = append(os.Environ(), "PATH="+c.path())
+	// containerd unpacks a checkpoint image for a restore into
+	// MkdirTemp($XDG_RUNTIME_DIR) and never removes it: keep it in Dir.
+	xdg := filepath.Join(dir, "xdg")
+	if err := os.MkdirAll(xdg, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), "PATH="+c.path(), "XDG_RUNTIME_DIR="+xdg)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start containerd: %v", err)
