@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -126,6 +127,37 @@ func TestCreateContainer(t *testing.T) {
 	}
 	if st.GetStatus().GetState() != runtime.ContainerState_CONTAINER_CREATED || st.GetStatus().GetImage().GetImage() != testImage {
 		t.Errorf("status %v", st.GetStatus())
+	}
+}
+
+// kubelet creates containers from the image's ID; the status names the
+// image by a tag, preferring the one the user asked for (the node e2e
+// suite's image update specs compare it with the pod spec's image).
+func TestContainerStatusImageName(t *testing.T) {
+	ts := newTestServer(t)
+	sb := ts.runPod(t, podConfig("web"))
+	img := ts.images.addImage("registry.test/tools:2")
+	ts.images.mu.Lock()
+	img.RepoTags = append(img.RepoTags, "registry.test/busybox:latest")
+	ts.images.images[img.ID] = img
+	ts.images.mu.Unlock()
+
+	for i, tc := range []struct{ user, want string }{
+		{"registry.test/busybox", "registry.test/busybox:latest"}, // normalised
+		{"registry.test/tools:2", "registry.test/tools:2"},
+		{"registry.test/gone:1", "registry.test/tools:2"}, // retagged since: the first tag
+		{"", "registry.test/tools:2"},
+	} {
+		cfg := containerConfig("c" + strconv.Itoa(i))
+		cfg.Image = &runtime.ImageSpec{Image: img.ID, UserSpecifiedImage: tc.user}
+		id := ts.createContainer(t, sb, cfg)
+		st, err := ts.ContainerStatus(context.Background(), &runtime.ContainerStatusRequest{ContainerId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.GetStatus().GetImage().GetImage(); got != tc.want || st.GetStatus().GetImageId() != img.ID {
+			t.Errorf("user image %q: status image %q (id %q), want %q", tc.user, got, st.GetStatus().GetImageId(), tc.want)
+		}
 	}
 }
 

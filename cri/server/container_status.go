@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -11,6 +12,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/imagesvc/reference"
 )
 
 func containerState(s store.ContainerState) runtime.ContainerState {
@@ -25,6 +27,24 @@ func containerState(s store.ContainerState) runtime.ContainerState {
 	return runtime.ContainerState_CONTAINER_UNKNOWN
 }
 
+// statusImageName is the image a container status names. kubelet creates
+// containers from the image's ID and shows ContainerStatus's image in the
+// pod's status, where users and the node e2e suite expect a name: the tag
+// the user asked for when the image still carries it, else its first tag
+// (what containerd reports), else what the container was created from.
+func (s *Server) statusImageName(c store.Container) string {
+	img, err := s.images.Get(context.Background(), c.ImageID)
+	if err != nil || len(img.RepoTags) == 0 {
+		return c.Image
+	}
+	if u := c.Config.GetImage().GetUserSpecifiedImage(); u != "" {
+		if r, err := reference.Parse(u); err == nil && slices.Contains(img.RepoTags, r.TagRef()) {
+			return r.TagRef()
+		}
+	}
+	return img.RepoTags[0]
+}
+
 func (s *Server) containerStatus(c store.Container) *runtime.ContainerStatus {
 	cfg := c.Config
 	st := &runtime.ContainerStatus{
@@ -35,7 +55,7 @@ func (s *Server) containerStatus(c store.Container) *runtime.ContainerStatus {
 		StartedAt:   c.Status.StartedAt,
 		FinishedAt:  c.Status.FinishedAt,
 		ExitCode:    c.Status.ExitCode,
-		Image:       &runtime.ImageSpec{Image: c.Image, Annotations: cfg.GetImage().GetAnnotations(), UserSpecifiedImage: cfg.GetImage().GetUserSpecifiedImage()},
+		Image:       &runtime.ImageSpec{Image: s.statusImageName(c), Annotations: cfg.GetImage().GetAnnotations(), UserSpecifiedImage: cfg.GetImage().GetUserSpecifiedImage()},
 		ImageRef:    c.ImageRef,
 		ImageId:     c.ImageID,
 		Reason:      c.Status.Reason,
