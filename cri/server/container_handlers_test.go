@@ -143,6 +143,7 @@ func TestContainerStatusImageName(t *testing.T) {
 	ts.images.mu.Unlock()
 
 	for i, tc := range []struct{ user, want string }{
+		{"registry.test/busybox:latest", "registry.test/busybox:latest"},
 		{"registry.test/busybox", "registry.test/busybox:latest"}, // normalised
 		{"registry.test/tools:2", "registry.test/tools:2"},
 		{"registry.test/gone:1", "registry.test/tools:2"}, // retagged since: the first tag
@@ -158,6 +159,20 @@ func TestContainerStatusImageName(t *testing.T) {
 		if got := st.GetStatus().GetImage().GetImage(); got != tc.want || st.GetStatus().GetImageId() != img.ID {
 			t.Errorf("user image %q: status image %q (id %q), want %q", tc.user, got, st.GetStatus().GetImageId(), tc.want)
 		}
+	}
+	// crictl creates from a name and sets no user image: that name.
+	cfg := containerConfig("byname")
+	cfg.Image = &runtime.ImageSpec{Image: "registry.test/busybox:latest"}
+	ts.images.mu.Lock()
+	ts.images.images["registry.test/busybox:latest"] = img
+	ts.images.mu.Unlock()
+	id := ts.createContainer(t, sb, cfg)
+	st, err := ts.ContainerStatus(context.Background(), &runtime.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.GetStatus().GetImage().GetImage(); got != "registry.test/busybox:latest" {
+		t.Errorf("created by name: status image %q", got)
 	}
 }
 

@@ -30,15 +30,16 @@ func containerState(s store.ContainerState) runtime.ContainerState {
 // statusImageName is the image a container status names. kubelet creates
 // containers from the image's ID and shows ContainerStatus's image in the
 // pod's status, where users and the node e2e suite expect a name: the tag
-// the user asked for when the image still carries it, else its first tag
-// (what containerd reports), else what the container was created from.
+// the user asked for (or the container was created from, as crictl does)
+// when the image still carries it, else its first tag (what containerd
+// reports), else what the container was created from.
 func (s *Server) statusImageName(c store.Container) string {
 	img, err := s.images.Get(context.Background(), c.ImageID)
 	if err != nil || len(img.RepoTags) == 0 {
 		return c.Image
 	}
-	if u := c.Config.GetImage().GetUserSpecifiedImage(); u != "" {
-		if r, err := reference.Parse(u); err == nil && slices.Contains(img.RepoTags, r.TagRef()) {
+	for _, name := range []string{c.Config.GetImage().GetUserSpecifiedImage(), c.Image} {
+		if r, err := reference.Parse(name); err == nil && slices.Contains(img.RepoTags, r.TagRef()) {
 			return r.TagRef()
 		}
 	}
