@@ -6,6 +6,7 @@
 # berth_start NAME SUBNET CERTS_D: starts bin/berthd and sets BERTH_DIR,
 # BERTH_SOCK, BERTH_PID, BERTH_BRIDGE, BERTH_CGROUP, and BERTH_NRI_SOCK,
 # its own NRI socket (so the node's /var/run/nri/nri.sock is left alone).
+# BERTH_EXTRA_CONFIG is appended to its config file.
 berth_start() {
   local name=$1 subnet=$2 certs=$3
   BERTH_DIR=$(mktemp -d "/tmp/berth-$name.XXXXXX")
@@ -41,6 +42,7 @@ config_path = "$certs"
 [cni]
 conf_dir = "$BERTH_DIR/cni"
 bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+${BERTH_EXTRA_CONFIG:-}
 TOML
   "$BERTH_BIN/berthd" --config "$BERTH_DIR/config.toml" > "$BERTH_DIR/berthd.log" 2>&1 &
   BERTH_PID=$!

@@ -14,6 +14,15 @@ export REPORT_DIR=${REPORT_DIR:-$here/report/berth}
 . "$top/test/lib/daemon.sh"
 
 certs=$("$shared/conformance/setup" | tail -n 1) || { echo "conformance kit setup failed"; exit 2; }
+# The suite's preconfigured RuntimeClass handler (PodOverhead, RuntimeClass
+# specs) is runc under another name, as upstream's node e2e jobs set it;
+# naming a handler replaces the default set, so runc is listed too.
+runc=/usr/local/lib/berth/runc
+[ -x "$runc" ] || runc=$(command -v runc)
+export BERTH_EXTRA_CONFIG="[runtime.handlers.runc]
+binary = \"$runc\"
+[runtime.handlers.test-handler]
+binary = \"$runc\""
 berth_start nodee2e 10.238.0.0/24 "$certs" || exit 2
 trap 'berth_cleanup' EXIT
 "$here/run.sh" "unix://$BERTH_SOCK"

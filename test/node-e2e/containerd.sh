@@ -41,6 +41,13 @@ state = "$dir/state"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
   BinaryName = "$runc"
   SystemdCgroup = false
+# The suite's preconfigured RuntimeClass handler (PodOverhead, RuntimeClass
+# specs), runc under another name, as upstream's node e2e jobs set it.
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.test-handler]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.test-handler.options]
+  BinaryName = "$runc"
+  SystemdCgroup = false
 [plugins."io.containerd.cri.v1.runtime".cni]
   bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
   conf_dir = "$dir/cni"

@@ -137,3 +137,29 @@ func TestCompareMarkdown(t *testing.T) {
 		t.Errorf("a spec with the same outcome is listed as differing:\n%s", got)
 	}
 }
+
+// The checked-in skip list parses, and its conditional entries name only
+// the conditions run.sh knows how to find.
+func TestCheckedInSkipList(t *testing.T) {
+	f, err := os.Open(filepath.Join("..", "skip.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	entries, err := parseSkipList(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{"cgroup-v1": true, "no-dummy-link": true}
+	for _, e := range entries {
+		cond, rest, ok := strings.Cut(e.Spec, " ")
+		if c, isWhen := strings.CutPrefix(cond, "when:"); isWhen {
+			if !ok || !known[c] || !strings.HasPrefix(rest, "[") {
+				t.Errorf("entry %q: unknown condition %q or no spec after it", e.Spec, c)
+			}
+		}
+	}
+	if len(entries) == 0 {
+		t.Error("empty skip list")
+	}
+}
