@@ -41,6 +41,8 @@ var metricDescs = []metricDesc{
 	{"container_cpu_usage_seconds_total", "Cumulative cpu time consumed in seconds.", false, []string{"cpu"}},
 	{"container_cpu_user_seconds_total", "Cumulative user cpu time consumed in seconds.", false, nil},
 	{"container_file_descriptors", "Number of open file descriptors for the container.", true, nil},
+	{"container_fs_inodes_free", "Number of available Inodes", true, []string{"device"}},
+	{"container_fs_inodes_total", "Number of Inodes", true, []string{"device"}},
 	{"container_fs_limit_bytes", "Number of bytes that can be consumed by the container on this filesystem.", true, []string{"device"}},
 	{"container_fs_reads_bytes_total", "Cumulative count of bytes read", false, []string{"device"}},
 	{"container_fs_reads_total", "Cumulative count of reads completed", false, []string{"device"}},
@@ -215,11 +217,9 @@ func (c *Collector) fsMetrics(rec store.Container, m *metricSink, fs *unix.Statf
 		m.add("container_fs_usage_bytes", wl.GetUsedBytes().GetValue(), dev)
 	}
 	if fs != nil {
-		// Not the inode counts: the filesystem's are not the container's
-		// (the node e2e suite bounds them as per-container figures), and
-		// counting the layer's inodes would walk it; containerd reports
-		// none either.
 		m.add("container_fs_limit_bytes", fs.Blocks*uint64(fs.Bsize), dev)
+		m.add("container_fs_inodes_total", fs.Files, dev)
+		m.add("container_fs_inodes_free", fs.Ffree, dev)
 	}
 }
 
