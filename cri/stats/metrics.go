@@ -251,12 +251,6 @@ func (c *Collector) networkMetrics(ctx context.Context, sb store.Sandbox, pids [
 			return
 		}
 	}
-	netDevMetrics(data, m)
-}
-
-// netDevMetrics turns a /proc/net/dev table into the pod's network
-// metrics, one set per interface but the loopback.
-func netDevMetrics(data []byte, m *metricSink) {
 	for _, line := range strings.Split(string(data), "\n") {
 		name, rest, ok := strings.Cut(line, ":")
 		f := strings.Fields(rest)
@@ -265,9 +259,6 @@ func netDevMetrics(data []byte, m *metricSink) {
 		}
 		n := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
 		iface := strings.TrimSpace(name)
-		if iface == "lo" {
-			continue // as cAdvisor: traffic within the pod is not the pod's network use
-		}
 		m.add("container_network_receive_bytes_total", n(0), iface)
 		m.add("container_network_receive_packets_total", n(1), iface)
 		m.add("container_network_receive_errors_total", n(2), iface)
