@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"github.com/berth-runtime/berth/cri/cgroups"
 )
 
@@ -20,6 +22,30 @@ func TestParseNetDev(t *testing.T) {
 	e := got[1]
 	if e.Name != "eth0" || e.RxBytes.Value != 123456 || e.RxErrors.Value != 2 || e.TxBytes.Value != 65432 || e.TxErrors.Value != 3 {
 		t.Errorf("eth0 = %v", e)
+	}
+}
+
+// A pod whose netns holds only lo (its CNI teardown has run) must report no
+// network usage: kubelet v1.37 with PodAndContainerStatsFromCRI dereferences
+// DefaultInterface whenever Network is set, and panicked on berth's empty one.
+func TestNetworkUsage(t *testing.T) {
+	iface := func(name string) *runtime.NetworkInterfaceUsage {
+		return &runtime.NetworkInterfaceUsage{Name: name, RxBytes: &runtime.UInt64Value{Value: 1}}
+	}
+	now := time.Unix(100, 0)
+	if got := networkUsage([]*runtime.NetworkInterfaceUsage{iface("lo")}, now); got != nil {
+		t.Errorf("lo only: %v, want nil", got)
+	}
+	if got := networkUsage(nil, now); got != nil {
+		t.Errorf("no interfaces: %v, want nil", got)
+	}
+	got := networkUsage([]*runtime.NetworkInterfaceUsage{iface("lo"), iface("net1"), iface("eth0")}, now)
+	if got == nil || got.DefaultInterface.GetName() != "eth0" || len(got.Interfaces) != 2 || got.Timestamp != now.UnixNano() {
+		t.Errorf("lo, net1, eth0: %v", got)
+	}
+	got = networkUsage([]*runtime.NetworkInterfaceUsage{iface("lo"), iface("net1")}, now)
+	if got == nil || got.DefaultInterface.GetName() != "net1" {
+		t.Errorf("no eth0: %v, want net1 as default", got)
 	}
 }
 

@@ -48,7 +48,15 @@ func (c *Collector) podNetwork(ctx context.Context, sb store.Sandbox, pids []int
 		c.log.DebugContext(ctx, "read pod network counters", "sandbox_id", sb.ID, "error", err)
 		return nil
 	}
-	ifaces := parseNetDev(data)
+	return networkUsage(parseNetDev(data), now)
+}
+
+// networkUsage shapes a pod's interface counters for the CRI, leaving out
+// lo. A pod with no other interface (its CNI teardown has run, or it never
+// had one) reports no network usage at all rather than an empty one:
+// kubelet's CRI stats provider dereferences DefaultInterface whenever
+// Network is set, and a nil one crashes it.
+func networkUsage(ifaces []*runtime.NetworkInterfaceUsage, now time.Time) *runtime.NetworkUsage {
 	out := &runtime.NetworkUsage{Timestamp: now.UnixNano()}
 	for _, i := range ifaces {
 		if i.Name == "lo" {
@@ -59,7 +67,10 @@ func (c *Collector) podNetwork(ctx context.Context, sb store.Sandbox, pids []int
 			out.DefaultInterface = i
 		}
 	}
-	if out.DefaultInterface == nil && len(out.Interfaces) > 0 {
+	if len(out.Interfaces) == 0 {
+		return nil
+	}
+	if out.DefaultInterface == nil {
 		out.DefaultInterface = out.Interfaces[0]
 	}
 	return out

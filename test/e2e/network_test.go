@@ -85,6 +85,21 @@ func TestNetwork(t *testing.T) {
 		t.Errorf("host port %d: body %q, err %v", hostPort, body, err)
 	}
 
+	// The server's eth0 counters carry the traffic just served; lo is left out.
+	ps, err := d.Runtime.PodSandboxStats(ctx, srv)
+	if err != nil {
+		t.Fatalf("PodSandboxStats: %v", err)
+	}
+	nw := ps.GetLinux().GetNetwork()
+	if def := nw.GetDefaultInterface(); def.GetName() != "eth0" || def.GetRxBytes().GetValue() == 0 || def.GetTxBytes().GetValue() == 0 {
+		t.Errorf("pod network stats %v, want eth0 as default interface with traffic", nw)
+	}
+	for _, i := range nw.GetInterfaces() {
+		if i.GetName() == "lo" {
+			t.Errorf("pod network stats list lo: %v", nw)
+		}
+	}
+
 	if n.Addresses() != 2*2 {
 		t.Errorf("host-local holds %d addresses for 2 dual-stack pods, want 4: %v", n.Addresses(), n.Leaks())
 	}
