@@ -221,7 +221,8 @@ func summaryCmd(args []string) error {
 		fmt.Fprintf(&results, "%s\t%s\n", o.State, o.Spec)
 		if o.State == "FAIL" {
 			fmt.Fprintf(&failures, "%s\n\t%s\n", o.Spec, o.Reason)
-			fmt.Printf("FAIL %s\n", o.Spec)
+			// The reason goes to stdout too: a CI log is often all there is.
+			fmt.Printf("FAIL %s\n\t%s\n", o.Spec, o.Reason)
 		}
 	}
 	pass, fail, skip := counts(out)
