@@ -382,6 +382,22 @@ func TestStopContainer(t *testing.T) {
 			t.Fatalf("stop: %v", err)
 		}
 	})
+	t.Run("deleted container waits for the exit past the short wait", func(t *testing.T) {
+		// Right after a restart the shim may have deleted an exited
+		// container before the daemon's watcher has recorded the exit.
+		ts.tasks.newTask = func(ft *fakeTask) {
+			ft.killErr = fmt.Errorf("shim kill: cannot kill a deleted container: %w", errdefs.ErrNotFound)
+		}
+		id := ts.startContainer(t, sb, containerConfig("deleted"))
+		ft := ts.tasks.get(id)
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			ts.tasks.exit(ft, 0)
+		}()
+		if _, err := ts.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+	})
 	t.Run("other signal error is reported after the short wait", func(t *testing.T) {
 		ts.tasks.newTask = func(ft *fakeTask) { ft.killErr = fmt.Errorf("shim kill: %w", errdefs.ErrFailedPrecondition) }
 		id := ts.startContainer(t, sb, containerConfig("refuses"))

@@ -84,14 +84,14 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, timeout i
 
 // exitingAnyway decides what a failed signal means: a container that exited
 // meanwhile has its shim torn down under the signal, which then fails with
-// "deleted" or "connection lost"; that is a stop that succeeded. A lost
-// connection means the shim is gone or going, so the exit is on its way
-// through the task's watcher: that wait gets killWait, since on a loaded
-// node (hundreds of shims exiting at once after a restart) the watcher can
-// take longer than the short wait other errors get.
+// NotFound ("deleted") or Unavailable ("connection lost"); that is a stop
+// that succeeded. Either way the exit is on its way through the task's
+// watcher: that wait gets killWait, since on a loaded node (hundreds of
+// shims exiting at once after a restart) the watcher can take longer than
+// the short wait other errors get.
 func (s *Server) exitingAnyway(ctx context.Context, t task.Task, err error) error {
 	wait := signalFailWait
-	if errdefs.IsUnavailable(err) {
+	if errdefs.IsUnavailable(err) || errdefs.IsNotFound(err) {
 		wait = killWait
 	}
 	select {

@@ -231,7 +231,8 @@ func (m *Manager) release(ctx context.Context, rec store.Container, cli *client.
 	var errs []error
 	if cli != nil {
 		if st, err := cli.State(ctx); err == nil && st.Status != client.StatusStopped {
-			if err := cli.Kill(ctx, 9, true); err != nil {
+			// NotFound: the shim has deleted the container, nothing to kill.
+			if err := cli.Kill(ctx, 9, true); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("kill: %w", err))
 			}
 		}

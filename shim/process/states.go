@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+
+	"github.com/containerd/errdefs"
 )
 
 // state is one lifecycle state of an init process. Methods run with Init.mu
@@ -118,8 +120,11 @@ func (s *deletedState) start(context.Context) error {
 	return &TransitionError{From: StatusDeleted, Op: "start"}
 }
 
+// kill of a deleted container is NotFound, as containerd's shim answers:
+// the process is gone and its exit recorded, which a caller stopping it
+// takes as done (a precondition error would read as a refusal).
 func (s *deletedState) kill(context.Context, syscall.Signal, bool) error {
-	return &TransitionError{From: StatusDeleted, Op: "kill"}
+	return fmt.Errorf("cannot kill a deleted container: %w", errdefs.ErrNotFound)
 }
 
 // delete again succeeds: removes are idempotent.
