@@ -113,6 +113,12 @@ t0=$(date +%s)
 rc=$?
 log "suite exited $rc after $(($(date +%s) - t0))s; log $REPORT_DIR/e2e.log"
 flock -u 9
+# The suite starts kubelet once: if it dies, every later spec times out
+# against a dead node, and only its log says why.
+if grep -q '^panic: ' "$REPORT_DIR/kubelet.log" 2>/dev/null; then
+	log "kubelet crashed during the run; its panic (whole log $REPORT_DIR/kubelet.log):"
+	grep -A 12 '^panic: ' "$REPORT_DIR/kubelet.log" | head -30
+fi
 if [ ! -s "$REPORT_DIR/report.json" ]; then
 	tail -40 "$REPORT_DIR/e2e.log"
 	log "no report: the suite did not run"
