@@ -101,13 +101,24 @@ fi
 # of the host's root cgroup into /system and itself into /kubelet; a shared
 # node keeps its processes where they are.
 kflags="--system-cgroups= --kubelet-cgroups= --runtime-cgroups="
+# Container and pod stats from the runtime itself (the CRI's
+# ListPodSandboxStats, ListPodSandboxMetrics and ListMetricDescriptors,
+# which berth and containerd 2.x both implement) instead of cAdvisor's:
+# cAdvisor labels a container with its pod only through a plugin for its
+# runtime at that runtime's default socket (containerd's, CRI-O's), which
+# berth has none of and which these runs' private containerd socket
+# defeats. Given to the suite rather than only in kubelet-config.yaml, as
+# upstream's CRI-stats jobs do: the suite passes it on to kubelet, and its
+# specs that depend on it see it (ContainerMetrics, which reads cAdvisor's
+# own metrics, skips; ResourceMetrics leaves out cAdvisor's swap gauge).
+gates="PodAndContainerStatsFromCRI=true"
 log "running e2e_node $(basename "$bin") against $endpoint: focus $focus, excluding ${exclude:-nothing}, $procs processes, skip list $(grep -cv '^\(#\|$\)' "$skips") entries"
 t0=$(date +%s)
 (cd "$work" && PATH=$path "$bin/ginkgo" --procs="$procs" --timeout="$timeout" \
 	--focus="$focus" --skip="$skip_re" --no-color --json-report=report.json --output-dir="$REPORT_DIR" \
 	"$work/e2e_node.test" -- \
 	--container-runtime-endpoint="$endpoint" --image-service-endpoint="$endpoint" \
-	--prepull-images=false --node-name="$node" --report-dir="$REPORT_DIR" \
+	--prepull-images=false --node-name="$node" --report-dir="$REPORT_DIR" --feature-gates="$gates" \
 	--kubelet-config-file="$here/kubelet-config.yaml" --kubelet-flags="$kflags" \
 	--v=2 >"$REPORT_DIR/e2e.log" 2>&1)
 rc=$?
