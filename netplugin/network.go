@@ -72,6 +72,9 @@ func (m *Manager) Setup(ctx context.Context, p PodNetwork) (res Result, err erro
 	if rerr := m.pending.remove(p.ID); rerr != nil {
 		log.WarnContext(ctx, "pending cni record left behind", "error", rerr)
 	}
+	if ferr := forgetNeighbours(res.IPs); ferr != nil {
+		log.WarnContext(ctx, "host neighbour entries of the pod's addresses not cleared", "error", ferr)
+	}
 	log.DebugContext(ctx, "pod network set up", "ips", res.IPs)
 	span.SetAttributes(attribute.StringSlice("cni.ips", ipStrings(res.IPs)))
 	return res, nil
