@@ -361,36 +361,28 @@ func TestStopContainer(t *testing.T) {
 	// records it on a loaded node; other signal errors get a short wait.
 	defer func(w time.Duration) { signalFailWait = w }(signalFailWait)
 	signalFailWait = 50 * time.Millisecond
-	t.Run("lost shim waits for the exit past the short wait", func(t *testing.T) {
-		ts.tasks.newTask = func(ft *fakeTask) {
-			ft.killErr = fmt.Errorf("shim kill: connection lost: %w", errdefs.ErrUnavailable)
-		}
-		id := ts.startContainer(t, sb, containerConfig("slow-exit"))
-		ft := ts.tasks.get(id)
-		go func() {
-			time.Sleep(500 * time.Millisecond)
-			ts.tasks.exit(ft, 0)
-		}()
-		if _, err := ts.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
-			t.Fatalf("stop: %v", err)
-		}
-	})
-	t.Run("deleted container waits for the exit past the short wait", func(t *testing.T) {
-		// Right after a restart the shim may have deleted an exited
-		// container before the daemon's watcher has recorded the exit.
-		ts.tasks.newTask = func(ft *fakeTask) {
-			ft.killErr = fmt.Errorf("shim kill: cannot kill a deleted container: %w", errdefs.ErrNotFound)
-		}
-		id := ts.startContainer(t, sb, containerConfig("deleted"))
-		ft := ts.tasks.get(id)
-		go func() {
-			time.Sleep(500 * time.Millisecond)
-			ts.tasks.exit(ft, 0)
-		}()
-		if _, err := ts.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
-			t.Fatalf("stop: %v", err)
-		}
-	})
+	// Right after a restart the shim may also have deleted an exited
+	// container before the daemon's watcher has recorded the exit.
+	for _, tc := range []struct {
+		name, ctr string
+		killErr   error
+	}{
+		{"lost shim", "slow-exit", fmt.Errorf("shim kill: connection lost: %w", errdefs.ErrUnavailable)},
+		{"deleted container", "deleted", fmt.Errorf("shim kill: cannot kill a deleted container: %w", errdefs.ErrNotFound)},
+	} {
+		t.Run(tc.name+" waits for the exit past the short wait", func(t *testing.T) {
+			ts.tasks.newTask = func(ft *fakeTask) { ft.killErr = tc.killErr }
+			id := ts.startContainer(t, sb, containerConfig(tc.ctr))
+			ft := ts.tasks.get(id)
+			go func() {
+				time.Sleep(500 * time.Millisecond)
+				ts.tasks.exit(ft, 0)
+			}()
+			if _, err := ts.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
+				t.Fatalf("stop: %v", err)
+			}
+		})
+	}
 	t.Run("other signal error is reported after the short wait", func(t *testing.T) {
 		ts.tasks.newTask = func(ft *fakeTask) { ft.killErr = fmt.Errorf("shim kill: %w", errdefs.ErrFailedPrecondition) }
 		id := ts.startContainer(t, sb, containerConfig("refuses"))
