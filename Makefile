@@ -184,6 +184,8 @@ bench: setup build
 	@test/lib/apt-install.sh containerd strace
 	@kit=$${CONFORMANCE_KIT:-../shared/conformance}; if [ -x "$$kit/setup" ]; then \
 	  "$$kit/setup" >&2 || echo "bench: conformance kit setup failed: no critest rows, pause built from berth-pause" >&2; fi
+	@if [ -x "$(SHARED)/kubelet/setup" ]; then \
+	  "$(SHARED)/kubelet/setup" >&2 || echo "bench: kubelet kit setup failed: no pleg rows" >&2; fi
 	ctrd2=$$(GO=$(GO) test/lib/containerd-build.sh) && \
 	$(GO) run ./test/bench -berth-bin $(BIN) -containerd2 $$ctrd2/containerd -json $(BIN)/bench-results.json $(BENCH_FLAGS)
 

@@ -20,8 +20,11 @@ type berthDaemon struct {
 	logLevel string
 	// crun adds a "crun" handler (the -berth-handler crun experiment).
 	crun bool
-	proc *process
-	log  *slog.Logger
+	// metricsAddr is berthd's /metrics endpoint on loopback (the pleg
+	// scenario reads its request counters).
+	metricsAddr string
+	proc        *process
+	log         *slog.Logger
 }
 
 func (b *berthDaemon) Name() string { return "berth" }
@@ -36,6 +39,9 @@ address = %q
 
 [log]
 level = %q
+
+[metrics]
+address = %q
 
 [runtime]
 shim_path = %q
@@ -53,7 +59,7 @@ insecure_hosts = [%q]
 conf_dir = %q
 bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 `, filepath.Join(b.dir, "root"), filepath.Join(b.dir, "run"), b.env.Cgroup+"/berth-default",
-		b.socket(), b.logLevel,
+		b.socket(), b.logLevel, b.metricsAddr,
 		filepath.Join(b.binDir, "berth-shim"), filepath.Join(b.binDir, "berth-pause"),
 		b.env.Runc, b.crunHandler(), b.certsDir, b.registry, b.env.ConfDir)
 }
@@ -70,6 +76,13 @@ func (b *berthDaemon) socket() string { return filepath.Join(b.dir, "berth.sock"
 func (b *berthDaemon) Start(ctx context.Context) (string, error) {
 	if err := os.MkdirAll(b.dir, 0o755); err != nil {
 		return "", fmt.Errorf("make berth dir: %w", err)
+	}
+	if b.metricsAddr == "" {
+		port, err := freePort()
+		if err != nil {
+			return "", fmt.Errorf("metrics port: %w", err)
+		}
+		b.metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	}
 	cfg := filepath.Join(b.dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(b.config()), 0o600); err != nil {

@@ -61,6 +61,8 @@ type params struct {
 	NodePods       string
 	Steady         time.Duration
 	Churn          int
+	Kubelet        string
+	PlegPods       int
 	ChurnTraced    int
 	Timeout        time.Duration
 }
@@ -70,7 +72,7 @@ func parseFlags(args []string) (params, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.BoolVar(&p.Quick, "quick", false, "smoke version: small counts (explicit flags still win)")
 	fs.StringVar(&p.Runtimes, "runtimes", "berth,containerd,containerd2", "runtimes to measure: berth, containerd (Debian's 1.6), containerd2 (2.x from -containerd2)")
-	fs.StringVar(&p.Scenarios, "scenarios", "floor,sandbox,container,coldstart,exec,concurrent,pull,lifecycles,critest,node,churn", "scenarios to run")
+	fs.StringVar(&p.Scenarios, "scenarios", "floor,sandbox,container,coldstart,exec,concurrent,pull,lifecycles,critest,node,pleg,churn", "scenarios to run")
 	fs.StringVar(&p.BerthBin, "berth-bin", "bin", "directory of berthd, berth-shim, berth-pause (make build)")
 	fs.StringVar(&p.Containerd, "containerd", "/usr/bin/containerd", "containerd binary (Debian's containerd package)")
 	fs.StringVar(&p.Containerd2, "containerd2", "/var/cache/berth/containerd-v2.4.2/containerd", "containerd 2.x binary, its containerd-shim-runc-v2 beside it (test/lib/containerd-build.sh builds both)")
@@ -97,6 +99,8 @@ func parseFlags(args []string) (params, error) {
 	fs.StringVar(&p.NodePods, "node-pods", "10,110,250", "pod counts N of the full-node scenario (a third of the pods with three containers)")
 	fs.DurationVar(&p.Steady, "steady", time.Minute, "full-node steady state: kubelet's polling replayed this long (after a third of it idle)")
 	fs.IntVar(&p.Churn, "churn", 10000, "container lifecycles per runtime of the churn scenario")
+	fs.StringVar(&p.Kubelet, "kubelet", "/usr/local/bin/kubelet", "kubelet binary of the pleg scenario (../shared/kubelet/setup builds it)")
+	fs.IntVar(&p.PlegPods, "pleg-pods", 110, "static pods kubelet runs on berth in the pleg scenario (generic against Evented PLEG)")
 	fs.IntVar(&p.ChurnTraced, "churn-traced", 50, "further churn lifecycles under strace counting fsyncs (0: none)")
 	fs.DurationVar(&p.Timeout, "timeout", 6*time.Hour, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
@@ -109,7 +113,7 @@ func parseFlags(args []string) (params, error) {
 			"iterations": "5", "exec-iterations": "10", "floor-iterations": "5", "pods": "10",
 			"rounds": "1", "lifecycles": "20", "pulls": "1", "pull-mb": "64", "pull-layers": "4",
 			"timeout": "15m", "critest-samples": "3", "critest-rounds": "1",
-			"node-pods": "10", "steady": "9s", "churn": "100", "churn-traced": "10",
+			"node-pods": "10", "pleg-pods": "10", "steady": "9s", "churn": "100", "churn-traced": "10",
 		}
 		for name, v := range quick {
 			if !set[name] {
@@ -327,6 +331,7 @@ func runScenarios(ctx context.Context, b *bench, fl *floor, im *images, p params
 		{"lifecycles", func() { b.lifecycles(ctx, p.Lifecycles) }},
 		{"critest", func() { b.critestScenario(ctx, im, p) }},
 		{"node", func() { b.node(ctx, nodePods, p.Steady) }},
+		{"pleg", func() { b.pleg(ctx, p.Kubelet, p.PlegPods, p.Steady) }},
 		{"churn", func() { b.churn(ctx, p.Churn, p.ChurnTraced) }},
 	}
 	for _, s := range steps {
@@ -351,7 +356,7 @@ func (b *bench) report(p params, started time.Time, im *images) *Report {
 			"iterations": p.Iterations, "exec_iterations": p.ExecIterations, "floor_iterations": p.FloorIter,
 			"pods": p.Pods, "rounds": p.Rounds, "lifecycles": p.Lifecycles, "pulls": p.Pulls,
 			"pull_mb": p.PullMB, "pull_layers": p.PullLayers, "critest_samples": p.CritestSamples, "critest_rounds": p.CritestRounds, "quick": p.Quick, "subnet": p.Subnet,
-			"node_pods": p.NodePods, "steady": p.Steady.String(), "churn": p.Churn, "churn_traced": p.ChurnTraced,
+			"node_pods": p.NodePods, "pleg_pods": p.PlegPods, "steady": p.Steady.String(), "churn": p.Churn, "churn_traced": p.ChurnTraced,
 			"stop_timeout_s": p.StopTimeout, "berth_handler": p.BerthHandler, "daemon_log_level": p.DaemonLog, "pause_image_from": im.PauseSrc,
 		},
 		Metrics: b.res.summarize(),
