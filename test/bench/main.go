@@ -127,6 +127,13 @@ func parseFlags(args []string) (params, error) {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == criFloorArg {
+		if err := serveCRIFloor(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "cri floor server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	p, err := parseFlags(os.Args[1:])
 	if err != nil {
@@ -201,6 +208,12 @@ func run(ctx context.Context, p params, log *slog.Logger) (retErr error) {
 		if err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
+	}
+	if has(p.Scenarios, "node") {
+		if b.callFloor, err = startCallFloor(ctx, e.Dir); err != nil {
+			return err
+		}
+		defer b.callFloor.close()
 	}
 	var fl *floor
 	if has(p.Scenarios, "floor") {

@@ -41,6 +41,8 @@ type bench struct {
 	// afterRound, when set, runs after every round of alternate (each
 	// target once) with the round's metric: the floor's turn.
 	afterRound func(metric string)
+	// callFloor times an empty CRI call beside the node scenario's relists.
+	callFloor *callFloor
 }
 
 // alternate runs fn n times for each target, alternating which runtime goes
