@@ -310,7 +310,7 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 		AppArmor:       s.apparmor,
 		SELinux:        s.selinux,
 
-		RecursiveReadOnly: s.features[rec.RuntimeHandler].RecursiveReadOnly,
+		RecursiveReadOnly: s.handlerFeatures(rec.RuntimeHandler).RecursiveReadOnly,
 	})
 	if err != nil {
 		return fmt.Errorf("generate spec of container %q: %w", rec.ID, err)
@@ -321,7 +321,7 @@ func (s *Server) writeSpec(rec store.Container, cfg *runtime.ContainerConfig, po
 	if spec.Linux != nil {
 		s.dropUnsupported(spec.Linux.Resources)
 	}
-	if v := s.features[rec.RuntimeHandler].OCIVersion; v != "" {
+	if v := s.handlerFeatures(rec.RuntimeHandler).OCIVersion; v != "" {
 		spec.Version = v // a runtime that refuses berth's own (runtime_features.go)
 	}
 	data, err := json.Marshal(spec)

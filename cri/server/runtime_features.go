@@ -27,9 +27,9 @@ func (s *Server) runtimeHandlers() []*runtime.RuntimeHandler {
 	}
 	out := make([]*runtime.RuntimeHandler, 0, len(names))
 	for _, name := range names {
-		f := s.features[name]
+		f := s.handlerFeatures(name)
 		if name == "" {
-			f = s.features[s.cfg.Runtime.DefaultHandler]
+			f = s.handlerFeatures(s.cfg.Runtime.DefaultHandler)
 		}
 		out = append(out, &runtime.RuntimeHandler{
 			Name:     name,
@@ -83,7 +83,7 @@ func (s *Server) checkPodUserns(cfg *runtime.PodSandboxConfig, handler string) e
 	if _, ok := specgen.PodUserns(cfg); !ok {
 		return nil
 	}
-	if !s.features[handler].UserNamespaces {
+	if !s.handlerFeatures(handler).UserNamespaces {
 		return fmt.Errorf("runtime handler %q does not support user namespaces: %w", handler, errdefs.ErrInvalidArgument)
 	}
 	return nil

@@ -156,8 +156,10 @@ type Server struct {
 	// criu is the CRIU checkpoint and restore use, probed in the
 	// background from New on.
 	criu CRIU
-	// features is what each runtime handler supports, probed in New.
-	features map[string]task.Features
+	// features is what each runtime handler supports, probed in the
+	// background from New; read it through handlerFeatures.
+	features     map[string]task.Features
+	featuresDone chan struct{}
 	// cdi resolves CDI devices from the config's cdi.spec_dirs.
 	cdi *specgen.CDIRegistry
 	// apparmor is the host's AppArmor, probed (and berth-default loaded) in New.
@@ -231,19 +233,14 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("read own capabilities: %w", err)
 	}
 	s.allCaps = caps
-	idmapErr := idmapSupported(o.Config.Root)
-	if idmapErr == nil {
-		idmapErr = traversable(s.containersDir())
-	}
-	if idmapErr != nil {
-		s.log.Info("idmapped mounts unavailable: user namespaces off", "error", idmapErr)
-	}
-	rroErr := rroSupported(o.Config.Root)
-	if rroErr != nil {
-		s.log.Info("recursive read-only mounts unavailable", "error", rroErr)
-	}
-	kernel := task.Kernel{IDMap: idmapErr == nil, RecursiveReadOnly: rroErr == nil}
-	s.features = task.ProbeFeatures(context.Background(), o.Config.Runtime.Handlers, kernel, s.log)
+	// The probes fork and exec (tens of ms, far more on a loaded node) and
+	// nothing in recovery needs them: they run beside it, and what asks
+	// for features waits for them.
+	s.featuresDone = make(chan struct{})
+	go func() {
+		defer close(s.featuresDone)
+		s.features = probeHandlers(s.containersDir(), o.Config.Root, o.Config.Runtime.Handlers, s.log)
+	}()
 	s.apparmor = apparmor.New(s.log)
 	if s.apparmor.Enabled() {
 		// A failure is logged by the loader; containers asking for the
@@ -401,4 +398,30 @@ func (s *Server) RuntimeConfig(ctx context.Context, r *runtime.RuntimeConfigRequ
 // comes from the CNI config, so there is nothing to change.
 func (s *Server) UpdateRuntimeConfig(ctx context.Context, r *runtime.UpdateRuntimeConfigRequest) (*runtime.UpdateRuntimeConfigResponse, error) {
 	return &runtime.UpdateRuntimeConfigResponse{}, nil
+}
+
+// probeHandlers asks the kernel what root's filesystem supports and each
+// handler's binary what it does.
+func probeHandlers(containersDir, root string, handlers map[string]config.Handler, log *slog.Logger) map[string]task.Features {
+	idmapErr := idmapSupported(root)
+	if idmapErr == nil {
+		idmapErr = traversable(containersDir)
+	}
+	if idmapErr != nil {
+		log.Info("idmapped mounts unavailable: user namespaces off", "error", idmapErr)
+	}
+	rroErr := rroSupported(root)
+	if rroErr != nil {
+		log.Info("recursive read-only mounts unavailable", "error", rroErr)
+	}
+	kernel := task.Kernel{IDMap: idmapErr == nil, RecursiveReadOnly: rroErr == nil}
+	return task.ProbeFeatures(context.Background(), handlers, kernel, log)
+}
+
+// handlerFeatures is what handler supports, once New's probe is done.
+func (s *Server) handlerFeatures(handler string) task.Features {
+	if s.featuresDone != nil {
+		<-s.featuresDone
+	}
+	return s.features[handler]
 }

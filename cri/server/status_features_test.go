@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"testing"
+	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -41,5 +42,29 @@ func TestStatusFeatures(t *testing.T) {
 	f := resp.GetFeatures()
 	if !f.GetSupplementalGroupsPolicy() || !f.GetUserNamespacesHostNetwork() || !f.GetMountOptions() {
 		t.Errorf("runtime features %v, want supplemental groups policy, user namespaces with host network and mount options", f)
+	}
+}
+
+// The probe runs beside recovery: Status asked before it ends waits for it
+// rather than reporting no features.
+func TestStatusWaitsForFeatureProbe(t *testing.T) {
+	ts := newTestServer(t)
+	ts.cfg.Runtime.DefaultHandler = "runc"
+	ts.cfg.Runtime.Handlers = map[string]config.Handler{"runc": {Binary: "runc"}}
+	ts.features = nil
+	ts.featuresDone = make(chan struct{})
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		ts.features = map[string]task.Features{"runc": {UserNamespaces: true}}
+		close(ts.featuresDone)
+	}()
+	resp, err := ts.Status(context.Background(), &runtime.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range resp.GetRuntimeHandlers() {
+		if !h.GetFeatures().GetUserNamespaces() {
+			t.Errorf("handler %q: no user namespaces; Status did not wait for the probe", h.GetName())
+		}
 	}
 }
