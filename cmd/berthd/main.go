@@ -161,6 +161,10 @@ func helperBinary(configured, name string) (string, error) {
 	return p, nil
 }
 
+// processStart is taken when the package initialises, close to the exec: a
+// restart's time to serving is what kubelet waits for.
+var processStart = time.Now()
+
 func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	log, level := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
@@ -306,7 +310,7 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
-	log.Info("berthd serving", "address", cfg.GRPC.Address, "version", server.Version)
+	log.Info("berthd serving", "address", cfg.GRPC.Address, "version", server.Version, "startup", time.Since(processStart))
 	// Recovery is done and the socket accepts: systemctl start returns.
 	sd.send("READY=1\nSTATUS=serving the CRI on " + cfg.GRPC.Address)
 	go sd.keepAlive(opsCtx)
