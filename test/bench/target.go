@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -127,21 +128,33 @@ func (t *target) removeAllPods(ctx context.Context, log *slog.Logger) {
 	if t.rt == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	pods, err := t.rt.ListPodSandbox(ctx, nil)
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	pods, err := t.rt.ListPodSandbox(lctx, nil)
+	cancel()
 	if err != nil {
 		log.Warn("list pods", "target", t.name, "err", err)
 		return
 	}
+	// Pods left running load the machine for every runtime measured after
+	// this one: a few at a time, and time in proportion to their number
+	// (a failed 250-pod run at load 300 needed more than 2 minutes).
+	ctx, cancel = context.WithTimeout(ctx, 2*time.Minute+time.Duration(len(pods))*2*time.Second)
+	defer cancel()
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
 	for _, p := range pods {
-		if err := t.rt.StopPodSandbox(ctx, p.Id); err != nil {
-			log.Warn("stop pod", "target", t.name, "sandbox_id", p.Id, "err", err)
-		}
-		if err := t.rt.RemovePodSandbox(ctx, p.Id); err != nil {
-			log.Warn("remove pod", "target", t.name, "sandbox_id", p.Id, "err", err)
-		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := t.rt.StopPodSandbox(ctx, p.Id); err != nil {
+				log.Warn("stop pod", "target", t.name, "sandbox_id", p.Id, "err", err)
+			}
+			if err := t.rt.RemovePodSandbox(ctx, p.Id); err != nil {
+				log.Warn("remove pod", "target", t.name, "sandbox_id", p.Id, "err", err)
+			}
+		})
 	}
+	wg.Wait()
 }
 
 func (t *target) close() {
