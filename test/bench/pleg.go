@@ -15,6 +15,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/test/testutil"
 )
 
 // The Evented PLEG scenario (issue 24): a real kubelet runs N static pods
@@ -160,33 +162,35 @@ func (b *bench) plegRun(ctx context.Context, t *target, kubelet string, n int, w
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	c0, err := criRequests(bd.metricsAddr)
+	sample := func() (plegSample, error) {
+		c, err := criRequests(bd.metricsAddr)
+		return plegSample{calls: c, daemon: cpuTicks([]int{bd.Pid()}), kubelet: cpuTicks([]int{kp.pid()})}, err
+	}
+	s0, err := sample()
 	if err != nil {
 		return nil, err
 	}
-	d0, k0 := cpuTicks([]int{bd.Pid()}), cpuTicks([]int{kp.pid()})
 	begin := time.Now()
 	select {
 	case <-time.After(window):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	c1, err := criRequests(bd.metricsAddr)
+	s1, err := sample()
 	if err != nil {
 		return nil, err
 	}
-	d1, k1 := cpuTicks([]int{bd.Pid()}), cpuTicks([]int{kp.pid()})
 	took := time.Since(begin)
 	if kp.pid() == 0 {
 		return nil, fmt.Errorf("kubelet exited during the window (log %s)", logPath)
 	}
 	out := map[string]float64{
-		"berthd CPU":  cpuMsPerSec(d1-d0, took),
-		"kubelet CPU": cpuMsPerSec(k1-k0, took),
+		"berthd CPU":  cpuMsPerSec(s1.daemon-s0.daemon, took),
+		"kubelet CPU": cpuMsPerSec(s1.kubelet-s0.kubelet, took),
 	}
 	var total, relist float64
-	for method, v := range c1 {
-		rate := (v - c0[method]) / took.Seconds()
+	for method, v := range s1.calls {
+		rate := (v - s0.calls[method]) / took.Seconds()
 		total += rate
 		for _, r := range relistMethods {
 			if method == r {
@@ -199,6 +203,13 @@ func (b *bench) plegRun(ctx context.Context, t *target, kubelet string, n int, w
 	b.log.Info("pleg: measured", "mode", mode, "window", took.Round(time.Millisecond), "calls_per_s", total, "relist_per_s", relist,
 		"berthd_ms_per_s", out["berthd CPU"], "kubelet_ms_per_s", out["kubelet CPU"])
 	return out, nil
+}
+
+// plegSample is what the window is measured between: berthd's request
+// counters and the CPU ticks of berthd and kubelet.
+type plegSample struct {
+	calls           map[string]float64
+	daemon, kubelet int64
 }
 
 // writeStaticPod writes pod i with the node scenario's workload in each of
@@ -232,44 +243,15 @@ func writeStaticPod(dir string, i, containers int, image string) error {
 	return os.WriteFile(filepath.Join(dir, fmt.Sprintf("pleg-%d.json", i)), data, 0o644)
 }
 
-// kubeletConfig is the kubelet kit's standalone configuration (no API
-// server: static pods only) with kubelet's default sync and relist periods,
-// its cgroups under the bench's cgroup subtree.
+// kubeletConfig is the kubelet kit's standalone configuration with
+// kubelet's default sync and relist periods, its cgroups under the bench's
+// cgroup subtree.
 func kubeletConfig(endpoint, manifests, dir, cgroupRoot string, port, healthz int) string {
-	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-containerRuntimeEndpoint: %s
-imageServiceEndpoint: %s
-staticPodPath: %s
-address: 127.0.0.1
-port: %d
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: %d
-authentication:
-  anonymous:
-    enabled: true
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
-cgroupDriver: cgroupfs
-cgroupsPerQOS: true
-cgroupRoot: %s
-failCgroupV1: false
-failSwapOn: false
-podLogsDir: %s
-resolvConf: /etc/resolv.conf
-serializeImagePulls: false
-maxPods: 250
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard:
-  memory.available: 50Mi
-  nodefs.available: 1%%
-  nodefs.inodesFree: 1%%
-  imagefs.available: 1%%
-`, endpoint, endpoint, manifests, port, healthz, cgroupRoot, filepath.Join(dir, "pod-logs"))
+	return testutil.KubeletConfig{
+		Endpoint: endpoint, Manifests: manifests, PodLogsDir: filepath.Join(dir, "pod-logs"),
+		Port: port, Healthz: healthz,
+		Extra: []string{"cgroupRoot: " + cgroupRoot, "maxPods: 250"},
+	}.YAML()
 }
 
 // waitPlegPods waits until berth holds n READY sandboxes of the run's

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berth-runtime/berth/test/testutil"
 )
 
 const (
@@ -66,45 +68,19 @@ func newKubelet(t *testing.T, endpoint string) *kubelet {
 	return k
 }
 
-// config: see ../shared/kubelet/README.md for why each field is set. The
-// manifests are re-read every 2s instead of 5s to keep the run short.
+// config is the kit's, with the manifests re-read every 2s instead of 5s
+// to keep the run short and restarts backed off for at most 2s.
 func (k *kubelet) config() string {
-	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-containerRuntimeEndpoint: %[1]s
-imageServiceEndpoint: %[1]s
-staticPodPath: %[2]s
-fileCheckFrequency: 2s
-syncFrequency: 10s
-address: 127.0.0.1
-port: %[3]d
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: %[4]d
-authentication:
-  anonymous:
-    enabled: true
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
-cgroupDriver: cgroupfs
-cgroupsPerQOS: true
-failCgroupV1: false
-failSwapOn: false
-podLogsDir: %[5]s
-resolvConf: /etc/resolv.conf
-serializeImagePulls: false
-crashLoopBackOff:
-  maxContainerRestartPeriod: 2s
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard:
-  memory.available: 50Mi
-  nodefs.available: 1%%
-  nodefs.inodesFree: 1%%
-  imagefs.available: 1%%
-`, k.endpoint, k.manifests, kubeletPort, healthzPort, filepath.Join(k.dir, "pod-logs"))
+	return testutil.KubeletConfig{
+		Endpoint: k.endpoint, Manifests: k.manifests, PodLogsDir: filepath.Join(k.dir, "pod-logs"),
+		Port: kubeletPort, Healthz: healthzPort,
+		Extra: []string{
+			"fileCheckFrequency: 2s",
+			"syncFrequency: 10s",
+			"crashLoopBackOff:",
+			"  maxContainerRestartPeriod: 2s",
+		},
+	}.YAML()
 }
 
 // start runs kubelet and waits until its healthz and /pods answer.
