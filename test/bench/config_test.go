@@ -19,7 +19,7 @@ func testEnv() *env {
 
 func TestConflistIsValidCNI(t *testing.T) {
 	e := testEnv()
-	list, err := libcni.ConfListFromBytes(fmt.Appendf(nil, conflist, e.Bridge, e.Subnet, "/tmp/bbX/ipam"))
+	list, err := libcni.ConfListFromBytes(fmt.Appendf(nil, conflist, e.network(), e.Bridge, e.Subnet, "/tmp/bbX/ipam"))
 	if err != nil {
 		t.Fatalf("conflist does not parse: %v", err)
 	}

@@ -42,7 +42,7 @@ type env struct {
 // the node's pod network.
 const conflist = `{
   "cniVersion": "1.0.0",
-  "name": "berth-bench",
+  "name": %q,
   "plugins": [
     {
       "type": "bridge",
@@ -82,15 +82,20 @@ func newEnv(subnet, runc string, log *slog.Logger) (*env, error) {
 	if err := os.MkdirAll(e.ConfDir, 0o755); err != nil {
 		return e, fmt.Errorf("make cni conf dir: %w", err)
 	}
-	body := fmt.Sprintf(conflist, e.Bridge, subnet, filepath.Join(dir, "ipam"))
+	body := fmt.Sprintf(conflist, e.network(), e.Bridge, subnet, filepath.Join(dir, "ipam"))
 	if err := os.WriteFile(filepath.Join(e.ConfDir, "10-bench.conflist"), []byte(body), 0o644); err != nil {
 		return e, fmt.Errorf("write cni config: %w", err)
 	}
 	return e, nil
 }
 
-// cleanup removes the bridge, the cgroup subtree, every mount left under the
-// dir and the dir itself. Safe to call more than once.
+// network names the bench's CNI network; the plugins write it into the
+// comment of every NAT rule they add, which is how cleanup finds them.
+func (e *env) network() string { return "berth-bench-" + e.ID }
+
+// cleanup removes the bridge, the NAT rules of the bench's network, the
+// cgroup subtree, every mount left under the dir and the dir itself. Safe
+// to call more than once.
 func (e *env) cleanup() {
 	if e == nil {
 		return
@@ -99,6 +104,12 @@ func (e *env) cleanup() {
 		if out, err := exec.Command("ip", "link", "del", e.Bridge).CombinedOutput(); err != nil {
 			e.log.Warn("delete bridge", "bridge", e.Bridge, "err", err, "out", string(out))
 		}
+	}
+	// Pods removed without a CNI DEL (a daemon killed with pods running, a
+	// failed run) leave their masquerade and port-mapping rules behind;
+	// hundreds per full-node run.
+	if err := removeNATRules(e.network()); err != nil {
+		e.log.Warn("remove nat rules", "network", e.network(), "err", err)
 	}
 	killCgroupProcs(e.Cgroup)
 	removeCgroupTree(e.Cgroup, e.log)
