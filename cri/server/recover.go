@@ -64,6 +64,7 @@ func (s *Server) Recover(ctx context.Context) error {
 		}
 	}
 	s.removeOrphanBundles(ctx)
+	gcStart := time.Now()
 	// Network attachments of sandboxes the store does not know were left
 	// by a crash inside RunPodSandbox or RemovePodSandbox.
 	var keep []string
@@ -75,7 +76,7 @@ func (s *Server) Recover(ctx context.Context) error {
 	}
 	// Where a restart's seconds go, for operators of large nodes.
 	s.log.Info("recovered", "containers", len(ctrs), "sandboxes", len(sbs),
-		"containers_took", reattached, "took", time.Since(start))
+		"containers_took", reattached, "network_gc_took", time.Since(gcStart), "took", time.Since(start))
 	return nil
 }
 
