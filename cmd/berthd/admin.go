@@ -5,8 +5,9 @@ package main
 // separate from the CRI socket kubelet's group may use. It serves what
 // the CRI has no call for and an operator needs while berthd runs:
 // importing an image archive, which `berthd image load` sends here as
-// containerd's `ctr images import` talks to containerd. Without a running
-// berthd, image load opens the store itself.
+// containerd's `ctr images import` talks to containerd (without a running
+// berthd, image load opens the store itself), and Go's profiles under
+// /debug/pprof/, as containerd serves them on its debug socket.
 
 import (
 	"cmp"
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,8 +71,7 @@ func serveAdmin(path string, images imageLoader, log *slog.Logger) (*http.Server
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+loadPath, func(w http.ResponseWriter, r *http.Request) {
 		res := loadResult{Images: []loadedImage{}}
-		uid, ok := r.Context().Value(peerUIDKey{}).(int)
-		if !ok || (uid != 0 && uid != os.Geteuid()) {
+		if !fromRoot(r) {
 			res.Error = "the admin API is for root"
 			writeResult(w, http.StatusForbidden, res)
 			return
@@ -88,6 +89,21 @@ func serveAdmin(path string, images imageLoader, log *slog.Logger) (*http.Server
 		}
 		writeResult(w, http.StatusOK, res)
 	})
+	// Profiles of a daemon under load are how its CPU is found (the
+	// full-node bench); they say what berthd runs, so root only too.
+	profiles := http.NewServeMux()
+	profiles.HandleFunc("/debug/pprof/", pprof.Index)
+	profiles.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	profiles.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	profiles.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	profiles.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/", func(w http.ResponseWriter, r *http.Request) {
+		if !fromRoot(r) {
+			http.Error(w, "the admin API is for root", http.StatusForbidden)
+			return
+		}
+		profiles.ServeHTTP(w, r)
+	})
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -104,6 +120,13 @@ func serveAdmin(path string, images imageLoader, log *slog.Logger) (*http.Server
 		}
 	}()
 	return srv, nil
+}
+
+// fromRoot reports whether the request came from root or berthd's own
+// user, by the peer credentials of its connection.
+func fromRoot(r *http.Request) bool {
+	uid, ok := r.Context().Value(peerUIDKey{}).(int)
+	return ok && (uid == 0 || uid == os.Geteuid())
 }
 
 func writeResult(w http.ResponseWriter, code int, res loadResult) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,5 +90,29 @@ func TestAdminLoadNoDaemon(t *testing.T) {
 	}
 	if in.Len() != len("archive") {
 		t.Error("the archive was read before a daemon answered: offline load would get a short archive")
+	}
+}
+
+// Go's profiles are served on the admin socket, as on containerd's debug
+// socket.
+func TestAdminProfiles(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	srv, err := serveAdmin(sock, &fakeLoader{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := c.Get("http://berthd/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "goroutine profile:") {
+		t.Errorf("goroutine profile: %s %.200q", resp.Status, body)
 	}
 }
