@@ -305,13 +305,18 @@ func (s *Store) Containers() []Container {
 }
 
 // ContainersOf returns copies of the containers of one sandbox.
+// Only the pod's records are copied and sorted: a pod-stats list at 250
+// pods used to copy and sort every container of the node once per pod.
 func (s *Store) ContainersOf(sandboxID string) []Container {
 	var out []Container
-	for _, c := range s.Containers() {
+	s.mu.RLock()
+	for _, c := range s.containers {
 		if c.SandboxID == sandboxID {
-			out = append(out, c)
+			out = append(out, c.clone())
 		}
 	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
 	return out
 }
 

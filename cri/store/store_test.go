@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -183,5 +184,71 @@ func TestCurrentConfig(t *testing.T) {
 	if !cc.GetTty() || cc.GetLinux().GetResources().GetMemoryLimitInBytes() != 1<<20 ||
 		cc.GetLinux().GetResources().GetHugepageLimits()[0].GetLimit() != 4 || c.Config.GetLinux() != nil {
 		t.Errorf("current container config %v", cc)
+	}
+}
+
+// fullNode fills a store as the full-node bench's N=250 does: 250 pods, a
+// third of them with three containers.
+func fullNode(tb testing.TB) (*Store, []string) {
+	tb.Helper()
+	db, err := bolt.Open(filepath.Join(tb.TempDir(), "meta.db"), 0o600, &bolt.Options{NoSync: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	s, err := Open(db)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var pods []string
+	at := int64(0)
+	for i := range 250 {
+		id := fmt.Sprintf("pod%04d", i)
+		at++
+		if err := s.AddSandbox(Sandbox{SandboxMeta: SandboxMeta{ID: id, Name: "pod_" + id, CreatedAt: at}}); err != nil {
+			tb.Fatal(err)
+		}
+		pods = append(pods, id)
+		n := 1
+		if i%3 == 0 {
+			n = 3
+		}
+		for j := range n {
+			at++
+			// Later pods' containers are created first, so order is
+			// by creation time, not by ID.
+			c := Container{ContainerMeta: ContainerMeta{ID: fmt.Sprintf("c%04d-%d", 1000-i, j), SandboxID: id, Name: fmt.Sprintf("ctr_%d_%s", j, id), CreatedAt: at}}
+			if err := s.AddContainer(c); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	return s, pods
+}
+
+func TestContainersOf(t *testing.T) {
+	s, pods := fullNode(t)
+	got := s.ContainersOf(pods[3])
+	if len(got) != 3 {
+		t.Fatalf("ContainersOf = %d records, want 3", len(got))
+	}
+	for i, c := range got {
+		if c.SandboxID != pods[3] || (i > 0 && c.CreatedAt <= got[i-1].CreatedAt) {
+			t.Errorf("record %d: %s of %s created %d, want the pod's own in creation order", i, c.ID, c.SandboxID, c.CreatedAt)
+		}
+	}
+	if got := s.ContainersOf("nope"); len(got) != 0 {
+		t.Errorf("ContainersOf an unknown pod = %d records", len(got))
+	}
+}
+
+// BenchmarkContainersOfEveryPod is what a ListPodSandboxStats at 250 pods
+// asks of the store.
+func BenchmarkContainersOfEveryPod(b *testing.B) {
+	s, pods := fullNode(b)
+	for b.Loop() {
+		for _, p := range pods {
+			s.ContainersOf(p)
+		}
 	}
 }
