@@ -252,3 +252,13 @@ func BenchmarkContainersOfEveryPod(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRelist is what a relist (ListPodSandbox, ListContainers) at 250
+// pods asks of the store every second.
+func BenchmarkRelist(b *testing.B) {
+	s, _ := fullNode(b)
+	for b.Loop() {
+		s.Sandboxes()
+		s.Containers()
+	}
+}
