@@ -165,6 +165,16 @@ func helperBinary(configured, name string) (string, error) {
 // restart's time to serving is what kubelet waits for.
 var processStart = time.Now()
 
+// cpuUsed is the CPU time berthd has used so far: beside the wall time of
+// a startup, it tells work from waiting for a loaded node's CPU.
+func cpuUsed() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	log, level := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
@@ -250,6 +260,20 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 		return err
 	}
 	defer srv.Close()
+	// Before recovery, so that a restart's CPU can be profiled and images
+	// loaded while hundreds of containers are reattached.
+	admin, err := serveAdmin(adminSocket(cfg), imageSvc, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// An import still running gets the shutdown grace, as CRI calls do.
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if admin.Shutdown(sctx) != nil {
+			_ = admin.Close()
+		}
+	}()
 	if err := srv.Recover(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
@@ -269,19 +293,6 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	admin, err := serveAdmin(adminSocket(cfg), imageSvc, log)
-	if err != nil {
-		lis.Close()
-		return err
-	}
-	defer func() {
-		// An import still running gets the shutdown grace, as CRI calls do.
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		if admin.Shutdown(sctx) != nil {
-			_ = admin.Close()
-		}
-	}()
 	g := grpc.NewServer(append(tracer.ServerOptions(),
 		grpc.ChainUnaryInterceptor(interceptor.Unary(log, mx.ObserveRequest)),
 		grpc.ChainStreamInterceptor(interceptor.Stream(log, mx.ObserveRequest)),
@@ -310,7 +321,8 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
-	log.Info("berthd serving", "address", cfg.GRPC.Address, "version", server.Version, "startup", time.Since(processStart))
+	log.Info("berthd serving", "address", cfg.GRPC.Address, "version", server.Version,
+		"startup", time.Since(processStart), "startup_cpu", cpuUsed())
 	// Recovery is done and the socket accepts: systemctl start returns.
 	sd.send("READY=1\nSTATUS=serving the CRI on " + cfg.GRPC.Address)
 	go sd.keepAlive(opsCtx)
