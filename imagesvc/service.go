@@ -167,7 +167,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		authFile:         o.AuthFile,
 		sigPolicy:        o.SignaturePolicy,
 	}
-	s.imageUsage.maxAge = imageUsageMaxAge
+	s.imageUsage.refresh, s.imageUsage.maxAge = imageUsageRefresh, imageUsageMaxAge
 	s.ctrUsage.refresh, s.ctrUsage.maxAge = containerUsageRefresh, containerUsageMaxAge
 	if s.log == nil {
 		s.log = slog.Default()

@@ -8,13 +8,17 @@ import (
 )
 
 // How old a usage figure may be. Image dirs change only through this
-// service, which marks every change, so theirs is a backstop. Writable
+// service, which marks every change, so theirs is a backstop, refreshed in
+// the background from imageUsageRefresh on: walked in the caller, it was
+// ImageFsInfo's p99 once a minute (287 ms at 250 pods, full-node bench,
+// where containerd answers in 7 ms). Writable
 // layers change whenever a container writes: their figure is handed out
 // at once while younger than containerUsageMaxAge and measured again in the
 // background once older than containerUsageRefresh, so kubelet sees it at
 // most about 10 s old plus one walk, as it sees containerd's snapshot
 // usage, which containerd's syncer refreshes every 10 s.
 const (
+	imageUsageRefresh     = 30 * time.Second
 	imageUsageMaxAge      = time.Minute
 	containerUsageRefresh = 10 * time.Second
 	containerUsageMaxAge  = time.Minute
