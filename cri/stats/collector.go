@@ -20,19 +20,32 @@ import (
 
 // Collector keeps what stats need between calls: each object's
 // cgroup path (read once from its bundle), the previous CPU sample of each
-// (usage_nano_cores is a rate) and writable-layer sizes, whose directory
-// walk is too slow to repeat on every 10 s poll of every container.
+// (usage_nano_cores is a rate), each running container's last cgroup
+// sample for sampleTTL, and writable-layer sizes, whose directory walk is
+// too slow to repeat on every 10 s poll of every container.
 type Collector struct {
 	cg   *cgroups.Manager
 	root string // berth's root dir, where writable layers live
 	log  *slog.Logger
 	oom  *cgroups.OOMWatcher // nil: OOM kills are read from the cgroup only
 
+	now func() time.Time // time.Now; tests set their own clock
+
 	mu      sync.Mutex             // guards the maps below
 	paths   map[string]specInfo    // container ID -> what its spec says
 	cpu     map[string]cpuSample   // container or "pod/"+sandbox ID -> last sample
+	samples map[string]ctrSample   // container ID -> last cgroup sample
 	layers  map[string]layerSample // container ID -> writable layer usage
 	fsMount string                 // mountpoint of the root dir, once known
+}
+
+// ctrSample is a container's cgroup read at one time, with the CPU rate
+// computed then.
+type ctrSample struct {
+	st        cgroups.Stats
+	at        time.Time
+	nanoCores uint64
+	hasNano   bool
 }
 
 type cpuSample struct {
@@ -52,6 +65,13 @@ const (
 	// layerTTL bounds how stale a writable layer size may be (cadvisor
 	// refreshes its disk usage about once a minute).
 	layerTTL = 30 * time.Second
+	// sampleTTL is how long a container's cgroup sample answers again.
+	// kubelet asks for every container twice in a row, in
+	// ListPodSandboxStats and in ListContainerStats; reading five cgroup
+	// files per container for each was half of berthd's CPU under a full
+	// node's polling (250 pods, CPU profile). Each answer carries the
+	// sample's own timestamp.
+	sampleTTL = time.Second
 )
 
 // Options configure a Collector; Cgroups is required.
@@ -68,13 +88,15 @@ func New(o Options) *Collector {
 		o.Logger = slog.Default()
 	}
 	return &Collector{
-		cg:     o.Cgroups,
-		root:   o.Root,
-		log:    o.Logger,
-		oom:    o.OOM,
-		paths:  map[string]specInfo{},
-		cpu:    map[string]cpuSample{},
-		layers: map[string]layerSample{},
+		cg:      o.Cgroups,
+		root:    o.Root,
+		log:     o.Logger,
+		oom:     o.OOM,
+		now:     time.Now,
+		paths:   map[string]specInfo{},
+		cpu:     map[string]cpuSample{},
+		samples: map[string]ctrSample{},
+		layers:  map[string]layerSample{},
 	}
 }
 
@@ -174,6 +196,11 @@ func (c *Collector) Forget(keep map[string]bool) {
 			delete(c.layers, id)
 		}
 	}
+	for id := range c.samples {
+		if !keep[id] {
+			delete(c.samples, id)
+		}
+	}
 }
 
 func u64(v uint64) *runtime.UInt64Value { return &runtime.UInt64Value{Value: v} }
@@ -190,11 +217,17 @@ func psi(p *cgroups.Pressure) *runtime.PsiStats {
 
 // usageFromCgroup fills CPU, memory, swap and IO usage from one sample.
 func (c *Collector) usageFromCgroup(key string, st cgroups.Stats, now time.Time) (*runtime.CpuUsage, *runtime.MemoryUsage, *runtime.SwapUsage, *runtime.IoUsage) {
+	return usageOf(st, now, c.nanoCores(key, st.CPUUsageNanos, now))
+}
+
+// usageOf shapes one sample for the CRI; nanoCores is its CPU rate, nil
+// when unknown.
+func usageOf(st cgroups.Stats, now time.Time, nanoCores *runtime.UInt64Value) (*runtime.CpuUsage, *runtime.MemoryUsage, *runtime.SwapUsage, *runtime.IoUsage) {
 	ts := now.UnixNano()
 	cpu := &runtime.CpuUsage{
 		Timestamp:            ts,
 		UsageCoreNanoSeconds: u64(st.CPUUsageNanos),
-		UsageNanoCores:       c.nanoCores(key, st.CPUUsageNanos, now),
+		UsageNanoCores:       nanoCores,
 		Psi:                  psi(st.CPUPressure),
 	}
 	mem := &runtime.MemoryUsage{
@@ -240,11 +273,19 @@ func containerAttributes(rec store.Container) *runtime.ContainerAttributes {
 // has no cgroup: it gets attributes and its writable layer only, as
 // kubelet still accounts the disk of exited containers.
 func (c *Collector) Container(ctx context.Context, rec store.Container) (*runtime.ContainerStats, *cgroups.Stats) {
-	now := time.Now()
+	now := c.now()
 	out := &runtime.ContainerStats{Attributes: containerAttributes(rec)}
 	out.WritableLayer = c.writableLayer(rec.ID, now)
 	if rec.Status.State != store.ContainerRunning {
 		return out, nil
+	}
+	if s, ok := c.recentSample(rec.ID, now); ok {
+		var nano *runtime.UInt64Value
+		if s.hasNano {
+			nano = u64(s.nanoCores)
+		}
+		out.Cpu, out.Memory, out.Swap, out.Io = usageOf(s.st, s.at, nano)
+		return out, &s.st
 	}
 	path, err := c.CgroupOf(rec)
 	if err != nil {
@@ -259,7 +300,26 @@ func (c *Collector) Container(ctx context.Context, rec store.Container) (*runtim
 		return out, nil
 	}
 	out.Cpu, out.Memory, out.Swap, out.Io = c.usageFromCgroup(rec.ID, st, now)
+	s := ctrSample{st: st, at: now}
+	if out.Cpu.UsageNanoCores != nil {
+		s.nanoCores, s.hasNano = out.Cpu.UsageNanoCores.Value, true
+	}
+	c.mu.Lock()
+	c.samples[rec.ID] = s
+	c.mu.Unlock()
 	return out, &st
+}
+
+// recentSample returns container id's last cgroup sample while it is
+// younger than sampleTTL.
+func (c *Collector) recentSample(id string, now time.Time) (ctrSample, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.samples[id]
+	if !ok || now.Sub(s.at) >= sampleTTL || now.Before(s.at) {
+		return ctrSample{}, false
+	}
+	return s, true
 }
 
 // PodKeyPrefix keeps pod CPU samples apart from container ones.
@@ -269,7 +329,7 @@ const PodKeyPrefix = "pod/"
 // (cgroup_parent), otherwise the sum of its running containers, since the
 // configured default parent is shared by every such pod.
 func (c *Collector) Pod(ctx context.Context, sb store.Sandbox, ctrs []store.Container) *runtime.LinuxPodSandboxStats {
-	now := time.Now()
+	now := c.now()
 	linux := &runtime.LinuxPodSandboxStats{}
 	var sum cgroups.Stats
 	running := 0

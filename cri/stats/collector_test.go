@@ -1,12 +1,16 @@
 package stats
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/cgroups"
+	"github.com/berth-runtime/berth/cri/store"
 )
 
 func TestParseNetDev(t *testing.T) {
@@ -65,5 +69,59 @@ func TestNanoCores(t *testing.T) {
 	c.Forget(map[string]bool{})
 	if v := c.nanoCores("a", 2e9, t0.Add(3*time.Second)); v != nil {
 		t.Errorf("after forget: %v", v)
+	}
+}
+
+// kubelet's two stats lists in a row read each container's cgroup once:
+// within sampleTTL the sample answers again, with its own timestamp and
+// CPU rate; after it the cgroup is read anew.
+func TestContainerSampleReused(t *testing.T) {
+	root := t.TempDir()
+	write := func(controller, file, v string) {
+		t.Helper()
+		dir := filepath.Join(root, controller, "pods", "c1")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("memory", "memory.usage_in_bytes", "1000\n")
+	write("memory", "memory.stat", "total_inactive_file 0\ntotal_rss 800\n")
+	write("cpuacct", "cpuacct.usage", "1000000000\n")
+	bundle := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(`{"linux":{"cgroupsPath":"/pods/c1"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := New(Options{Cgroups: cgroups.NewVersion(root, false), Root: t.TempDir()})
+	clock := time.Unix(100, 0)
+	c.now = func() time.Time { return clock }
+	rec := store.Container{ContainerMeta: store.ContainerMeta{ID: "c1", Bundle: bundle}, Status: store.ContainerStatus{State: store.ContainerRunning}}
+
+	c.Container(context.Background(), rec) // the first CPU sample gives no rate
+	clock = clock.Add(2 * time.Second)
+	write("cpuacct", "cpuacct.usage", "1500000000\n")
+	first, _ := c.Container(context.Background(), rec)
+	if first.GetCpu().GetUsageNanoCores().GetValue() != 250_000_000 || first.GetMemory().GetUsageBytes().GetValue() != 1000 {
+		t.Fatalf("first sample: cpu %v memory %v", first.GetCpu(), first.GetMemory())
+	}
+
+	write("memory", "memory.usage_in_bytes", "2000\n")
+	clock = clock.Add(500 * time.Millisecond)
+	again, raw := c.Container(context.Background(), rec)
+	if again.GetMemory().GetUsageBytes().GetValue() != 1000 || raw == nil || raw.MemoryUsage != 1000 ||
+		again.GetCpu().GetTimestamp() != first.GetCpu().GetTimestamp() || again.GetCpu().GetUsageNanoCores().GetValue() != 250_000_000 {
+		t.Errorf("within %s: cpu %v memory %v, want the first sample again", sampleTTL, again.GetCpu(), again.GetMemory())
+	}
+
+	clock = clock.Add(sampleTTL)
+	later, _ := c.Container(context.Background(), rec)
+	if later.GetMemory().GetUsageBytes().GetValue() != 2000 || later.GetCpu().GetTimestamp() != clock.UnixNano() {
+		t.Errorf("after %s: memory %v at %d, want a new sample", sampleTTL, later.GetMemory(), later.GetCpu().GetTimestamp())
+	}
+	c.Forget(map[string]bool{})
+	if _, ok := c.recentSample("c1", clock); ok {
+		t.Error("Forget kept the sample")
 	}
 }
