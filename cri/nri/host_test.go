@@ -28,11 +28,13 @@ type fakeRuntime struct {
 	pods    []store.Sandbox
 	ctrs    []store.Container
 	updated map[string]*specs.LinuxResources
+	states  int // State calls
 }
 
 func (f *fakeRuntime) State(context.Context) ([]store.Sandbox, []store.Container) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.states++
 	return slices.Clone(f.pods), slices.Clone(f.ctrs)
 }
 
@@ -87,7 +89,11 @@ func (p *testPlugin) CreateContainer(_ context.Context, _ *api.PodSandbox, c *ap
 
 func startHost(t *testing.T, rt Runtime, timeout string) (*Host, string) {
 	t.Helper()
-	dir := t.TempDir()
+	return startHostIn(t, t.TempDir(), rt, timeout)
+}
+
+func startHostIn(t *testing.T, dir string, rt Runtime, timeout string) (*Host, string) {
+	t.Helper()
 	cfg := config.Default().NRI
 	cfg.SocketPath = filepath.Join(dir, "nri.sock")
 	cfg.PluginPath = filepath.Join(dir, "plugins")
@@ -251,6 +257,30 @@ func TestSyncSeesExistingState(t *testing.T) {
 	defer p.mu.Unlock()
 	if !slices.Equal(p.synced, []string{"pod:p1", "ctr:c1:app"}) {
 		t.Fatalf("synchronised with %v", p.synced)
+	}
+}
+
+// With no pre-installed plugin, Start's synchronisation tells no one and
+// reads no state; with a file in the plugin dir it reads it all, and an
+// external plugin connecting later gets it all either way
+// (TestSyncSeesExistingState).
+func TestStartSyncReadsStateOnlyForPreinstalledPlugins(t *testing.T) {
+	for _, preinstalled := range []bool{false, true} {
+		dir := t.TempDir()
+		if preinstalled {
+			// Not executable: the adaptation skips it, berth cannot tell.
+			if err := os.MkdirAll(filepath.Join(dir, "plugins"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "plugins", "10-notes"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rt := &fakeRuntime{pods: []store.Sandbox{pod("p1")}}
+		startHostIn(t, dir, rt, "2s")
+		if want := map[bool]int{false: 0, true: 1}[preinstalled]; rt.states != want {
+			t.Errorf("pre-installed plugin file %v: %d State calls at start, want %d", preinstalled, rt.states, want)
+		}
 	}
 }
 

@@ -11,10 +11,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/nri/pkg/adaptation"
@@ -52,11 +55,17 @@ type Options struct {
 // Host is berthd's NRI: nil-safe in the sense that a disabled Host (see
 // Disabled) answers every event at once with no change.
 type Host struct {
-	a       *adaptation.Adaptation
-	log     *slog.Logger
-	metrics *Metrics
-	cdi     func(*specs.Spec, []string) error
-	rt      Runtime
+	a          *adaptation.Adaptation
+	log        *slog.Logger
+	metrics    *Metrics
+	cdi        func(*specs.Spec, []string) error
+	rt         Runtime
+	pluginPath string
+	// noPreinstalled is set while Start synchronises the pre-installed
+	// plugins and there are none: the adaptation calls back all the same,
+	// and reading every container's spec for no one cost 100 ms of a
+	// 250-pod restart.
+	noPreinstalled atomic.Bool
 }
 
 // setLogger guards the adaptation's logger, a package variable it reads
@@ -72,7 +81,7 @@ func New(o Options) (*Host, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	h := &Host{log: o.Logger, metrics: NewMetrics(), cdi: o.InjectCDI}
+	h := &Host{log: o.Logger, metrics: NewMetrics(), cdi: o.InjectCDI, pluginPath: o.Config.PluginPath}
 	if !o.Config.Enable {
 		return h, nil
 	}
@@ -115,7 +124,13 @@ func (h *Host) Start(rt Runtime) error {
 		return nil
 	}
 	h.rt = rt
-	if err := h.a.Start(); err != nil {
+	// External plugins connect only once Start returns (the adaptation
+	// opens its socket after the pre-installed plugins' sync), so the
+	// only synchronisation this can affect is that one.
+	h.noPreinstalled.Store(!hasFiles(h.pluginPath))
+	err := h.a.Start()
+	h.noPreinstalled.Store(false)
+	if err != nil {
 		return fmt.Errorf("start NRI: %w", err)
 	}
 	h.log.Info("NRI started")
@@ -144,6 +159,10 @@ func (h *Host) BlockSync() func() {
 // synchronize is the adaptation's SyncFn: the state berth has, to a
 // plugin that just connected, and the updates it asks for applied.
 func (h *Host) synchronize(ctx context.Context, cb adaptation.SyncCB) error {
+	if h.noPreinstalled.Load() {
+		_, err := cb(ctx, nil, nil)
+		return err
+	}
 	sbs, ctrs := h.rt.State(ctx)
 	pods := make([]*api.PodSandbox, 0, len(sbs))
 	for _, sb := range sbs {
@@ -209,6 +228,17 @@ func readSpec(c store.Container) *specs.Spec {
 		return nil
 	}
 	return spec
+}
+
+// hasFiles reports whether dir may hold a plugin the adaptation would
+// start: any entry but a directory (it skips those), or an unreadable
+// dir, counts.
+func hasFiles(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	return slices.ContainsFunc(entries, func(e os.DirEntry) bool { return !e.IsDir() })
 }
 
 // pluginError wraps err, from a plugin or from the adaptation's merging
