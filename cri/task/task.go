@@ -65,8 +65,9 @@ type Process interface {
 
 // Hooks tell the manager's owner about a container's end. Each may be nil.
 type Hooks struct {
-	// Watching runs when the manager starts watching rec; what it returns
-	// is handed to Exiting.
+	// Watching runs when the manager starts watching rec (before it runs
+	// for a new container; soon after the reattachment for one found
+	// running after a restart); what it returns is handed to Exiting.
 	Watching func(rec store.Container) uint64
 	// Exiting runs once the init process is gone, before the runtime
 	// deletes the container and its cgroup.
