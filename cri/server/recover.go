@@ -22,7 +22,7 @@ const recoverParallel = 16
 //     an ID without a record was left by a crash and is removed.
 //  2. A shim outlives berthd. A container whose shim answers is reattached
 //     and watched again; its exit, if it came meanwhile, is read from the
-//     shim.
+//     exit file the shim wrote before it would have reported it.
 //  3. A container whose shim is gone ended: its exit comes from the exit
 //     file the shim writes before it reports, or, if the shim died first,
 //     `berth-shim delete` kills what is left and the container is recorded
@@ -37,8 +37,8 @@ const recoverParallel = 16
 //
 // Recovery never stops at one bad record: it logs it and goes on.
 func (s *Server) Recover(ctx context.Context) error {
-	// Containers are independent and each costs a round trip to its shim
-	// (connect, State): a few at a time cut a restart with hundreds of
+	// Containers are independent and each costs a connect to its shim and
+	// a read of its exit file: a few at a time cut a restart with hundreds of
 	// them (full-node bench, N=250) to a fraction, while a bound keeps
 	// a large node from opening every socket at once.
 	start := time.Now()
