@@ -20,9 +20,11 @@ const recoverParallel = 16
 //  1. The store is the truth about which objects exist. A record is written
 //     before anything it names is created, so whatever exists on disk for
 //     an ID without a record was left by a crash and is removed.
-//  2. A shim outlives berthd. A container whose shim answers is reattached
-//     and watched again; its exit, if it came meanwhile, is read from the
-//     exit file the shim wrote before it would have reported it.
+//  2. A shim outlives berthd. A container whose shim runs and wrote no
+//     exit file runs; berthd serves it before its shim is reattached and
+//     watched again in the background, and calls that need the shim wait
+//     for that. An exit that came meanwhile is read from the exit file the
+//     shim wrote before it would have reported it.
 //  3. A container whose shim is gone ended: its exit comes from the exit
 //     file the shim writes before it reports, or, if the shim died first,
 //     `berth-shim delete` kills what is left and the container is recorded
@@ -37,10 +39,9 @@ const recoverParallel = 16
 //
 // Recovery never stops at one bad record: it logs it and goes on.
 func (s *Server) Recover(ctx context.Context) error {
-	// Containers are independent and each costs a connect to its shim and
-	// a read of its exit file: a few at a time cut a restart with hundreds of
-	// them (full-node bench, N=250) to a fraction, while a bound keeps
-	// a large node from opening every socket at once.
+	// Containers are independent; most cost a look at their shim's pid and
+	// exit files here, but one caught removing or whose shim is gone costs
+	// a cleanup by the runtime: a few at a time keep those from queueing.
 	start := time.Now()
 	ctrs := s.store.Containers()
 	sem := make(chan struct{}, recoverParallel)
@@ -77,6 +78,12 @@ func (s *Server) Recover(ctx context.Context) error {
 	// Where a restart's seconds go, for operators of large nodes.
 	s.log.Info("recovered", "containers", len(ctrs), "sandboxes", len(sbs),
 		"containers_took", reattached, "network_gc_took", time.Since(gcStart), "took", time.Since(start))
+	go func() {
+		if err := s.tasks.WaitReattached(ctx); err != nil {
+			return
+		}
+		s.log.Info("shims reattached", "took", time.Since(start))
+	}()
 	return nil
 }
 

@@ -76,9 +76,12 @@ type Tasks interface {
 	Spawn(ctx context.Context, rec store.Container) task.Pending
 	// Get returns the task of a container that has not finished.
 	Get(id string) (task.Task, bool)
-	// Recover reattaches the shim of c after a restart, or records its
-	// exit when the shim is gone.
+	// Recover settles c's state after a restart: its exit recorded when
+	// it ended, a task when it runs, whose shim may be reattached in the
+	// background.
 	Recover(ctx context.Context, c store.Container) error
+	// WaitReattached waits for Recover's background reattachments.
+	WaitReattached(ctx context.Context) error
 	// Release makes sure no shim or runtime state holds c any more.
 	Release(ctx context.Context, c store.Container) error
 	// Cleanup releases what is left of a container with no record.

@@ -100,7 +100,7 @@ func (p *pending) Create(ctx context.Context, o CreateOpts) (int, error) {
 		p.cli = nil
 		return 0, fmt.Errorf("create container %q: %w", p.rec.ID, err)
 	}
-	p.task = &shimTask{cli: p.cli, done: make(chan struct{})}
+	p.task = connectedTask(p.cli)
 	return pid, nil
 }
 
@@ -315,9 +315,15 @@ func (m *Manager) Cleanup(ctx context.Context, c store.Container) {
 	}
 }
 
-// Recover reattaches the shim of a container that was not removing after
-// a daemon restart, or records how the container ended when its shim is
-// gone (DESIGN: the shim outlives berthd; its exit file tells the rest).
+// Recover settles the state of a container that was not removing after a
+// daemon restart (DESIGN: the shim outlives berthd; its exit file tells
+// the rest). A container that ended while berthd was down is recorded
+// exited before Recover returns; one whose shim still runs and wrote no
+// exit runs as recorded, and gets a task at once whose calls wait until
+// its shim is reattached in the background (WaitReattached). On a full
+// node that connection was most of a restart: hundreds of dials and
+// first calls to shims that must each be scheduled (full-node bench,
+// N=250), while the answer to "what runs" is already on disk.
 func (m *Manager) Recover(ctx context.Context, c store.Container) error {
 	if c.Status.State == store.ContainerExited {
 		if client.ShimAlive(c.Bundle) {
@@ -326,6 +332,65 @@ func (m *Manager) Recover(ctx context.Context, c store.Container) error {
 		}
 		return nil
 	}
+	if _, err := client.ReadExit(c.Bundle); err != nil && c.Status.State == store.ContainerRunning && client.ShimAlive(c.Bundle) {
+		t := &shimTask{ready: make(chan struct{}), done: make(chan struct{})}
+		m.mu.Lock()
+		m.tasks[c.ID] = t
+		m.mu.Unlock()
+		m.reattaching.Add(1)
+		go func() {
+			defer m.reattaching.Done()
+			m.reattach(c, t)
+		}()
+		return nil
+	}
+	return m.recoverNow(ctx, c)
+}
+
+// reattachParallel bounds the shims Recover's background work connects
+// to at once: a large node does not open every socket at the same time.
+const reattachParallel = 16
+
+// reattach connects t, a task Recover made for a running container, to
+// its shim and watches it. A shim that no longer answers is handled as
+// one lost at any other time.
+func (m *Manager) reattach(c store.Container, t *shimTask) {
+	m.reattachSlots <- struct{}{}
+	defer func() { <-m.reattachSlots }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cli, err := client.Connect(ctx, m.socket(c.ID), c.Bundle)
+	if err != nil {
+		// Calls waiting on t fail as Unavailable, which callers read as
+		// "exiting" and wait for done.
+		close(t.ready)
+		m.finish(c, t, Exit{}, err, 0)
+		return
+	}
+	t.cli = cli
+	close(t.ready)
+	// An exit that came after Recover's look at the exit file is
+	// reported by Wait.
+	m.watch(c, t)
+}
+
+// WaitReattached waits until every shim Recover left to the background
+// is reattached or found lost.
+func (m *Manager) WaitReattached(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { m.reattaching.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// recoverNow settles a container whose shim is gone, that exited while
+// berthd was down, or that was caught inside CreateContainer, reattaching
+// its shim if one answers.
+func (m *Manager) recoverNow(ctx context.Context, c store.Container) error {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	cli, err := client.Connect(dctx, m.socket(c.ID), c.Bundle)
@@ -343,7 +408,7 @@ func (m *Manager) Recover(ctx context.Context, c store.Container) error {
 		}
 		return m.recordExit(c.ID, exit)
 	}
-	t := &shimTask{cli: cli, done: make(chan struct{})}
+	t := connectedTask(cli)
 	// The shim writes the exit file before it reports the exit, so the
 	// file tells what a State call would without waking the shim: on a
 	// loaded node each round trip waits for the shim to be scheduled, and

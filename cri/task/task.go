@@ -97,6 +97,9 @@ type Manager struct {
 
 	mu    sync.Mutex           // guards tasks
 	tasks map[string]*shimTask // by container ID
+
+	reattaching   sync.WaitGroup // Recover's background reattachments
+	reattachSlots chan struct{}  // bounds them
 }
 
 // New returns a manager with no tasks; Recover reattaches the running
@@ -111,6 +114,7 @@ func New(o Options) (*Manager, error) {
 	return &Manager{
 		cfg: o.Config, store: o.Store, shimPath: o.ShimPath, socketsDir: o.SocketsDir,
 		log: o.Logger, hooks: o.Hooks, tasks: map[string]*shimTask{},
+		reattachSlots: make(chan struct{}, reattachParallel),
 	}, nil
 }
 
@@ -141,39 +145,91 @@ func (m *Manager) runtimeBinary(handler string) (string, error) {
 	return p, nil
 }
 
-// shimTask is a Task over a shim client.
+// shimTask is a Task over a shim client. One found running after a
+// restart is served before its shim is connected (Manager.Recover): until
+// ready is closed its calls wait, and cli stays nil if the shim was lost.
 type shimTask struct {
-	cli  *client.Client
-	done chan struct{}
+	ready chan struct{}
+	cli   *client.Client // set before ready is closed
+	done  chan struct{}
 }
 
 var _ Task = (*shimTask)(nil)
 
-func (t *shimTask) Start(ctx context.Context) (int, error) { return t.cli.Start(ctx) }
+// closedChan is the ready of every task whose shim is connected when it
+// is made.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func connectedTask(cli *client.Client) *shimTask {
+	return &shimTask{ready: closedChan, cli: cli, done: make(chan struct{})}
+}
+
+// conn waits for the shim's connection.
+func (t *shimTask) conn(ctx context.Context) (*client.Client, error) {
+	select {
+	case <-t.ready:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for the shim to be reattached: %w", ctx.Err())
+	}
+	if t.cli == nil {
+		return nil, fmt.Errorf("shim lost while berthd restarted: %w", errdefs.ErrUnavailable)
+	}
+	return t.cli, nil
+}
+
+// do runs f once the shim is connected.
+func (t *shimTask) do(ctx context.Context, f func(*client.Client) error) error {
+	cli, err := t.conn(ctx)
+	if err != nil {
+		return err
+	}
+	return f(cli)
+}
+
+// pid runs f, which returns a pid, once the shim is connected.
+func (t *shimTask) pid(ctx context.Context, f func(*client.Client) (int, error)) (pid int, err error) {
+	err = t.do(ctx, func(cli *client.Client) error { pid, err = f(cli); return err })
+	return pid, err
+}
+
+func (t *shimTask) Start(ctx context.Context) (int, error) {
+	return t.pid(ctx, func(cli *client.Client) (int, error) { return cli.Start(ctx) })
+}
 func (t *shimTask) Restore(ctx context.Context, timeout time.Duration) (int, error) {
-	return t.cli.Restore(ctx, timeout)
+	return t.pid(ctx, func(cli *client.Client) (int, error) { return cli.Restore(ctx, timeout) })
 }
 func (t *shimTask) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
-	return t.cli.Kill(ctx, sig, all)
+	return t.do(ctx, func(cli *client.Client) error { return cli.Kill(ctx, sig, all) })
 }
-func (t *shimTask) Pause(ctx context.Context) error  { return t.cli.Pause(ctx) }
-func (t *shimTask) Resume(ctx context.Context) error { return t.cli.Resume(ctx) }
+func (t *shimTask) Pause(ctx context.Context) error {
+	return t.do(ctx, func(cli *client.Client) error { return cli.Pause(ctx) })
+}
+func (t *shimTask) Resume(ctx context.Context) error {
+	return t.do(ctx, func(cli *client.Client) error { return cli.Resume(ctx) })
+}
 func (t *shimTask) Checkpoint(ctx context.Context, o CheckpointOpts) error {
-	return t.cli.Checkpoint(ctx, o)
+	return t.do(ctx, func(cli *client.Client) error { return cli.Checkpoint(ctx, o) })
 }
 func (t *shimTask) Update(ctx context.Context, res *specs.LinuxResources) error {
-	return t.cli.Update(ctx, res)
+	return t.do(ctx, func(cli *client.Client) error { return cli.Update(ctx, res) })
 }
-func (t *shimTask) ReopenLog(ctx context.Context) error { return t.cli.ReopenLog(ctx) }
-func (t *shimTask) Exec(ctx context.Context, o ExecOpts) (Process, error) {
-	p, err := t.cli.Exec(ctx, o)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
+func (t *shimTask) ReopenLog(ctx context.Context) error {
+	return t.do(ctx, func(cli *client.Client) error { return cli.ReopenLog(ctx) })
 }
-func (t *shimTask) Attach(ctx context.Context, o AttachOpts) error { return t.cli.Attach(ctx, o) }
+func (t *shimTask) Exec(ctx context.Context, o ExecOpts) (p Process, err error) {
+	err = t.do(ctx, func(cli *client.Client) error {
+		proc, err := cli.Exec(ctx, o)
+		if err == nil {
+			p = proc // not a typed nil on failure
+		}
+		return err
+	})
+	return p, err
+}
+func (t *shimTask) Attach(ctx context.Context, o AttachOpts) error {
+	return t.do(ctx, func(cli *client.Client) error { return cli.Attach(ctx, o) })
+}
 func (t *shimTask) ResizePty(ctx context.Context, width, height uint32) error {
-	return t.cli.ResizePty(ctx, width, height)
+	return t.do(ctx, func(cli *client.Client) error { return cli.ResizePty(ctx, width, height) })
 }
 func (t *shimTask) Done() <-chan struct{} { return t.done }

@@ -2,11 +2,14 @@ package task
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 	"github.com/berth-runtime/berth/cri/config"
 	"github.com/berth-runtime/berth/cri/store"
 	"github.com/berth-runtime/berth/cri/store/storetest"
+	shimapi "github.com/berth-runtime/berth/shim/api"
 )
 
 // newTestManager returns a manager over a fresh store whose shim binary
@@ -166,5 +170,63 @@ func TestCreateUnknownHandler(t *testing.T) {
 	}
 	if err := p.Discard(ctx); err != nil {
 		t.Errorf("discard: %v", err)
+	}
+}
+
+// A container whose shim runs is served at once: it stays RUNNING with a
+// task whose calls wait for the shim's reattachment, and a shim that then
+// does not answer is handled as lost.
+func TestRecoverReattachesInBackground(t *testing.T) {
+	m, st, cfg := newTestManager(t)
+	c := addContainer(t, st, cfg, "a", store.ContainerStatus{State: store.ContainerRunning, Pid: 99999})
+	// A live process stands in for the shim; it has no socket.
+	shim := exec.Command("sleep", "60")
+	if err := shim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = shim.Process.Kill(); _ = shim.Wait() })
+	if err := shimapi.WriteShimPid(c.Bundle, shim.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	// Hold the background work until the checks below are done.
+	for range cap(m.reattachSlots) {
+		m.reattachSlots <- struct{}{}
+	}
+	if err := m.Recover(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	task, ok := m.Get(c.ID)
+	if !ok {
+		t.Fatal("no task for a container whose shim runs")
+	}
+	if got, _ := st.Container(c.ID); got.Status.State != store.ContainerRunning {
+		t.Fatalf("state %v before the shim was reattached, want running", got.Status.State)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := task.Kill(ctx, syscall.SIGTERM, false); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("kill before reattachment: %v, want it to wait for the shim", err)
+	}
+	killed := make(chan error, 1)
+	go func() { killed <- task.Kill(context.Background(), syscall.SIGTERM, false) }()
+	for range cap(m.reattachSlots) {
+		<-m.reattachSlots
+	}
+	if err := <-killed; !errdefs.IsUnavailable(err) {
+		t.Errorf("kill once the shim was found not answering: %v, want Unavailable", err)
+	}
+	if err := m.WaitReattached(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-task.Done():
+	default:
+		t.Error("task not done after its shim was lost")
+	}
+	if _, ok := m.Get(c.ID); ok {
+		t.Error("lost shim's task still held")
+	}
+	if got, _ := st.Container(c.ID); got.Status.State != store.ContainerExited || got.Status.ExitCode != 255 {
+		t.Errorf("lost shim's container: %+v", got.Status)
 	}
 }

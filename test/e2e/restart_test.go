@@ -51,6 +51,11 @@ func TestRestart(t *testing.T) {
 		t.Errorf("the running container stopped logging while berthd was down (%d -> %d bytes)", size, grown)
 	}
 	d.Restart(t)
+	// The first call: berthd serves before the shim is reattached, and a
+	// call that needs the shim waits for it.
+	if stdout, _, err := d.Runtime.ExecSync(ctx, ticker, []string{"echo", "exec-after-restart"}, 10*time.Second); err != nil || string(stdout) != "exec-after-restart\n" {
+		t.Errorf("ExecSync right after restart: %q, %v", stdout, err)
+	}
 
 	list, err := d.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{PodSandboxId: podID})
 	if err != nil || len(list) != 3 {
