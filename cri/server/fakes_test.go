@@ -267,7 +267,7 @@ func (f *fakeTasks) Recover(ctx context.Context, c store.Container) error {
 	return nil
 }
 
-func (f *fakeTasks) WaitReattached(context.Context) error { return nil }
+func (f *fakeTasks) Reattach() {}
 
 func (f *fakeTasks) Release(ctx context.Context, c store.Container) error {
 	f.add("release %s", c.ID)

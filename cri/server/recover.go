@@ -78,10 +78,10 @@ func (s *Server) Recover(ctx context.Context) error {
 	// Where a restart's seconds go, for operators of large nodes.
 	s.log.Info("recovered", "containers", len(ctrs), "sandboxes", len(sbs),
 		"containers_took", reattached, "network_gc_took", time.Since(gcStart), "took", time.Since(start))
+	// In the background once berthd serves: calls that need a shim wait
+	// for it, and the CPU goes to serving first.
 	go func() {
-		if err := s.tasks.WaitReattached(ctx); err != nil {
-			return
-		}
+		s.tasks.Reattach()
 		s.log.Info("shims reattached", "took", time.Since(start))
 	}()
 	return nil

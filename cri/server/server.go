@@ -77,11 +77,11 @@ type Tasks interface {
 	// Get returns the task of a container that has not finished.
 	Get(id string) (task.Task, bool)
 	// Recover settles c's state after a restart: its exit recorded when
-	// it ended, a task when it runs, whose shim may be reattached in the
-	// background.
+	// it ended, a task when it runs, whose calls wait for Reattach.
 	Recover(ctx context.Context, c store.Container) error
-	// WaitReattached waits for Recover's background reattachments.
-	WaitReattached(ctx context.Context) error
+	// Reattach connects the shims of the running containers Recover
+	// found, and returns once it is done.
+	Reattach()
 	// Release makes sure no shim or runtime state holds c any more.
 	Release(ctx context.Context, c store.Container) error
 	// Cleanup releases what is left of a container with no record.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -320,10 +321,10 @@ func (m *Manager) Cleanup(ctx context.Context, c store.Container) {
 // the rest). A container that ended while berthd was down is recorded
 // exited before Recover returns; one whose shim still runs and wrote no
 // exit runs as recorded, and gets a task at once whose calls wait until
-// its shim is reattached in the background (WaitReattached). On a full
-// node that connection was most of a restart: hundreds of dials and
-// first calls to shims that must each be scheduled (full-node bench,
-// N=250), while the answer to "what runs" is already on disk.
+// Reattach connects its shim. On a full node those connections were most
+// of a restart: hundreds of dials and first calls to shims that must each
+// be scheduled (full-node bench, N=250), while the answer to "what runs"
+// is already on disk.
 func (m *Manager) Recover(ctx context.Context, c store.Container) error {
 	if c.Status.State == store.ContainerExited {
 		if client.ShimAlive(c.Bundle) {
@@ -334,29 +335,53 @@ func (m *Manager) Recover(ctx context.Context, c store.Container) error {
 	}
 	if _, err := client.ReadExit(c.Bundle); err != nil && c.Status.State == store.ContainerRunning && client.ShimAlive(c.Bundle) {
 		t := &shimTask{ready: make(chan struct{}), done: make(chan struct{})}
+		t.attach = func() { m.reattach(c, t) }
 		m.mu.Lock()
 		m.tasks[c.ID] = t
+		m.unattached = append(m.unattached, unattached{c, t})
 		m.mu.Unlock()
-		m.reattaching.Add(1)
-		go func() {
-			defer m.reattaching.Done()
-			m.reattach(c, t)
-		}()
 		return nil
 	}
 	return m.recoverNow(ctx, c)
 }
 
-// reattachParallel bounds the shims Recover's background work connects
-// to at once: a large node does not open every socket at the same time.
-const reattachParallel = 16
+// unattached is a running container Recover found, waiting for Reattach.
+type unattached struct {
+	c store.Container
+	t *shimTask
+}
+
+// reattachParallel bounds the shims Reattach connects to at once. Each
+// connection wakes a shim; a few at a time leave the CPU of a loaded node
+// to the calls berthd serves meanwhile, and a call that needs a shim not
+// reached yet connects it itself.
+const reattachParallel = 4
+
+// Reattach connects the shims of the running containers Recover found
+// and watches them, and returns when all are connected or found lost. It
+// runs once berthd serves: before, it took the CPU a loaded node's restart
+// needs to settle every container's state (full-node bench).
+func (m *Manager) Reattach() {
+	m.mu.Lock()
+	todo := m.unattached
+	m.unattached = nil
+	m.mu.Unlock()
+	sem := make(chan struct{}, reattachParallel)
+	var wg sync.WaitGroup
+	for _, u := range todo {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			u.t.reattach()
+		})
+	}
+	wg.Wait()
+}
 
 // reattach connects t, a task Recover made for a running container, to
 // its shim and watches it. A shim that no longer answers is handled as
 // one lost at any other time.
 func (m *Manager) reattach(c store.Container, t *shimTask) {
-	m.reattachSlots <- struct{}{}
-	defer func() { <-m.reattachSlots }()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cli, err := client.Connect(ctx, m.socket(c.ID), c.Bundle)
@@ -372,19 +397,6 @@ func (m *Manager) reattach(c store.Container, t *shimTask) {
 	// An exit that came after Recover's look at the exit file is
 	// reported by Wait.
 	m.watch(c, t)
-}
-
-// WaitReattached waits until every shim Recover left to the background
-// is reattached or found lost.
-func (m *Manager) WaitReattached(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { m.reattaching.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // recoverNow settles a container whose shim is gone, that exited while

@@ -95,15 +95,13 @@ type Manager struct {
 	log        *slog.Logger
 	hooks      Hooks
 
-	mu    sync.Mutex           // guards tasks
-	tasks map[string]*shimTask // by container ID
-
-	reattaching   sync.WaitGroup // Recover's background reattachments
-	reattachSlots chan struct{}  // bounds them
+	mu         sync.Mutex           // guards the fields below
+	tasks      map[string]*shimTask // by container ID
+	unattached []unattached         // found by Recover, for Reattach
 }
 
-// New returns a manager with no tasks; Recover reattaches the running
-// containers' shims.
+// New returns a manager with no tasks; Recover and Reattach take over the
+// running containers' shims.
 func New(o Options) (*Manager, error) {
 	if o.Store == nil || o.ShimPath == "" || o.SocketsDir == "" {
 		return nil, fmt.Errorf("task manager options incomplete: %w", errdefs.ErrInvalidArgument)
@@ -114,7 +112,6 @@ func New(o Options) (*Manager, error) {
 	return &Manager{
 		cfg: o.Config, store: o.Store, shimPath: o.ShimPath, socketsDir: o.SocketsDir,
 		log: o.Logger, hooks: o.Hooks, tasks: map[string]*shimTask{},
-		reattachSlots: make(chan struct{}, reattachParallel),
 	}, nil
 }
 
@@ -152,6 +149,11 @@ type shimTask struct {
 	ready chan struct{}
 	cli   *client.Client // set before ready is closed
 	done  chan struct{}
+	// attach, set for a task Recover made, connects the shim and closes
+	// ready; the first call that needs the shim runs it if Reattach has
+	// not come to it yet.
+	attach     func()
+	attachOnce sync.Once
 }
 
 var _ Task = (*shimTask)(nil)
@@ -164,8 +166,17 @@ func connectedTask(cli *client.Client) *shimTask {
 	return &shimTask{ready: closedChan, cli: cli, done: make(chan struct{})}
 }
 
-// conn waits for the shim's connection.
+// conn waits for the shim's connection, making it now if no one has.
 func (t *shimTask) conn(ctx context.Context) (*client.Client, error) {
+	if t.attach != nil {
+		select {
+		case <-t.ready:
+		default:
+			// In its own goroutine: the caller's ctx bounds the wait,
+			// not the connection, which others may be waiting for.
+			go t.reattach()
+		}
+	}
 	select {
 	case <-t.ready:
 	case <-ctx.Done():
@@ -176,6 +187,9 @@ func (t *shimTask) conn(ctx context.Context) (*client.Client, error) {
 	}
 	return t.cli, nil
 }
+
+// reattach runs attach once; a second caller waits for the first.
+func (t *shimTask) reattach() { t.attachOnce.Do(t.attach) }
 
 // do runs f once the shim is connected.
 func (t *shimTask) do(ctx context.Context, f func(*client.Client) error) error {

@@ -2,7 +2,6 @@ package task
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -174,9 +173,9 @@ func TestCreateUnknownHandler(t *testing.T) {
 }
 
 // A container whose shim runs is served at once: it stays RUNNING with a
-// task whose calls wait for the shim's reattachment, and a shim that then
-// does not answer is handled as lost.
-func TestRecoverReattachesInBackground(t *testing.T) {
+// task, the first call that needs the shim connects it, and a shim that
+// then does not answer is handled as lost.
+func TestRecoverReattachesOnDemand(t *testing.T) {
 	m, st, cfg := newTestManager(t)
 	c := addContainer(t, st, cfg, "a", store.ContainerStatus{State: store.ContainerRunning, Pid: 99999})
 	// A live process stands in for the shim; it has no socket.
@@ -188,12 +187,15 @@ func TestRecoverReattachesInBackground(t *testing.T) {
 	if err := shimapi.WriteShimPid(c.Bundle, shim.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
-	// Hold the background work until the checks below are done.
-	for range cap(m.reattachSlots) {
-		m.reattachSlots <- struct{}{}
-	}
-	if err := m.Recover(context.Background(), c); err != nil {
+	// b is left to Reattach.
+	b := addContainer(t, st, cfg, "b", store.ContainerStatus{State: store.ContainerRunning, Pid: 99998})
+	if err := shimapi.WriteShimPid(b.Bundle, shim.Process.Pid); err != nil {
 		t.Fatal(err)
+	}
+	for _, r := range []store.Container{c, b} {
+		if err := m.Recover(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
 	}
 	task, ok := m.Get(c.ID)
 	if !ok {
@@ -202,31 +204,25 @@ func TestRecoverReattachesInBackground(t *testing.T) {
 	if got, _ := st.Container(c.ID); got.Status.State != store.ContainerRunning {
 		t.Fatalf("state %v before the shim was reattached, want running", got.Status.State)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if err := task.Kill(ctx, syscall.SIGTERM, false); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("kill before reattachment: %v, want it to wait for the shim", err)
-	}
-	killed := make(chan error, 1)
-	go func() { killed <- task.Kill(context.Background(), syscall.SIGTERM, false) }()
-	for range cap(m.reattachSlots) {
-		<-m.reattachSlots
-	}
-	if err := <-killed; !errdefs.IsUnavailable(err) {
-		t.Errorf("kill once the shim was found not answering: %v, want Unavailable", err)
-	}
-	if err := m.WaitReattached(context.Background()); err != nil {
-		t.Fatal(err)
+	// Before Reattach came to it.
+	if err := task.Kill(context.Background(), syscall.SIGTERM, false); !errdefs.IsUnavailable(err) {
+		t.Errorf("kill of a container whose shim does not answer: %v, want Unavailable", err)
 	}
 	select {
 	case <-task.Done():
-	default:
-		t.Error("task not done after its shim was lost")
+	case <-time.After(10 * time.Second):
+		t.Fatal("task not done after its shim was lost")
 	}
-	if _, ok := m.Get(c.ID); ok {
-		t.Error("lost shim's task still held")
+	if got, _ := st.Container(b.ID); got.Status.State != store.ContainerRunning {
+		t.Fatalf("b before Reattach: %v, want running", got.Status.State)
 	}
-	if got, _ := st.Container(c.ID); got.Status.State != store.ContainerExited || got.Status.ExitCode != 255 {
-		t.Errorf("lost shim's container: %+v", got.Status)
+	m.Reattach()
+	for _, id := range []string{c.ID, b.ID} {
+		if _, ok := m.Get(id); ok {
+			t.Errorf("%s: lost shim's task still held", id)
+		}
+		if got, _ := st.Container(id); got.Status.State != store.ContainerExited || got.Status.ExitCode != 255 {
+			t.Errorf("%s: lost shim's container: %+v", id, got.Status)
+		}
 	}
 }
