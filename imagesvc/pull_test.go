@@ -480,3 +480,23 @@ func TestFsInfo(t *testing.T) {
 		t.Errorf("usage after removing the image %+v, with it %+v", after, u)
 	}
 }
+
+// After WarmUsage both figures are kept: the first ImageFsInfo after a
+// start does not walk.
+func TestWarmUsage(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []*usageCache{&e.svc.imageUsage, &e.svc.ctrUsage} {
+		if c.valid {
+			t.Fatal("a figure before anything measured")
+		}
+	}
+	e.svc.WarmUsage(ctx)
+	for i, c := range []*usageCache{&e.svc.imageUsage, &e.svc.ctrUsage} {
+		c.mu.Lock()
+		valid := c.valid
+		c.mu.Unlock()
+		if !valid {
+			t.Errorf("cache %d not filled by WarmUsage", i)
+		}
+	}
+}

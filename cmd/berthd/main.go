@@ -232,6 +232,7 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 		return fmt.Errorf("start image service: %w", err)
 	}
 	images := meteredImages{Service: imageSvc, obs: mx}
+	go imageSvc.WarmUsage(ctx)
 	sandboxes, err := sandbox.New(sandbox.Options{
 		NetNSDir: filepath.Join(cfg.State, "netns"), PausePath: pausePath, Logger: log,
 	})
