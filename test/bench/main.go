@@ -60,6 +60,7 @@ type params struct {
 	CritestRounds  int
 	NodePods       string
 	Steady         time.Duration
+	NodeRestarts   int
 	Churn          int
 	Kubelet        string
 	PlegPods       int
@@ -97,6 +98,7 @@ func parseFlags(args []string) (params, error) {
 	fs.IntVar(&p.CritestSamples, "critest-samples", 10, "samples per critest benchmark spec and round (pods, containers, image pulls, image lists)")
 	fs.IntVar(&p.CritestRounds, "critest-rounds", 2, "critest -benchmark runs per runtime, alternating which runtime goes first")
 	fs.StringVar(&p.NodePods, "node-pods", "10,110,250", "pod counts N of the full-node scenario (a third of the pods with three containers)")
+	fs.IntVar(&p.NodeRestarts, "node-restarts", 1, "recoveries after SIGKILL the full-node scenario times at each N")
 	fs.DurationVar(&p.Steady, "steady", time.Minute, "full-node steady state: kubelet's polling replayed this long (after a third of it idle)")
 	fs.IntVar(&p.Churn, "churn", 10000, "container lifecycles per runtime of the churn scenario")
 	fs.StringVar(&p.Kubelet, "kubelet", "/usr/local/bin/kubelet", "kubelet binary of the pleg scenario (../shared/kubelet/setup builds it)")
@@ -179,7 +181,7 @@ func run(ctx context.Context, p params, log *slog.Logger) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("bench registry: %w", err)
 	}
-	b := &bench{res: newResults(), image: im.Busybox, log: log, stopTimeout: p.StopTimeout}
+	b := &bench{res: newResults(), image: im.Busybox, log: log, stopTimeout: p.StopTimeout, nodeRestarts: p.NodeRestarts}
 	if p.KeepLogs != "" {
 		defer keepLogs(e.Dir, p.KeepLogs, log)
 	}
@@ -369,7 +371,7 @@ func (b *bench) report(p params, started time.Time, im *images) *Report {
 			"iterations": p.Iterations, "exec_iterations": p.ExecIterations, "floor_iterations": p.FloorIter,
 			"pods": p.Pods, "rounds": p.Rounds, "lifecycles": p.Lifecycles, "pulls": p.Pulls,
 			"pull_mb": p.PullMB, "pull_layers": p.PullLayers, "critest_samples": p.CritestSamples, "critest_rounds": p.CritestRounds, "quick": p.Quick, "subnet": p.Subnet,
-			"node_pods": p.NodePods, "pleg_pods": p.PlegPods, "steady": p.Steady.String(), "churn": p.Churn, "churn_traced": p.ChurnTraced,
+			"node_pods": p.NodePods, "node_restarts": p.NodeRestarts, "pleg_pods": p.PlegPods, "steady": p.Steady.String(), "churn": p.Churn, "churn_traced": p.ChurnTraced,
 			"stop_timeout_s": p.StopTimeout, "berth_handler": p.BerthHandler, "daemon_log_level": p.DaemonLog, "pause_image_from": im.PauseSrc,
 		},
 		Metrics: b.res.summarize(),

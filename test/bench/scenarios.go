@@ -43,6 +43,8 @@ type bench struct {
 	afterRound func(metric string)
 	// callFloor times an empty CRI call beside the node scenario's relists.
 	callFloor *callFloor
+	// nodeRestarts is how many times the node scenario times a recovery.
+	nodeRestarts int
 }
 
 // alternate runs fn n times for each target, alternating which runtime goes
