@@ -137,18 +137,16 @@ func (m *Manager) watch(rec store.Container, t *shimTask) {
 	m.tasks[rec.ID] = t
 	m.mu.Unlock()
 	// A container not started yet is watched before it runs. One found
-	// running after a restart is watched from its goroutine: it has no
-	// baseline to take before anything (Hooks.Watching), and reading 400
-	// specs for the hook in line held up a 250-pod restart.
-	inLine := rec.Status.State == store.ContainerCreated
+	// running after a restart is watched by the Reattach worker that
+	// connected it, after its calls were let through: the hook reads the
+	// container's spec, and 400 of them at once, in line before serving
+	// or in as many goroutines after, held up a 250-pod restart's first
+	// calls (full-node bench).
 	var watched uint64
-	if m.hooks.Watching != nil && inLine {
+	if m.hooks.Watching != nil {
 		watched = m.hooks.Watching(rec)
 	}
 	go func() {
-		if m.hooks.Watching != nil && !inLine {
-			watched = m.hooks.Watching(rec)
-		}
 		exit, err := t.cli.Wait(context.Background())
 		m.finish(rec, t, exit, err, watched)
 	}()
