@@ -259,6 +259,8 @@ func (s *Server) createTask(ctx context.Context, p *containerPlan) error {
 	p.cl.Add("destroy shim", p.shim.Destroy)
 	if _, err := s.store.UpdateContainerStatus(p.id, func(st store.ContainerStatus) (store.ContainerStatus, error) {
 		st.Pid = pid
+		shim := p.shim.Shim()
+		st.ShimPid, st.ShimStart = shim.Pid, shim.Start
 		return st, nil
 	}); err != nil {
 		return err

@@ -108,7 +108,8 @@ func TestCreateContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Status.State != store.ContainerCreated || c.Status.Pid != 4242 || c.SandboxID != sb || c.RuntimeHandler != "runc" {
+	if c.Status.State != store.ContainerCreated || c.Status.Pid != 4242 || c.Status.ShimPid != 4343 || c.Status.ShimStart != 77 ||
+		c.SandboxID != sb || c.RuntimeHandler != "runc" {
 		t.Errorf("record %+v", c)
 	}
 	if _, err := os.Stat(filepath.Join(c.Bundle, "config.json")); err != nil {

@@ -321,6 +321,8 @@ func (p *fakePending) Create(ctx context.Context, o task.CreateOpts) (int, error
 	return 4242, nil
 }
 
+func (p *fakePending) Shim() task.ShimProcess { return task.ShimProcess{Pid: 4343, Start: 77} }
+
 func (p *fakePending) Discard(ctx context.Context) error {
 	p.f.add("discard %s", p.rec.ID)
 	return nil

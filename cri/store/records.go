@@ -150,8 +150,13 @@ type ContainerMeta struct {
 
 // ContainerStatus is the mutable part of a container record.
 type ContainerStatus struct {
-	State      ContainerState
-	Pid        int
+	State ContainerState
+	Pid   int
+	// ShimPid and ShimStart identify the shim (its start time in clock
+	// ticks since boot), recorded with Pid: a restart tells a running
+	// container from one whose shim died with one read of /proc.
+	ShimPid    int    `json:",omitempty"`
+	ShimStart  uint64 `json:",omitempty"`
 	StartedAt  int64
 	FinishedAt int64
 	ExitCode   int32

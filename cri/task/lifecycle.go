@@ -36,6 +36,9 @@ type Pending interface {
 	// Watch hands a created container over to the manager, which watches
 	// it until it exits.
 	Watch()
+	// Shim is the shim's process once Create succeeded, for the record
+	// (store.ContainerStatus.ShimPid); zero when it could not be read.
+	Shim() ShimProcess
 }
 
 type pending struct {
@@ -44,8 +47,9 @@ type pending struct {
 	done chan struct{}
 	cli  *client.Client // set once done is closed
 	err  error          // set once done is closed
-	// task is set by a successful Create.
+	// task and shim are set by a successful Create.
 	task *shimTask
+	shim ShimProcess
 }
 
 // Spawn starts rec's shim in the background: its spawn, a fork/exec of a
@@ -102,8 +106,13 @@ func (p *pending) Create(ctx context.Context, o CreateOpts) (int, error) {
 		return 0, fmt.Errorf("create container %q: %w", p.rec.ID, err)
 	}
 	p.task = connectedTask(p.cli)
+	// The shim wrote it before it answered; a restart reads it from the
+	// record instead of from two files per container.
+	p.shim, _ = client.ReadShimProcess(p.rec.Bundle)
 	return pid, nil
 }
+
+func (p *pending) Shim() ShimProcess { return p.shim }
 
 func (p *pending) Discard(ctx context.Context) error {
 	<-p.done
@@ -210,7 +219,7 @@ func (m *Manager) recordExit(id string, exit Exit) error {
 		st.State = store.ContainerExited
 		st.FinishedAt = exit.ExitedAt.UnixNano()
 		st.ExitCode = exit.Status
-		st.Pid = 0
+		st.Pid, st.ShimPid, st.ShimStart = 0, 0, 0
 		if st.Reason == "" {
 			st.Reason = "Completed"
 			if exit.Status != 0 {
@@ -331,7 +340,7 @@ func (m *Manager) Recover(ctx context.Context, c store.Container) error {
 		}
 		return nil
 	}
-	if _, err := client.ReadExit(c.Bundle); err != nil && c.Status.State == store.ContainerRunning && client.ShimAlive(c.Bundle) {
+	if _, err := client.ReadExit(c.Bundle); err != nil && c.Status.State == store.ContainerRunning && shimAlive(c) {
 		t := &shimTask{ready: make(chan struct{}), done: make(chan struct{})}
 		t.attach = func() { m.reattach(c, t) }
 		m.mu.Lock()
@@ -341,6 +350,15 @@ func (m *Manager) Recover(ctx context.Context, c store.Container) error {
 		return nil
 	}
 	return m.recoverNow(ctx, c)
+}
+
+// shimAlive reports whether c's shim runs, from the record when it names
+// the shim (one read of /proc), else from the shim's pid files.
+func shimAlive(c store.Container) bool {
+	if c.Status.ShimPid != 0 {
+		return ShimProcess{Pid: c.Status.ShimPid, Start: c.Status.ShimStart}.Alive()
+	}
+	return client.ShimAlive(c.Bundle)
 }
 
 // unattached is a running container Recover found, waiting for Reattach.

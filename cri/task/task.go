@@ -27,6 +27,9 @@ import (
 // Exit is how a process ended.
 type Exit = client.Exit
 
+// ShimProcess identifies a container's shim process.
+type ShimProcess = client.ShimProcess
+
 // ExecOpts, AttachOpts and CheckpointOpts are the shim's own options.
 type (
 	ExecOpts       = client.ExecOpts

@@ -187,15 +187,25 @@ func TestRecoverReattachesOnDemand(t *testing.T) {
 	if err := shimapi.WriteShimPid(c.Bundle, shim.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
-	// b is left to Reattach.
-	b := addContainer(t, st, cfg, "b", store.ContainerStatus{State: store.ContainerRunning, Pid: 99998})
-	if err := shimapi.WriteShimPid(b.Bundle, shim.Process.Pid); err != nil {
+	// b, left to Reattach, names its shim in the record (no pid files);
+	// gone's record names a process that is not its shim (another start
+	// time), so it is settled as lost before Recover returns.
+	start, err := shimapi.ProcessStartTime(shim.Process.Pid)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range []store.Container{c, b} {
+	b := addContainer(t, st, cfg, "b", store.ContainerStatus{State: store.ContainerRunning, Pid: 99998, ShimPid: shim.Process.Pid, ShimStart: start})
+	gone := addContainer(t, st, cfg, "gone", store.ContainerStatus{State: store.ContainerRunning, Pid: 99997, ShimPid: shim.Process.Pid, ShimStart: start + 1})
+	for _, r := range []store.Container{c, b, gone} {
 		if err := m.Recover(context.Background(), r); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if _, ok := m.Get(gone.ID); ok {
+		t.Error("a task for a container whose recorded shim is not running")
+	}
+	if got, _ := st.Container(gone.ID); got.Status.State != store.ContainerExited || got.Status.ShimPid != 0 {
+		t.Errorf("container whose shim is gone after Recover: %+v", got.Status)
 	}
 	task, ok := m.Get(c.ID)
 	if !ok {

@@ -289,6 +289,22 @@ func ReadExit(stateDir string) (Exit, error) {
 	return Exit{Status: e.ExitStatus, ExitedAt: time.Unix(0, e.ExitedAt)}, nil
 }
 
+// ShimProcess is a shim's pid and its start time (clock ticks since boot),
+// which tell it from a later process given the same pid.
+type ShimProcess struct {
+	Pid   int
+	Start uint64
+}
+
+// ReadShimProcess returns the shim recorded in stateDir.
+func ReadShimProcess(stateDir string) (ShimProcess, error) {
+	pid, start, err := api.ReadShimPid(stateDir)
+	return ShimProcess{Pid: pid, Start: start}, err
+}
+
+// Alive reports whether p still runs and is no zombie.
+func (p ShimProcess) Alive() bool { return p.Pid > 0 && processIs(p.Pid, p.Start) }
+
 // ShimAlive reports whether the shim recorded in stateDir still runs: its
 // pid exists, is no zombie, and has the recorded start time (so a reused
 // pid does not count).
