@@ -105,7 +105,7 @@ func (p *pending) Create(ctx context.Context, o CreateOpts) (int, error) {
 		p.cli = nil
 		return 0, fmt.Errorf("create container %q: %w", p.rec.ID, err)
 	}
-	p.task = connectedTask(p.cli)
+	p.task = connectedTask(p.rec.ID, p.cli)
 	// The shim wrote it before it answered; a restart reads it from the
 	// record instead of from two files per container.
 	p.shim, _ = client.ReadShimProcess(p.rec.Bundle)
@@ -341,7 +341,7 @@ func (m *Manager) Recover(ctx context.Context, c store.Container) error {
 		return nil
 	}
 	if _, err := client.ReadExit(c.Bundle); err != nil && c.Status.State == store.ContainerRunning && shimAlive(c) {
-		t := &shimTask{ready: make(chan struct{}), done: make(chan struct{})}
+		t := &shimTask{id: c.ID, ready: make(chan struct{}), done: make(chan struct{})}
 		t.attach = func() { m.reattach(c, t) }
 		m.mu.Lock()
 		m.tasks[c.ID] = t
@@ -436,7 +436,7 @@ func (m *Manager) recoverNow(ctx context.Context, c store.Container) error {
 		}
 		return m.recordExit(c.ID, exit)
 	}
-	t := connectedTask(cli)
+	t := connectedTask(c.ID, cli)
 	// The shim writes the exit file before it reports the exit, so the
 	// file tells what a State call would without waking the shim: on a
 	// loaded node each round trip waits for the shim to be scheduled, and

@@ -149,6 +149,7 @@ func (m *Manager) runtimeBinary(handler string) (string, error) {
 // restart is served before its shim is connected (Manager.Recover): until
 // ready is closed its calls wait, and cli stays nil if the shim was lost.
 type shimTask struct {
+	id    string // the container's, for errors
 	ready chan struct{}
 	cli   *client.Client // set before ready is closed
 	done  chan struct{}
@@ -165,8 +166,8 @@ var _ Task = (*shimTask)(nil)
 // is made.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-func connectedTask(cli *client.Client) *shimTask {
-	return &shimTask{ready: closedChan, cli: cli, done: make(chan struct{})}
+func connectedTask(id string, cli *client.Client) *shimTask {
+	return &shimTask{id: id, ready: closedChan, cli: cli, done: make(chan struct{})}
 }
 
 // conn waits for the shim's connection, making it now if no one has.
@@ -183,10 +184,10 @@ func (t *shimTask) conn(ctx context.Context) (*client.Client, error) {
 	select {
 	case <-t.ready:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("wait for the shim to be reattached: %w", ctx.Err())
+		return nil, fmt.Errorf("wait for the shim of container %q to be reattached: %w", t.id, ctx.Err())
 	}
 	if t.cli == nil {
-		return nil, fmt.Errorf("shim lost while berthd restarted: %w", errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("shim of container %q lost while berthd restarted: %w", t.id, errdefs.ErrUnavailable)
 	}
 	return t.cli, nil
 }

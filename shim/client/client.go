@@ -309,11 +309,8 @@ func (p ShimProcess) Alive() bool { return p.Pid > 0 && processIs(p.Pid, p.Start
 // pid exists, is no zombie, and has the recorded start time (so a reused
 // pid does not count).
 func ShimAlive(stateDir string) bool {
-	pid, start, err := api.ReadShimPid(stateDir)
-	if err != nil {
-		return false
-	}
-	return processIs(pid, start)
+	p, err := ReadShimProcess(stateDir)
+	return err == nil && p.Alive()
 }
 
 func processIs(pid int, start uint64) bool {
@@ -323,11 +320,11 @@ func processIs(pid int, start uint64) bool {
 
 // killShim SIGKILLs the shim recorded in stateDir if it still runs.
 func killShim(stateDir string) {
-	pid, start, err := api.ReadShimPid(stateDir)
-	if err != nil || !processIs(pid, start) {
+	p, err := ReadShimProcess(stateDir)
+	if err != nil || !p.Alive() {
 		return
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
+	_ = syscall.Kill(p.Pid, syscall.SIGKILL)
 }
 
 // CleanupOpts clean up after a dead shim.
