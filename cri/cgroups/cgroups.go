@@ -32,6 +32,9 @@
 //     the CPU: 475 µs against 165 µs (BenchmarkStatsV1 and
 //     BenchmarkStatsV1CgroupsV3 on a live 6.18 v1 host, a loaded 2-vCPU
 //     VM), 1.4% of a core against 0.5% for 300 cgroups every 10 s.
+//     Reading each file with plain open, read and close instead of
+//     os.ReadFile (readInto) and picking memory.stat's keys without a map
+//     took berth's 165 µs to 65 µs (user 58 -> 24, system 95 -> 41).
 //   - v1 Detail, by hand: cgroup1's Stat over memory, cpu, cpuacct, pids
 //     and blkio plus the settings and pid lists it does not read is 32
 //     files against 15, 725 µs against 425 µs (BenchmarkDetailV1*).
@@ -64,18 +67,19 @@
 package cgroups
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+	"sync"
 
 	cgroupsv3 "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultRoot is where the cgroup hierarchies are mounted.
@@ -203,48 +207,137 @@ func (m *Manager) OOMKills(path string) (uint64, error) {
 
 // readKV parses "key value" lines (memory.stat, cpu.stat, memory.events).
 func readKV(p string) (map[string]uint64, error) {
-	data, err := readFile(p)
+	out := map[string]uint64{}
+	err := eachKV(p, func(k []byte, v uint64) { out[string(k)] = v })
 	if err != nil {
 		return nil, err
-	}
-	out := map[string]uint64{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
-			out[k] = n
-		}
 	}
 	return out, nil
 }
 
+// eachKV calls f with every "key value" line of the file at p whose value
+// is a number. k is only valid during the call: the stats path switches
+// on it instead of building readKV's map (40 keys of memory.stat per
+// container, every poll).
+func eachKV(p string, f func(k []byte, v uint64)) error {
+	buf := getBuf()
+	defer putBuf(buf)
+	data, err := readInto(p, (*buf)[:0])
+	*buf = data[:0]
+	if err != nil {
+		return err
+	}
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		k, v, ok := bytes.Cut(line, []byte{' '})
+		if !ok {
+			continue
+		}
+		if n, ok := parseUint(bytes.TrimSpace(v)); ok {
+			f(k, n)
+		}
+	}
+	return nil
+}
+
+// parseUint is strconv.ParseUint(string(b), 10, 64) without the string.
+func parseUint(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
+}
+
 // readUint reads a one-number file; "max" reads as 0 with ok false.
 func readUint(p string) (n uint64, ok bool, err error) {
-	data, err := readFile(p)
+	var arr [64]byte
+	data, err := readInto(p, arr[:0])
 	if err != nil {
 		return 0, false, err
 	}
-	s := strings.TrimSpace(string(data))
-	if s == "max" {
+	s := bytes.TrimSpace(data)
+	if string(s) == "max" {
 		return 0, false, nil
 	}
-	n, err = strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, false, fmt.Errorf("parse %s: %w", p, err)
+	n, ok = parseUint(s)
+	if !ok {
+		return 0, false, fmt.Errorf("parse %s: %q is not a number", p, s)
 	}
 	return n, true, nil
 }
 
 func readFile(p string) ([]byte, error) {
-	data, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("cgroup file %s: %w", p, errdefs.ErrNotFound)
+	return readInto(p, nil)
+}
+
+// readInto appends the file at p to buf with plain open, read and close.
+// Through os.File a cgroup file costs four syscalls more: kernfs files
+// are pollable, so os registers each with the netpoller and removes it
+// again, and ReadFile stats it for a size kernfs does not know. A stats
+// poll reads five of them per container.
+func readInto(p string, buf []byte) ([]byte, error) {
+	var fd int
+	err := retryEINTR(func() (err error) {
+		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		return err
+	})
+	if errors.Is(err, unix.ENOENT) {
+		return buf, fmt.Errorf("cgroup file %s: %w", p, errdefs.ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read cgroup file: %w", err)
+		return buf, fmt.Errorf("read cgroup file: open %s: %w", p, err)
 	}
-	return data, nil
+	defer unix.Close(fd)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, max(512, cap(buf)))...)[:len(buf)]
+		}
+		var n int
+		err := retryEINTR(func() (err error) {
+			n, err = unix.Read(fd, buf[len(buf):cap(buf)])
+			return err
+		})
+		if err != nil {
+			if errors.Is(err, unix.ENODEV) {
+				// The cgroup was removed while the file was open.
+				return buf, fmt.Errorf("cgroup file %s: %w", p, errdefs.ErrNotFound)
+			}
+			return buf, fmt.Errorf("read cgroup file %s: %w", p, err)
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
 }
+
+func retryEINTR(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// bufs holds read buffers for the key-value files (v1 memory.stat is
+// about 1.5 KiB).
+var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuf() *[]byte  { return bufs.Get().(*[]byte) }
+func putBuf(b *[]byte) { bufs.Put(b) }

@@ -1,8 +1,11 @@
 package cgroups
 
 import (
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -212,5 +215,46 @@ func TestLiveUnified(t *testing.T) {
 	}
 	if _, err := NewVersion(root, true).Stats("/berth-no-such-cgroup"); !IsGone(err) {
 		t.Errorf("stats of a missing unified cgroup: %v, want not found", err)
+	}
+}
+
+// The raw reader grows past its buffer, and eachKV and parseUint take
+// only well-formed numbers.
+func TestReadIntoAndEachKV(t *testing.T) {
+	dir := t.TempDir()
+	var big strings.Builder
+	for i := range 2000 {
+		fmt.Fprintf(&big, "key%d %d\n", i, i)
+	}
+	big.WriteString("neg -1\nword x\nnospace\nhuge 18446744073709551616\nmaxu 18446744073709551615\n")
+	p := filepath.Join(dir, "kv")
+	if err := os.WriteFile(p, []byte(big.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data, err := readInto(p, make([]byte, 0, 8))
+	if err != nil || string(data) != big.String() {
+		t.Fatalf("readInto: %d bytes, %v; want %d", len(data), err, big.Len())
+	}
+	got := map[string]uint64{}
+	if err := eachKV(p, func(k []byte, v uint64) { got[string(k)] = v }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2001 || got["key1999"] != 1999 || got["maxu"] != math.MaxUint64 {
+		t.Fatalf("eachKV: %d keys, key1999=%d maxu=%d", len(got), got["key1999"], got["maxu"])
+	}
+	for _, k := range []string{"neg", "word", "nospace", "huge"} {
+		if _, ok := got[k]; ok {
+			t.Errorf("eachKV took malformed line %q", k)
+		}
+	}
+	if _, err := readInto(filepath.Join(dir, "none"), nil); !IsGone(err) {
+		t.Fatalf("missing file: %v, want not found", err)
+	}
+	long := filepath.Join(dir, "long")
+	if err := os.WriteFile(long, []byte(strings.Repeat("1", 100)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := readUint(long); err == nil {
+		t.Fatal("readUint took a 100-digit number")
 	}
 }

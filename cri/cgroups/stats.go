@@ -71,24 +71,38 @@ func (m *Manager) statsV1(path string) (Stats, error) {
 	if err != nil {
 		return s, err
 	}
-	st, err := readKV(filepath.Join(mem, "memory.stat"))
+	var inactiveFile, memLimit, memswLimit uint64
+	hasMemLimit, hasMemswLimit := false, false
+	err = eachKV(filepath.Join(mem, "memory.stat"), func(k []byte, v uint64) {
+		switch string(k) {
+		case "total_inactive_file":
+			inactiveFile = v
+		case "total_rss":
+			s.MemoryRSS = v
+		case "total_pgfault":
+			s.PageFaults = v
+		case "total_pgmajfault":
+			s.MajorPageFaults = v
+		case "hierarchical_memory_limit":
+			memLimit, hasMemLimit = v, true
+		case "hierarchical_memsw_limit":
+			memswLimit, hasMemswLimit = v, true
+		}
+	})
 	if err != nil {
-		return s, err
+		return Stats{}, err
 	}
 	s.MemoryUsage = usage
-	s.MemoryWorkingSet = workingSet(usage, st["total_inactive_file"])
-	s.MemoryRSS = st["total_rss"]
-	s.PageFaults = st["total_pgfault"]
-	s.MajorPageFaults = st["total_pgmajfault"]
+	s.MemoryWorkingSet = workingSet(usage, inactiveFile)
 	// hierarchical_memory_limit includes the parents' limits; a value at
 	// or above the kernel's page-counter maximum means unlimited.
-	if l, ok := st["hierarchical_memory_limit"]; ok && l < unlimitedV1 {
-		s.MemoryLimit, s.HasMemoryLimit = l, true
+	if hasMemLimit && memLimit < unlimitedV1 {
+		s.MemoryLimit, s.HasMemoryLimit = memLimit, true
 	}
 	if sw, _, err := readUint(filepath.Join(mem, "memory.memsw.usage_in_bytes")); err == nil && sw >= usage {
 		s.SwapUsage, s.HasSwap = sw-usage, true
-		if l, ok := st["hierarchical_memsw_limit"]; ok && l < unlimitedV1 && s.HasMemoryLimit && l >= s.MemoryLimit {
-			s.SwapLimit, s.HasSwapLimit = l-s.MemoryLimit, true
+		if hasMemswLimit && memswLimit < unlimitedV1 && s.HasMemoryLimit && memswLimit >= s.MemoryLimit {
+			s.SwapLimit, s.HasSwapLimit = memswLimit-s.MemoryLimit, true
 		}
 	}
 	if cpu, _, err := readUint(filepath.Join(m.dir("cpuacct", path), "cpuacct.usage")); err == nil {
