@@ -14,7 +14,6 @@ import (
 	"github.com/moby/sys/mountinfo"
 	bolt "go.etcd.io/bbolt"
 	"go.opentelemetry.io/otel/attribute"
-	"golang.org/x/sys/unix"
 
 	"github.com/berth-runtime/berth/imagesvc/snapshot"
 )
@@ -185,37 +184,13 @@ func (s *Service) ContainersFsInfo(ctx context.Context) (FsUsage, error) {
 }
 
 func (s *Service) usage(ctx context.Context, dirs ...string) (FsUsage, error) {
-	u := FsUsage{Mountpoint: s.mountpoint()}
-	seen := map[[2]uint64]bool{}
+	var du DiskUsage
 	for _, dir := range dirs {
-		err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
-					return nil // removed while walking
-				}
-				return err
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var st unix.Stat_t
-			if err := unix.Lstat(p, &st); err != nil {
-				return nil
-			}
-			key := [2]uint64{st.Dev, st.Ino}
-			if seen[key] {
-				return nil
-			}
-			seen[key] = true
-			u.InodesUsed++
-			u.UsedBytes += uint64(st.Blocks) * 512
-			return nil
-		})
-		if err != nil {
-			return FsUsage{}, fmt.Errorf("measure %q: %w", dir, err)
+		if err := du.Add(ctx, dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return FsUsage{}, err
 		}
 	}
-	return u, nil
+	return FsUsage{Mountpoint: s.mountpoint(), UsedBytes: du.Bytes, InodesUsed: du.Inodes}, nil
 }
 
 func (s *Service) mountpoint() string {

@@ -275,7 +275,7 @@ func containerAttributes(rec store.Container) *runtime.ContainerAttributes {
 func (c *Collector) Container(ctx context.Context, rec store.Container) (*runtime.ContainerStats, *cgroups.Stats) {
 	now := c.now()
 	out := &runtime.ContainerStats{Attributes: containerAttributes(rec)}
-	out.WritableLayer = c.writableLayer(rec.ID, now)
+	out.WritableLayer = c.writableLayer(ctx, rec.ID, now)
 	if rec.Status.State != store.ContainerRunning {
 		return out, nil
 	}

@@ -128,7 +128,7 @@ func (c *Collector) PodMetrics(ctx context.Context, sb store.Sandbox, ctrs []sto
 			continue
 		}
 		sink := &metricSink{ts: now.UnixNano(), labels: []string{rec.Metadata.Name, rec.ID, rec.Image, rec.Name, sb.Metadata.Namespace, sb.Metadata.Name}}
-		if !c.containerMetrics(rec, sink, fs, now) {
+		if !c.containerMetrics(ctx, rec, sink, fs, now) {
 			continue
 		}
 		pids = append(pids, rec.Status.Pid)
@@ -142,7 +142,7 @@ func (c *Collector) PodMetrics(ctx context.Context, sb store.Sandbox, ctrs []sto
 
 // containerMetrics adds a running container's metrics; false when its
 // cgroup is gone (it exited meanwhile).
-func (c *Collector) containerMetrics(rec store.Container, m *metricSink, fs *unix.Statfs_t, now time.Time) bool {
+func (c *Collector) containerMetrics(ctx context.Context, rec store.Container, m *metricSink, fs *unix.Statfs_t, now time.Time) bool {
 	path, err := c.CgroupOf(rec)
 	if err != nil {
 		return false
@@ -205,15 +205,15 @@ func (c *Collector) containerMetrics(rec store.Container, m *metricSink, fs *uni
 		m.add("container_fs_reads_total", io.Reads, dev)
 		m.add("container_fs_writes_total", io.Writes, dev)
 	}
-	c.fsMetrics(rec, m, fs, now)
+	c.fsMetrics(ctx, rec, m, fs, now)
 	return true
 }
 
 // fsMetrics reports the writable layer against the filesystem of berth's
 // root, where the layer lives.
-func (c *Collector) fsMetrics(rec store.Container, m *metricSink, fs *unix.Statfs_t, now time.Time) {
+func (c *Collector) fsMetrics(ctx context.Context, rec store.Container, m *metricSink, fs *unix.Statfs_t, now time.Time) {
 	dev := c.root
-	if wl := c.writableLayer(rec.ID, now); wl != nil {
+	if wl := c.writableLayer(ctx, rec.ID, now); wl != nil {
 		m.add("container_fs_usage_bytes", wl.GetUsedBytes().GetValue(), dev)
 	}
 	if fs != nil {

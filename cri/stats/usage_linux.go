@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,10 +12,10 @@ import (
 	"time"
 
 	"github.com/moby/sys/mountinfo"
-	"golang.org/x/sys/unix"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
+	"github.com/berth-runtime/berth/imagesvc"
 	"github.com/berth-runtime/berth/sandbox/netns"
 )
 
@@ -113,7 +111,7 @@ func parseNetDev(data []byte) []*runtime.NetworkInterfaceUsage {
 
 // writableLayer reports the disk use of the container's overlay upper dir,
 // refreshed at most every layerTTL.
-func (c *Collector) writableLayer(id string, now time.Time) *runtime.FilesystemUsage {
+func (c *Collector) writableLayer(ctx context.Context, id string, now time.Time) *runtime.FilesystemUsage {
 	c.mu.Lock()
 	cached, ok := c.layers[id]
 	mount := c.fsMount
@@ -122,11 +120,11 @@ func (c *Collector) writableLayer(id string, now time.Time) *runtime.FilesystemU
 		mount = mountpointOf(c.root)
 	}
 	if !ok || now.Sub(cached.at) >= layerTTL {
-		b, n, err := diskUsage(filepath.Join(c.root, "containers", id, "upper"))
-		if err != nil {
+		var du imagesvc.DiskUsage
+		if err := du.Add(ctx, filepath.Join(c.root, "containers", id, "upper")); err != nil {
 			return nil
 		}
-		cached = layerSample{bytes: b, inodes: n, at: now}
+		cached = layerSample{bytes: du.Bytes, inodes: du.Inodes, at: now}
 	}
 	c.mu.Lock()
 	c.layers[id] = cached
@@ -138,33 +136,6 @@ func (c *Collector) writableLayer(id string, now time.Time) *runtime.FilesystemU
 		UsedBytes:  u64(cached.bytes),
 		InodesUsed: u64(cached.inodes),
 	}
-}
-
-// diskUsage counts allocated bytes and inodes below dir as du does, each
-// hard-linked inode once.
-func diskUsage(dir string) (bytesUsed, inodes uint64, err error) {
-	seen := map[[2]uint64]bool{}
-	err = filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && p != dir {
-				return nil // removed while walking
-			}
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return nil
-		}
-		key := [2]uint64{uint64(st.Dev), st.Ino} //nolint:unconvert // Stat_t.Dev is uint32 on some architectures
-		if seen[key] {
-			return nil
-		}
-		seen[key] = true
-		inodes++
-		bytesUsed += uint64(st.Blocks) * 512
-		return nil
-	})
-	return bytesUsed, inodes, err
 }
 
 // mountpointOf returns the mount point of the filesystem holding dir, the
