@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -109,22 +110,19 @@ func (s *Server) ContainerStatus(ctx context.Context, r *runtime.ContainerStatus
 
 func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container {
 	var out []*runtime.Container
-	for _, c := range s.store.Containers() {
-		if s.creating.has(c.ID) {
-			continue
-		}
+	s.store.EachContainer(func(c *store.Container) {
 		if f != nil {
 			if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
-				continue
+				return
 			}
 			if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
-				continue
+				return
 			}
 			if f.GetState() != nil && f.GetState().GetState() != containerState(c.Status.State) {
-				continue
+				return
 			}
 			if !matchLabels(f.GetLabelSelector(), c.Labels) {
-				continue
+				return
 			}
 		}
 		out = append(out, &runtime.Container{
@@ -139,7 +137,9 @@ func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container
 			Labels:       c.Labels,
 			Annotations:  c.Annotations,
 		})
-	}
+	})
+	out = slices.DeleteFunc(out, func(c *runtime.Container) bool { return s.creating.has(c.Id) })
+	slices.SortFunc(out, func(a, b *runtime.Container) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
 	return out
 }
 

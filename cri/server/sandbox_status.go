@@ -1,9 +1,11 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -69,31 +71,30 @@ func matchLabels(selector, labels map[string]string) bool {
 
 func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbox {
 	var out []*runtime.PodSandbox
-	for _, sb := range s.store.Sandboxes() {
-		if s.creating.has(sb.ID) {
-			continue
-		}
+	s.store.EachSandbox(func(sb *store.Sandbox) {
 		if f != nil {
 			if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
-				continue
+				return
 			}
 			if f.GetState() != nil && f.GetState().GetState() != podState(sb.Status.State) {
-				continue
+				return
 			}
 			if !matchLabels(f.GetLabelSelector(), sb.Labels) {
-				continue
+				return
 			}
 		}
 		out = append(out, &runtime.PodSandbox{
 			Id:             sb.ID,
-			Metadata:       podMetadata(sb),
+			Metadata:       podMetadata(*sb),
 			State:          podState(sb.Status.State),
 			CreatedAt:      sb.CreatedAt,
 			Labels:         sb.Labels,
 			Annotations:    sb.Annotations,
 			RuntimeHandler: sb.RuntimeHandler,
 		})
-	}
+	})
+	out = slices.DeleteFunc(out, func(p *runtime.PodSandbox) bool { return s.creating.has(p.Id) })
+	slices.SortFunc(out, func(a, b *runtime.PodSandbox) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
 	return out
 }
 

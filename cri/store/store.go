@@ -207,6 +207,20 @@ func (s *Store) Sandboxes() []Sandbox {
 	return out
 }
 
+// EachSandbox calls f with every sandbox record, in no order, under the
+// store's read lock and without a copy: kubelet's relist reads a few
+// fields of every record each second, and Sandboxes copies and sorts them
+// all. f must only read, must not keep sb past the call (its meta, which
+// never changes, it may) and must not call the store.
+func (s *Store) EachSandbox(f func(sb *Sandbox)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var sb Sandbox // one copy reused: a loop variable would escape per record
+	for _, sb = range s.sandboxes {
+		f(&sb)
+	}
+}
+
 // UpdateSandboxStatus is the one way a sandbox record changes: fn gets a
 // copy of the status and returns the new one, which is persisted before
 // readers see it. An error from fn or from persisting changes nothing.
@@ -318,6 +332,16 @@ func (s *Store) ContainersOf(sandboxID string) []Container {
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
 	return out
+}
+
+// EachContainer is EachSandbox for container records.
+func (s *Store) EachContainer(f func(c *Container)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var c Container
+	for _, c = range s.containers {
+		f(&c)
+	}
 }
 
 // UpdateContainerStatus is the one way a container record changes: fn gets

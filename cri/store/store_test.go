@@ -254,11 +254,54 @@ func BenchmarkContainersOfEveryPod(b *testing.B) {
 }
 
 // BenchmarkRelist is what a relist (ListPodSandbox, ListContainers) at 250
-// pods asks of the store every second.
+// pods asked of the store every second before the list handlers read
+// through EachSandbox and EachContainer (BenchmarkRelistEach).
 func BenchmarkRelist(b *testing.B) {
 	s, _ := fullNode(b)
 	for b.Loop() {
 		s.Sandboxes()
 		s.Containers()
+	}
+}
+
+func BenchmarkRelistEach(b *testing.B) {
+	s, _ := fullNode(b)
+	for b.Loop() {
+		var n int64
+		s.EachSandbox(func(sb *Sandbox) { n += sb.CreatedAt })
+		s.EachContainer(func(c *Container) { n += c.CreatedAt })
+	}
+}
+
+// EachSandbox and EachContainer visit every record once, as it is now.
+func TestEach(t *testing.T) {
+	s, pods := fullNode(t)
+	seen := map[string]int{}
+	s.EachSandbox(func(sb *Sandbox) { seen[sb.ID]++ })
+	for _, p := range pods {
+		if seen[p] != 1 {
+			t.Fatalf("sandbox %s visited %d times", p, seen[p])
+		}
+	}
+	if len(seen) != len(pods) {
+		t.Fatalf("visited %d sandboxes, have %d", len(seen), len(pods))
+	}
+	all := s.Containers()
+	target := all[0].ID
+	if _, err := s.UpdateContainerStatus(target, func(st ContainerStatus) (ContainerStatus, error) {
+		st.State = ContainerExited
+		return st, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	s.EachContainer(func(c *Container) {
+		n++
+		if c.ID == target && c.Status.State != ContainerExited {
+			t.Errorf("container %s: state %v after the update", c.ID, c.Status.State)
+		}
+	})
+	if n != len(all) {
+		t.Fatalf("visited %d containers, have %d", n, len(all))
 	}
 }
