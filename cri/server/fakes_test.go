@@ -221,7 +221,12 @@ func (f *fakeNetwork) Teardown(ctx context.Context, p netplugin.PodNetwork) erro
 	return f.teardownErr
 }
 
-func (f *fakeNetwork) GC(ctx context.Context, keep []string) error { return nil }
+func (f *fakeNetwork) GC(ctx context.Context, keep []string) error {
+	keep = slices.Clone(keep)
+	slices.Sort(keep)
+	f.add("gc keep %s", strings.Join(keep, ","))
+	return nil
+}
 
 // fakeTasks is a task manager whose containers are fakeTasks: a process
 // exits when it gets SIGKILL or a signal in exitOn, and its exit is

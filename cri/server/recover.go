@@ -43,6 +43,21 @@ func (s *Server) Recover(ctx context.Context) error {
 	// exit files here, but one caught removing or whose shim is gone costs
 	// a cleanup by the runtime: a few at a time keep those from queueing.
 	start := time.Now()
+	// Network attachments of sandboxes the store does not know were left
+	// by a crash inside RunPodSandbox or RemovePodSandbox. Nothing creates
+	// or removes a sandbox record before berthd serves, so the keep list
+	// taken now holds until the GC ends, and the GC (it runs the CNI
+	// plugins) overlaps the containers' settling instead of following it.
+	var keep []string
+	s.store.EachSandbox(func(sb *store.Sandbox) { keep = append(keep, sb.ID) })
+	gcDone := make(chan time.Duration, 1)
+	go func() {
+		gcStart := time.Now()
+		if err := s.network.GC(ctx, keep); err != nil {
+			s.log.Warn("network garbage collection", "error", err)
+		}
+		gcDone <- time.Since(gcStart)
+	}()
 	ctrs := s.store.Containers()
 	sem := make(chan struct{}, recoverParallel)
 	var wg sync.WaitGroup
@@ -65,19 +80,10 @@ func (s *Server) Recover(ctx context.Context) error {
 		}
 	}
 	s.removeOrphanBundles(ctx)
-	gcStart := time.Now()
-	// Network attachments of sandboxes the store does not know were left
-	// by a crash inside RunPodSandbox or RemovePodSandbox.
-	var keep []string
-	for _, sb := range s.store.Sandboxes() {
-		keep = append(keep, sb.ID)
-	}
-	if err := s.network.GC(ctx, keep); err != nil {
-		s.log.Warn("network garbage collection", "error", err)
-	}
+	gcTook := <-gcDone
 	// Where a restart's seconds go, for operators of large nodes.
 	s.log.Info("recovered", "containers", len(ctrs), "sandboxes", len(sbs),
-		"containers_took", reattached, "network_gc_took", time.Since(gcStart), "took", time.Since(start))
+		"containers_took", reattached, "network_gc_took", gcTook, "took", time.Since(start))
 	// In the background once berthd serves: calls that need a shim wait
 	// for it, and the CPU goes to serving first.
 	go func() {

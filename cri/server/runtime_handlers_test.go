@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -280,6 +282,12 @@ func TestRecover(t *testing.T) {
 	}
 	if !ts.tasks.has("recover " + running) {
 		t.Errorf("task calls %v, want the running container recovered", ts.tasks.all())
+	}
+	// The CNI GC keeps every recorded sandbox's attachments.
+	keep := []string{sb, gone}
+	slices.Sort(keep)
+	if !ts.network.has("gc keep " + strings.Join(keep, ",")) {
+		t.Errorf("network calls %v, want one GC keeping %v", ts.network.all(), keep)
 	}
 	if _, err := ts.store.Container(created); !errdefs.IsNotFound(err) {
 		t.Errorf("container caught removing: %v, want it removed", err)
