@@ -189,7 +189,13 @@ func (s *Server) recordContainer(ctx context.Context, p *containerPlan) error {
 	if err := s.store.AddContainer(p.rec); err != nil {
 		return err
 	}
-	p.cl.Add("delete record", func(context.Context) error { return s.store.DeleteContainer(p.id) })
+	p.cl.Add("delete record", func(context.Context) error {
+		if err := s.store.DeleteContainer(p.id); err != nil {
+			return err
+		}
+		s.stats.ForgetContainer(p.id)
+		return nil
+	})
 	p.cl.Add("remove bundle", func(context.Context) error { return os.RemoveAll(bundle) })
 	if err := os.MkdirAll(p.rec.Rootfs, 0o700); err != nil {
 		return fmt.Errorf("create bundle of container %q: %w", p.id, err)

@@ -155,6 +155,7 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.store.DeleteContainer(c.ID); err != nil {
 		return err
 	}
+	s.stats.ForgetContainer(c.ID)
 	s.nriStopped.Delete(c.ID)
 	s.containerEvent(c.ID, c.SandboxID, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)
 	interceptor.Logger(ctx).Info("container removed")

@@ -108,6 +108,7 @@ func (s *Server) removeSandbox(ctx context.Context, sb store.Sandbox) error {
 	if err := s.store.DeleteSandbox(sb.ID); err != nil {
 		return err
 	}
+	s.stats.ForgetPod(sb.ID)
 	sb.Status.State = store.SandboxNotReady
 	s.sandboxEvent(sb, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)
 	interceptor.Logger(ctx).Info("pod sandbox removed")

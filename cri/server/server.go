@@ -99,6 +99,10 @@ type Stats interface {
 	RootFs() *unix.Statfs_t
 	// Forget drops what is cached about objects not in keep.
 	Forget(keep map[string]bool)
+	// ForgetContainer and ForgetPod drop what is cached about one removed
+	// object.
+	ForgetContainer(id string)
+	ForgetPod(id string)
 	User(rec store.Container) *runtime.ContainerUser
 	WatchOOM(rec store.Container) uint64
 	OOMKilled(rec store.Container, base uint64) bool

@@ -177,6 +177,26 @@ func (c *Collector) nanoCores(key string, usage uint64, now time.Time) *runtime.
 	return &runtime.UInt64Value{Value: uint64(float64(usage-prev.usage) / dt.Seconds())}
 }
 
+// ForgetContainer drops what is cached about a container whose record is
+// gone. Forget does the same for every object at each unfiltered
+// ListContainerStats, but a node whose stats nobody polls (a churn of
+// 10,000 lifecycles, full-node bench) kept every container's spec info.
+func (c *Collector) ForgetContainer(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.paths, id)
+	delete(c.cpu, id)
+	delete(c.layers, id)
+	delete(c.samples, id)
+}
+
+// ForgetPod drops a removed pod's CPU sample.
+func (c *Collector) ForgetPod(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.cpu, PodKeyPrefix+id)
+}
+
 // Forget drops what is cached about objects not in keep.
 func (c *Collector) Forget(keep map[string]bool) {
 	c.mu.Lock()

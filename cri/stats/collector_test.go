@@ -124,4 +124,16 @@ func TestContainerSampleReused(t *testing.T) {
 	if _, ok := c.recentSample("c1", clock); ok {
 		t.Error("Forget kept the sample")
 	}
+
+	// A removed container and pod leave nothing cached even when nobody
+	// polls the stats (no Forget).
+	c.Container(context.Background(), rec)
+	c.writableLayer(context.Background(), "c1", clock)
+	c.nanoCores(PodKeyPrefix+"p1", 1, clock)
+	c.ForgetContainer("c1")
+	c.ForgetPod("p1")
+	if n := len(c.paths) + len(c.cpu) + len(c.layers) + len(c.samples); n != 0 {
+		t.Errorf("after ForgetContainer and ForgetPod: %d paths, %d cpu, %d layers, %d samples cached",
+			len(c.paths), len(c.cpu), len(c.layers), len(c.samples))
+	}
 }
