@@ -190,17 +190,20 @@ func (s *Service) usage(ctx context.Context, dirs ...string) (FsUsage, error) {
 			return FsUsage{}, err
 		}
 	}
-	return FsUsage{Mountpoint: s.mountpoint(), UsedBytes: du.Bytes, InodesUsed: du.Inodes}, nil
+	return FsUsage{Mountpoint: Mountpoint(s.root), UsedBytes: du.Bytes, InodesUsed: du.Inodes}, nil
 }
 
-func (s *Service) mountpoint() string {
-	root, err := filepath.EvalSymlinks(s.root)
+// Mountpoint returns the mount point of the filesystem holding dir, the
+// identifier kubelet matches the image and container filesystems by (dir
+// itself when it cannot be told).
+func Mountpoint(dir string) string {
+	root, err := filepath.EvalSymlinks(dir)
 	if err != nil {
-		return s.root
+		return dir
 	}
 	mounts, err := mountinfo.GetMounts(mountinfo.ParentsFilter(root))
 	if err != nil || len(mounts) == 0 {
-		return s.root
+		return dir
 	}
 	best := mounts[0].Mountpoint
 	for _, m := range mounts[1:] {

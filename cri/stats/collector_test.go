@@ -94,7 +94,11 @@ func TestContainerSampleReused(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(`{"linux":{"cgroupsPath":"/pods/c1"}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c := New(Options{Cgroups: cgroups.NewVersion(root, false), Root: t.TempDir()})
+	berthRoot := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(berthRoot, "containers", "c1", "upper"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := New(Options{Cgroups: cgroups.NewVersion(root, false), Root: berthRoot})
 	clock := time.Unix(100, 0)
 	c.now = func() time.Time { return clock }
 	rec := store.Container{ContainerMeta: store.ContainerMeta{ID: "c1", Bundle: bundle}, Status: store.ContainerStatus{State: store.ContainerRunning}}

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moby/sys/mountinfo"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
@@ -117,7 +116,7 @@ func (c *Collector) writableLayer(ctx context.Context, id string, now time.Time)
 	mount := c.fsMount
 	c.mu.Unlock()
 	if mount == "" {
-		mount = mountpointOf(c.root)
+		mount = imagesvc.Mountpoint(c.root)
 	}
 	if !ok || now.Sub(cached.at) >= layerTTL {
 		var du imagesvc.DiskUsage
@@ -136,24 +135,4 @@ func (c *Collector) writableLayer(ctx context.Context, id string, now time.Time)
 		UsedBytes:  u64(cached.bytes),
 		InodesUsed: u64(cached.inodes),
 	}
-}
-
-// mountpointOf returns the mount point of the filesystem holding dir, the
-// identifier kubelet matches against ImageFsInfo.
-func mountpointOf(dir string) string {
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return dir
-	}
-	mounts, err := mountinfo.GetMounts(mountinfo.ParentsFilter(real))
-	if err != nil || len(mounts) == 0 {
-		return dir
-	}
-	best := mounts[0].Mountpoint
-	for _, m := range mounts[1:] {
-		if len(m.Mountpoint) > len(best) {
-			best = m.Mountpoint
-		}
-	}
-	return best
 }
