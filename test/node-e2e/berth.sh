@@ -31,6 +31,16 @@ berth_remove_all
 berth_stop
 mkdir -p "$REPORT_DIR"
 cp "$BERTH_DIR/berthd.log" "$REPORT_DIR/berthd.log" 2>/dev/null
+if [ "$rc" -ne 0 ]; then
+	# What a failed CI run cannot be asked afterwards: berthd's warnings
+	# and the state of the pods' network on that machine.
+	echo "berthd's warnings and errors (times and IDs elided; log $REPORT_DIR/berthd.log):"
+	grep -E 'level=(WARN|ERROR)' "$BERTH_DIR/berthd.log" | cut -d' ' -f2- |
+		sed -E 's/ (request_id|duration|sandbox_id|container_id|pod_uid)=[^ ]+//g; s/[0-9a-f]{64}/ID/g' | cut -c1-200 |
+		sort | uniq -c | sort -rn | head -12
+	echo "network: $(ip -br addr show dev "$BERTH_BRIDGE" 2>&1); route to a pod: $(ip route get 10.238.0.2 2>&1 | head -1)"
+	echo "network: FORWARD policy $(iptables -S FORWARD 2>/dev/null | head -1), bridge-nf-call-iptables $(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo absent), ip_forward $(cat /proc/sys/net/ipv4/ip_forward)"
+fi
 if ! berth_leaks; then
 	rc=1
 fi

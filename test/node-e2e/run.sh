@@ -137,6 +137,17 @@ if [ ! -s "$REPORT_DIR/report.json" ]; then
 fi
 "$tool/nodee2e" summary -report "$REPORT_DIR/report.json" -focus "$focus" -exclude "$exclude" -skips "$skips" -out "$REPORT_DIR"
 src=$?
+# A CI run keeps only this output: what kubelet saw when its probes and
+# hooks failed tells a pod network that does not answer (timeouts, no
+# route) from servers that do not (refused, status codes). The specs that
+# expect failing probes add their own lines.
+if [ "$src" -ne 0 ] && [ -s "$REPORT_DIR/kubelet.log" ]; then
+	log "kubelet's probe and hook failures by reason (addresses and numbers elided):"
+	grep -E '"Probe failed"|Hook failed|hook failed' "$REPORT_DIR/kubelet.log" |
+		grep -oE '(output|err|error)=.*' | cut -c1-200 |
+		sed -E 's/[0-9]+(\.[0-9]+){3}(:[0-9]+)?/ADDR/g; s/[0-9]+/N/g' |
+		sort | uniq -c | sort -rn | head -12
+fi
 if [ "$src" -eq 0 ] && [ "$rc" -ne 0 ]; then
 	# No spec failed, yet the suite did: its setup, flags or teardown.
 	tail -20 "$REPORT_DIR/e2e.log"
