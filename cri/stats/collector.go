@@ -37,6 +37,40 @@ type Collector struct {
 	samples map[string]ctrSample   // container ID -> last cgroup sample
 	layers  map[string]layerSample // container ID -> writable layer usage
 	fsMount string                 // mountpoint of the root dir, once known
+	gone    forgotten              // keys forgotten last, cached no more
+}
+
+// forgotten holds the last forgetRing keys dropped by ForgetContainer and
+// ForgetPod. A stats call that read a record before its removal finishes
+// after the forget; without this it would cache the removed object again,
+// and on a node whose stats nobody lists unfiltered that entry stays.
+// Bounded: a call in flight across hundreds of removals does not happen.
+type forgotten struct {
+	keys map[string]struct{}
+	ring [forgetRing]string
+	next int
+}
+
+const forgetRing = 256
+
+func (f *forgotten) add(key string) {
+	if _, ok := f.keys[key]; ok {
+		return
+	}
+	if f.keys == nil {
+		f.keys = make(map[string]struct{}, forgetRing)
+	}
+	if old := f.ring[f.next]; old != "" {
+		delete(f.keys, old)
+	}
+	f.ring[f.next] = key
+	f.next = (f.next + 1) % forgetRing
+	f.keys[key] = struct{}{}
+}
+
+func (f *forgotten) has(key string) bool {
+	_, ok := f.keys[key]
+	return ok
 }
 
 // ctrSample is a container's cgroup read at one time, with the CPU rate
@@ -130,7 +164,9 @@ func (c *Collector) spec(rec store.Container) (specInfo, error) {
 		info.user = &runtime.ContainerUser{Linux: lu}
 	}
 	c.mu.Lock()
-	c.paths[rec.ID] = info
+	if !c.gone.has(rec.ID) {
+		c.paths[rec.ID] = info
+	}
 	c.mu.Unlock()
 	return info, nil
 }
@@ -162,6 +198,9 @@ func (c *Collector) User(rec store.Container) *runtime.ContainerUser {
 func (c *Collector) nanoCores(key string, usage uint64, now time.Time) *runtime.UInt64Value {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gone.has(key) {
+		return nil
+	}
 	prev, ok := c.cpu[key]
 	if !ok || usage < prev.usage {
 		c.cpu[key] = cpuSample{usage: usage, at: now}
@@ -188,6 +227,7 @@ func (c *Collector) ForgetContainer(id string) {
 	delete(c.cpu, id)
 	delete(c.layers, id)
 	delete(c.samples, id)
+	c.gone.add(id)
 }
 
 // ForgetPod drops a removed pod's CPU sample.
@@ -195,6 +235,7 @@ func (c *Collector) ForgetPod(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.cpu, PodKeyPrefix+id)
+	c.gone.add(PodKeyPrefix + id)
 }
 
 // Forget drops what is cached about objects not in keep.
@@ -325,7 +366,9 @@ func (c *Collector) Container(ctx context.Context, rec store.Container) (*runtim
 		s.nanoCores, s.hasNano = out.Cpu.UsageNanoCores.Value, true
 	}
 	c.mu.Lock()
-	c.samples[rec.ID] = s
+	if !c.gone.has(rec.ID) {
+		c.samples[rec.ID] = s
+	}
 	c.mu.Unlock()
 	return out, &st
 }

@@ -2,6 +2,7 @@ package stats
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -139,5 +140,33 @@ func TestContainerSampleReused(t *testing.T) {
 	if n := len(c.paths) + len(c.cpu) + len(c.layers) + len(c.samples); n != 0 {
 		t.Errorf("after ForgetContainer and ForgetPod: %d paths, %d cpu, %d layers, %d samples cached",
 			len(c.paths), len(c.cpu), len(c.layers), len(c.samples))
+	}
+	// A stats call that read the records before the removal and samples
+	// them after it caches nothing again.
+	clock = clock.Add(sampleTTL)
+	if st, _ := c.Container(context.Background(), rec); st.GetMemory() == nil {
+		t.Errorf("late call: memory %v, want the cgroup read", st.GetMemory())
+	}
+	c.writableLayer(context.Background(), "c1", clock)
+	c.nanoCores(PodKeyPrefix+"p1", 2, clock)
+	if n := len(c.paths) + len(c.cpu) + len(c.layers) + len(c.samples); n != 0 {
+		t.Errorf("a call in flight across the removal cached %d paths, %d cpu, %d layers, %d samples",
+			len(c.paths), len(c.cpu), len(c.layers), len(c.samples))
+	}
+}
+
+// The forgotten set keeps the last forgetRing keys and no more.
+func TestForgottenBounded(t *testing.T) {
+	var f forgotten
+	for i := range forgetRing + 10 {
+		f.add(fmt.Sprint(i))
+		f.add(fmt.Sprint(i)) // twice: still one slot
+	}
+	if len(f.keys) != forgetRing {
+		t.Errorf("%d keys held, want %d", len(f.keys), forgetRing)
+	}
+	if f.has("9") || !f.has("10") || !f.has(fmt.Sprint(forgetRing+9)) {
+		t.Errorf("has 9 %v, 10 %v, %d %v: want only the last %d", f.has("9"), f.has("10"),
+			forgetRing+9, f.has(fmt.Sprint(forgetRing+9)), forgetRing)
 	}
 }

@@ -126,7 +126,9 @@ func (c *Collector) writableLayer(ctx context.Context, id string, now time.Time)
 		cached = layerSample{bytes: du.Bytes, inodes: du.Inodes, at: now}
 	}
 	c.mu.Lock()
-	c.layers[id] = cached
+	if !c.gone.has(id) {
+		c.layers[id] = cached
+	}
 	c.fsMount = mount
 	c.mu.Unlock()
 	return &runtime.FilesystemUsage{
