@@ -343,11 +343,15 @@ func (b *bench) steadyState(ctx context.Context, t *target, n int, pods []nodePo
 	perTick := (n + 59) / 60
 	var wg sync.WaitGroup
 	var pollErr [2]error
+	// kubelet's loops are wait.Until's: each period counts from the end
+	// of the previous round, so the relist (1 s) and the runtime health
+	// check (5 s) drift apart instead of firing on the same instant every
+	// 5 s, and they start at different moments of kubelet's start (the
+	// health check half a relist period later here). Fixed-rate timers
+	// started together measured the two calls colliding at every Status.
 	wg.Go(func() {
 		next := 0
-		for tick := 0; time.Now().Before(end) && ctx.Err() == nil; tick++ {
-			due := start.Add(time.Duration(tick) * time.Second)
-			time.Sleep(time.Until(due))
+		for time.Now().Before(end) && ctx.Err() == nil {
 			if err := b.relist(ctx, t, call); err != nil {
 				pollErr[0] = err
 				return
@@ -373,19 +377,21 @@ func (b *bench) steadyState(ctx context.Context, t *target, n int, pods []nodePo
 				}
 				next++
 			}
+			time.Sleep(time.Second)
 		}
 	})
 	wg.Go(func() {
-		for tick := 0; time.Now().Before(end) && ctx.Err() == nil; tick += 5 {
-			time.Sleep(time.Until(start.Add(time.Duration(tick) * time.Second)))
+		time.Sleep(500 * time.Millisecond)
+		for round := 0; time.Now().Before(end) && ctx.Err() == nil; round++ {
 			err := call("Status", func() error { _, err := t.rt.Status(ctx, false); return err })
-			if err == nil && tick%10 == 0 {
+			if err == nil && round%2 == 0 {
 				err = b.statsPoll(ctx, t, call)
 			}
 			if err != nil {
 				pollErr[1] = err
 				return
 			}
+			time.Sleep(5 * time.Second)
 		}
 	})
 	wg.Wait()
