@@ -343,12 +343,13 @@ func (b *bench) steadyState(ctx context.Context, t *target, n int, pods []nodePo
 	perTick := (n + 59) / 60
 	var wg sync.WaitGroup
 	var pollErr [2]error
-	// kubelet's loops are wait.Until's: each period counts from the end
-	// of the previous round, so the relist (1 s) and the runtime health
-	// check (5 s) drift apart instead of firing on the same instant every
-	// 5 s, and they start at different moments of kubelet's start (the
-	// health check half a relist period later here). Fixed-rate timers
-	// started together measured the two calls colliding at every Status.
+	// kubelet's loops slide: v1.37's PLEG resets its relist timer after
+	// each relist, updateRuntimeUp runs under wait.UntilWithContext
+	// (sliding), so each period counts from the end of the previous round
+	// and the relist (1 s) and the health check (5 s) drift apart; they
+	// also start at different moments of kubelet's start (half a relist
+	// period apart here). Fixed-rate timers started together measured the
+	// two calls colliding at every Status.
 	wg.Go(func() {
 		next := 0
 		for time.Now().Before(end) && ctx.Err() == nil {
