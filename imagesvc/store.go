@@ -32,7 +32,17 @@ type rootfsRecord struct {
 	ChainIDs []digest.Digest `json:"chainIDs"`
 }
 
+// initBuckets creates the image buckets unless they all exist: at a
+// restart they do, and a write transaction would cost a bbolt commit (two
+// fdatasyncs) before berthd serves.
 func initBuckets(db *bolt.DB) error {
+	present := false
+	if err := db.View(func(tx *bolt.Tx) error {
+		present = tx.Bucket(bucketImages) != nil && tx.Bucket(bucketNames) != nil && tx.Bucket(bucketRootfs) != nil
+		return nil
+	}); err != nil || present {
+		return err
+	}
 	return db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketImages, bucketNames, bucketRootfs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {

@@ -37,7 +37,10 @@ type Store struct {
 }
 
 // Open loads every record from db, migrating records of an older version
-// and writing them back in the current one.
+// and writing them back in the current one. The load is a read
+// transaction: a write one, even with nothing to write, costs a restart
+// bbolt's commit (a freelist page and two fdatasyncs); one follows only
+// when the buckets are new or a record was migrated.
 func Open(db *bolt.DB) (*Store, error) {
 	s := &Store{
 		db:         db,
@@ -45,34 +48,46 @@ func Open(db *bolt.DB) (*Store, error) {
 		containers: map[string]Container{},
 		names:      map[string]string{},
 	}
-	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketSandboxes, bucketContainers} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		if err := load(tx.Bucket(bucketSandboxes), "sandbox", decodeSandbox, encodeSandbox, func(sb Sandbox) {
+	var sbMigrated, ctrMigrated map[string][]byte
+	missing := false
+	err := db.View(func(tx *bolt.Tx) error {
+		sbs, ctrs := tx.Bucket(bucketSandboxes), tx.Bucket(bucketContainers)
+		missing = sbs == nil || ctrs == nil
+		var err error
+		if sbMigrated, err = load(sbs, "sandbox", decodeSandbox, encodeSandbox, func(sb Sandbox) {
 			s.sandboxes[sb.ID] = sb
 			s.names[sb.Name] = sb.ID
 		}); err != nil {
 			return err
 		}
-		return load(tx.Bucket(bucketContainers), "container", decodeContainer, encodeContainer, func(c Container) {
+		ctrMigrated, err = load(ctrs, "container", decodeContainer, encodeContainer, func(c Container) {
 			s.containers[c.ID] = c
 			s.names[c.Name] = c.ID
 		})
+		return err
 	})
+	if err == nil && (missing || len(sbMigrated) > 0 || len(ctrMigrated) > 0) {
+		err = db.Update(func(tx *bolt.Tx) error {
+			if err := putAll(tx, bucketSandboxes, "sandbox", sbMigrated); err != nil {
+				return err
+			}
+			return putAll(tx, bucketContainers, "container", ctrMigrated)
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load metadata: %w", err)
 	}
 	return s, nil
 }
 
-// load hands every record of b, decoded, to keep, and writes those that
-// decode migrated back in the current version, after the iteration, since
-// bbolt allows no Put during ForEach.
-func load[R any](b *bolt.Bucket, kind string, decode func([]byte) (R, bool, error), encode func(R) ([]byte, error), keep func(R)) error {
-	migrated := map[string][]byte{}
+// load hands every record of b (none if b is nil), decoded, to keep, and
+// returns those that decode migrated, encoded in the current version, for
+// Open to write back.
+func load[R any](b *bolt.Bucket, kind string, decode func([]byte) (R, bool, error), encode func(R) ([]byte, error), keep func(R)) (map[string][]byte, error) {
+	if b == nil {
+		return nil, nil
+	}
+	var migrated map[string][]byte
 	err := b.ForEach(func(k, v []byte) error {
 		rec, old, err := decode(v)
 		if err != nil {
@@ -80,16 +95,25 @@ func load[R any](b *bolt.Bucket, kind string, decode func([]byte) (R, bool, erro
 		}
 		keep(rec)
 		if old {
+			if migrated == nil {
+				migrated = map[string][]byte{}
+			}
 			if migrated[string(k)], err = encode(rec); err != nil {
 				return fmt.Errorf("encode migrated %s %q: %w", kind, k, err)
 			}
 		}
 		return nil
 	})
+	return migrated, err
+}
+
+// putAll creates bucket if it is missing and writes recs into it.
+func putAll(tx *bolt.Tx, bucket []byte, kind string, recs map[string][]byte) error {
+	b, err := tx.CreateBucketIfNotExists(bucket)
 	if err != nil {
 		return err
 	}
-	for k, v := range migrated {
+	for k, v := range recs {
 		if err := b.Put([]byte(k), v); err != nil {
 			return fmt.Errorf("rewrite migrated %s %q: %w", kind, k, err)
 		}
