@@ -124,9 +124,15 @@ node-e2e: build
 # Kubernetes [Conformance] and [NodeConformance] (141 of v1.37.2, about 9
 # minutes on 2 idle cores after the suite's build). The whole focus (432
 # specs, close to an hour here) is `make node-e2e`.
+# Four suite processes, not six: the probe and hook specs' servers run in
+# BestEffort pods (2 CPU shares inside kubepods), and their 1 s probe
+# deadlines are what a busier 2-core machine misses first; fewer suite
+# processes (each a runnable task beside kubepods) leave them more CPU.
+# Stop 34's CI run failed exactly the 12 specs that need those servers to
+# answer, with 6 processes, where this machine passes them.
 NODE_E2E_CI_FOCUS ?= \[Conformance\] \[NodeConformance\]
 node-e2e-ci: build
-	NODE_E2E_FOCUS='$(NODE_E2E_CI_FOCUS)' NODE_E2E_PROCS=$${NODE_E2E_PROCS:-6} BERTH_BIN=$(BIN) test/node-e2e/berth.sh
+	NODE_E2E_FOCUS='$(NODE_E2E_CI_FOCUS)' NODE_E2E_PROCS=$${NODE_E2E_PROCS:-4} BERTH_BIN=$(BIN) test/node-e2e/berth.sh
 
 node-e2e-containerd: build
 	BERTH_BIN=$(BIN) test/node-e2e/containerd.sh
