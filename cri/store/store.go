@@ -9,6 +9,7 @@ package store
 
 import (
 	"fmt"
+	goruntime "runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -82,29 +83,55 @@ func Open(db *bolt.DB) (*Store, error) {
 
 // load hands every record of b (none if b is nil), decoded, to keep, and
 // returns those that decode migrated, encoded in the current version, for
-// Open to write back.
+// Open to write back. Records are decoded on every CPU: at a restart
+// nothing else runs yet, and decoding (JSON, then the CRI config's
+// protobuf) is most of the store's part of it (BenchmarkOpenKubeletNode).
 func load[R any](b *bolt.Bucket, kind string, decode func([]byte) (R, bool, error), encode func(R) ([]byte, error), keep func(R)) (map[string][]byte, error) {
 	if b == nil {
 		return nil, nil
 	}
+	// bbolt's keys and values stay valid until the transaction ends.
+	var keys, vals [][]byte
+	if err := b.ForEach(func(k, v []byte) error {
+		keys, vals = append(keys, k), append(vals, v)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	type result struct {
+		rec R
+		old bool
+		err error
+	}
+	res := make([]result, len(vals))
+	workers := min(goruntime.GOMAXPROCS(0), (len(vals)+63)/64)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(vals); i += workers {
+				r := &res[i]
+				r.rec, r.old, r.err = decode(vals[i])
+			}
+		})
+	}
+	wg.Wait()
 	var migrated map[string][]byte
-	err := b.ForEach(func(k, v []byte) error {
-		rec, old, err := decode(v)
-		if err != nil {
-			return fmt.Errorf("decode %s %q: %w", kind, k, err)
+	for i, r := range res {
+		if r.err != nil {
+			return nil, fmt.Errorf("decode %s %q: %w", kind, keys[i], r.err)
 		}
-		keep(rec)
-		if old {
+		keep(r.rec)
+		if r.old {
 			if migrated == nil {
 				migrated = map[string][]byte{}
 			}
-			if migrated[string(k)], err = encode(rec); err != nil {
-				return fmt.Errorf("encode migrated %s %q: %w", kind, k, err)
+			var err error
+			if migrated[string(keys[i])], err = encode(r.rec); err != nil {
+				return nil, fmt.Errorf("encode migrated %s %q: %w", kind, keys[i], err)
 			}
 		}
-		return nil
-	})
-	return migrated, err
+	}
+	return migrated, nil
 }
 
 // putAll creates bucket if it is missing and writes recs into it.

@@ -360,3 +360,99 @@ func TestOpenCommitsNothing(t *testing.T) {
 		t.Errorf("loaded %d sandboxes and %d containers", len(s.Sandboxes()), len(s.Containers()))
 	}
 }
+
+// kubeletNode fills a store with records the size kubelet's configs give
+// them (labels, annotations, env, mounts, resources and security context
+// of a typical pod), 250 pods with a third of them holding three
+// containers, and returns the file's path, closed.
+func kubeletNode(tb testing.TB) string {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "meta.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := Open(db)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	at := int64(0)
+	for i := range 250 {
+		ns, name, uid := "team-"+fmt.Sprint(i%7), fmt.Sprintf("web-%04d-7d9f8c6b5-x2x4k", i), fmt.Sprintf("0b6c5c0e-%04d-4f43-9b7e-3f1d8a6c2e11", i)
+		labels := map[string]string{"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.uid": uid, "app": "web", "pod-template-hash": "7d9f8c6b5"}
+		annotations := map[string]string{"kubernetes.io/config.seen": "2026-12-05T06:11:02.123456789Z", "kubernetes.io/config.source": "api"}
+		pod := &runtime.PodSandboxConfig{
+			Metadata: &runtime.PodSandboxMetadata{Name: name, Namespace: ns, Uid: uid}, Hostname: name,
+			LogDirectory: "/var/log/pods/" + ns + "_" + name + "_" + uid, DnsConfig: &runtime.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{ns + ".svc.cluster.local", "svc.cluster.local", "cluster.local"}, Options: []string{"ndots:5"}},
+			PortMappings: []*runtime.PortMapping{{ContainerPort: 8080}}, Labels: labels, Annotations: annotations,
+			Linux: &runtime.LinuxPodSandboxConfig{CgroupParent: "/kubepods/burstable/pod" + uid, SecurityContext: &runtime.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtime.NamespaceOption{Pid: runtime.NamespaceMode_CONTAINER}, Seccomp: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault}}},
+		}
+		id := fmt.Sprintf("%064d", i)
+		at++
+		if err := s.AddSandbox(Sandbox{SandboxMeta: SandboxMeta{ID: id, Name: "pod_" + id, CreatedAt: at, Labels: labels, Annotations: annotations, Config: pod},
+			Status: SandboxStatus{State: SandboxReady}}); err != nil {
+			tb.Fatal(err)
+		}
+		n := 1
+		if i%3 == 0 {
+			n = 3
+		}
+		for j := range n {
+			at++
+			cname := fmt.Sprintf("app-%d", j)
+			cl := map[string]string{"io.kubernetes.container.name": cname, "io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.uid": uid}
+			ca := map[string]string{"io.kubernetes.container.hash": "9c1a0a3e", "io.kubernetes.container.restartCount": "0", "io.kubernetes.container.terminationMessagePath": "/dev/termination-log",
+				"io.kubernetes.container.terminationMessagePolicy": "File", "io.kubernetes.pod.terminationGracePeriod": "30", "io.kubernetes.container.ports": `[{"name":"http","containerPort":8080,"protocol":"TCP"}]`}
+			var envs []*runtime.KeyValue
+			for e := range 12 {
+				envs = append(envs, &runtime.KeyValue{Key: fmt.Sprintf("SERVICE_%d_PORT", e), Value: []byte("tcp://10.96.0." + fmt.Sprint(e) + ":443")})
+			}
+			cfg := &runtime.ContainerConfig{
+				Metadata: &runtime.ContainerMetadata{Name: cname}, Image: &runtime.ImageSpec{Image: "sha256:" + fmt.Sprintf("%064x", j), UserSpecifiedImage: "registry.example/team/web:1.4.2"},
+				Command: []string{"/app/server"}, Args: []string{"--listen=:8080", "--log-level=info"}, Envs: envs, Labels: cl, Annotations: ca,
+				LogPath: cname + "/0.log",
+				Mounts: []*runtime.Mount{
+					{ContainerPath: "/var/run/secrets/kubernetes.io/serviceaccount", HostPath: "/var/lib/kubelet/pods/" + uid + "/volumes/kubernetes.io~projected/kube-api-access-x2x4k", Readonly: true},
+					{ContainerPath: "/etc/hosts", HostPath: "/var/lib/kubelet/pods/" + uid + "/etc-hosts"},
+					{ContainerPath: "/dev/termination-log", HostPath: "/var/lib/kubelet/pods/" + uid + "/containers/" + cname + "/5a1b2c3d"},
+				},
+				Linux: &runtime.LinuxContainerConfig{
+					Resources: &runtime.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 102, MemoryLimitInBytes: 256 << 20, OomScoreAdj: 999},
+					SecurityContext: &runtime.LinuxContainerSecurityContext{NamespaceOptions: &runtime.NamespaceOption{Pid: runtime.NamespaceMode_CONTAINER},
+						RunAsUser: &runtime.Int64Value{Value: 1000}, MaskedPaths: []string{"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"},
+						ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}, Seccomp: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault}},
+				},
+			}
+			c := Container{ContainerMeta: ContainerMeta{ID: fmt.Sprintf("%063d%d", i, j), SandboxID: id, Name: cname + "_" + id, Metadata: ContainerMetadata{Name: cname},
+				Labels: cl, Annotations: ca, Config: cfg, Image: "registry.example/team/web:1.4.2", ImageID: "sha256:" + fmt.Sprintf("%064x", j), ImageRef: "registry.example/team/web@sha256:" + fmt.Sprintf("%064x", j),
+				RuntimeHandler: "", LogPath: "/var/log/pods/" + ns + "_" + name + "_" + uid + "/" + cname + "/0.log", Bundle: "/run/berth/containers/" + fmt.Sprintf("%063d%d", i, j),
+				Rootfs: "/run/berth/containers/" + fmt.Sprintf("%063d%d", i, j) + "/rootfs", CreatedAt: at},
+				Status: ContainerStatus{State: ContainerRunning, Pid: 10000 + i, ShimPid: 9000 + i, ShimStart: 123456, StartedAt: at}}
+			if err := s.AddContainer(c); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	if err := db.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// BenchmarkOpenKubeletNode is BenchmarkOpen with records of kubelet's size.
+func BenchmarkOpenKubeletNode(b *testing.B) {
+	path := kubeletNode(b)
+	for b.Loop() {
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Open(db); err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
