@@ -143,7 +143,7 @@ src=$?
 # expect failing probes add their own lines.
 if [ "$src" -ne 0 ] && [ -s "$REPORT_DIR/kubelet.log" ]; then
 	log "kubelet's probe and hook failures by reason (addresses and numbers elided):"
-	grep -E '"Probe failed"|Hook failed|hook failed' "$REPORT_DIR/kubelet.log" |
+	grep -iE '"probe failed"|"[^"]*hook[^"]* failed' "$REPORT_DIR/kubelet.log" |
 		grep -oE '(output|err|error)=.*' | cut -c1-200 |
 		sed -E 's/[0-9]+(\.[0-9]+){3}(:[0-9]+)?/ADDR/g; s/[0-9]+/N/g' |
 		sort | uniq -c | sort -rn | head -12
