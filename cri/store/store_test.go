@@ -315,6 +315,11 @@ func BenchmarkOpen(b *testing.B) {
 	if err := s.db.Close(); err != nil {
 		b.Fatal(err)
 	}
+	benchOpen(b, path)
+}
+
+// benchOpen reopens the store file at path once per iteration.
+func benchOpen(b *testing.B, path string) {
 	for b.Loop() {
 		db, err := bolt.Open(path, 0o600, nil)
 		if err != nil {
@@ -442,17 +447,5 @@ func kubeletNode(tb testing.TB) string {
 
 // BenchmarkOpenKubeletNode is BenchmarkOpen with records of kubelet's size.
 func BenchmarkOpenKubeletNode(b *testing.B) {
-	path := kubeletNode(b)
-	for b.Loop() {
-		db, err := bolt.Open(path, 0o600, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := Open(db); err != nil {
-			b.Fatal(err)
-		}
-		if err := db.Close(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchOpen(b, kubeletNode(b))
 }
