@@ -121,7 +121,7 @@ node-e2e: build
 	BERTH_BIN=$(BIN) test/node-e2e/berth.sh
 
 # node-e2e-ci is the fixed subset `make test` runs: the specs that are both
-# Kubernetes [Conformance] and [NodeConformance] (141 of v1.37.2, about 9
+# Kubernetes [Conformance] and [NodeConformance] (141 of v1.37.2, about 11
 # minutes on 2 idle cores after the suite's build). The whole focus (432
 # specs, close to an hour here) is `make node-e2e`.
 # Four suite processes, not six: the probe and hook specs' servers run in
