@@ -36,15 +36,18 @@ type rootfsRecord struct {
 // restart they do, and a write transaction would cost a bbolt commit (two
 // fdatasyncs) before berthd serves.
 func initBuckets(db *bolt.DB) error {
-	present := false
+	buckets := [][]byte{bucketImages, bucketNames, bucketRootfs}
+	present := true
 	if err := db.View(func(tx *bolt.Tx) error {
-		present = tx.Bucket(bucketImages) != nil && tx.Bucket(bucketNames) != nil && tx.Bucket(bucketRootfs) != nil
+		for _, b := range buckets {
+			present = present && tx.Bucket(b) != nil
+		}
 		return nil
 	}); err != nil || present {
 		return err
 	}
 	return db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketImages, bucketNames, bucketRootfs} {
+		for _, b := range buckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %q: %w", b, err)
 			}

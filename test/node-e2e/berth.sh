@@ -23,7 +23,8 @@ export BERTH_EXTRA_CONFIG="[runtime.handlers.runc]
 binary = \"$runc\"
 [runtime.handlers.test-handler]
 binary = \"$runc\""
-berth_start nodee2e 10.238.0.0/24 "$certs" || exit 2
+subnet=10.238.0.0/24
+berth_start nodee2e "$subnet" "$certs" || exit 2
 trap 'berth_cleanup' EXIT
 "$here/run.sh" "unix://$BERTH_SOCK"
 rc=$?
@@ -38,7 +39,7 @@ if [ "$rc" -ne 0 ]; then
 	grep -E 'level=(WARN|ERROR)' "$BERTH_DIR/berthd.log" | cut -d' ' -f2- |
 		sed -E 's/ (request_id|duration|sandbox_id|container_id|pod_uid)=[^ ]+//g; s/[0-9a-f]{64}/ID/g' | cut -c1-200 |
 		sort | uniq -c | sort -rn | head -12
-	echo "network: $(ip -br addr show dev "$BERTH_BRIDGE" 2>&1); route to a pod: $(ip route get 10.238.0.2 2>&1 | head -1)"
+	echo "network: $(ip -br addr show dev "$BERTH_BRIDGE" 2>&1); route to a pod: $(ip route get "${subnet%.*}.2" 2>&1 | head -1)"
 	echo "network: FORWARD policy $(iptables -S FORWARD 2>/dev/null | head -1), bridge-nf-call-iptables $(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo absent), ip_forward $(cat /proc/sys/net/ipv4/ip_forward)"
 fi
 if ! berth_leaks; then
