@@ -129,8 +129,8 @@ func parseFlags(args []string) (params, error) {
 }
 
 func main() {
-	if len(os.Args) == 3 && os.Args[1] == criFloorArg {
-		if err := serveCRIFloor(os.Args[2]); err != nil {
+	if len(os.Args) >= 3 && os.Args[1] == criFloorArg {
+		if err := serveCRIFloor(os.Args[2], os.Args[3:]); err != nil {
 			fmt.Fprintln(os.Stderr, "cri floor server:", err)
 			os.Exit(1)
 		}
@@ -181,7 +181,7 @@ func run(ctx context.Context, p params, log *slog.Logger) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("bench registry: %w", err)
 	}
-	b := &bench{res: newResults(), image: im.Busybox, log: log, stopTimeout: p.StopTimeout, nodeRestarts: p.NodeRestarts}
+	b := &bench{res: newResults(), image: im.Busybox, log: log, floorDir: e.Dir, stopTimeout: p.StopTimeout, nodeRestarts: p.NodeRestarts}
 	if p.KeepLogs != "" {
 		defer keepLogs(e.Dir, p.KeepLogs, log)
 	}
@@ -210,12 +210,6 @@ func run(ctx context.Context, p params, log *slog.Logger) (retErr error) {
 		if err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
-	}
-	if has(p.Scenarios, "node") {
-		if b.callFloor, err = startCallFloor(ctx, e.Dir); err != nil {
-			return err
-		}
-		defer b.callFloor.close()
 	}
 	var fl *floor
 	if has(p.Scenarios, "floor") {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -327,7 +329,7 @@ func (b *bench) steadyState(ctx context.Context, t *target, n int, pods []nodePo
 	// one untimed round first, or the window's p99 is each runtime's first
 	// call after the idle period (a cold cache, a first walk of its dirs).
 	warm := func(_ string, fn func() error) error { return fn() }
-	if err := b.relist(ctx, t, warm); err != nil {
+	if err := b.relist(ctx, t.rt, warm); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	if _, err := t.rt.Status(ctx, false); err != nil {
@@ -336,6 +338,11 @@ func (b *bench) steadyState(ctx context.Context, t *target, n int, pods []nodePo
 	if err := b.statsPoll(ctx, t, warm); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
+	fl, err := b.answerFloor(ctx, t, n)
+	if err != nil {
+		return err
+	}
+	defer fl.close()
 	procs = t.daemon.Procs()
 	d0, a0 = cpuTicks([]int{t.daemon.Pid()}), cpuTicks(procs)
 	start := time.Now()
@@ -353,23 +360,25 @@ func (b *bench) steadyState(ctx context.Context, t *target, n int, pods []nodePo
 	wg.Go(func() {
 		next := 0
 		for time.Now().Before(end) && ctx.Err() == nil {
-			if err := b.relist(ctx, t, call); err != nil {
+			if err := b.relist(ctx, t.rt, call); err != nil {
 				pollErr[0] = err
 				return
 			}
-			if b.callFloor != nil {
-				// Warm, as a floor must be: the round trip of a call
-				// right after others, not of the first after a second idle.
-				for range 2 {
-					if _, err := b.callFloor.call(ctx); err != nil {
-						pollErr[0] = err
-						return
-					}
-				}
-				if err := call(floorName, func() error { _, err := b.callFloor.call(ctx); return err }); err != nil {
+			// Warm, as a floor must be: the round trip of a call right
+			// after others, not of the first after a second idle.
+			for range 2 {
+				if _, err := fl.call(ctx); err != nil {
 					pollErr[0] = err
 					return
 				}
+			}
+			if err := call(floorName, func() error { _, err := fl.call(ctx); return err }); err != nil {
+				pollErr[0] = err
+				return
+			}
+			if err := b.relist(ctx, fl.rt, func(name string, fn func() error) error { return call(floorName+" "+name, fn) }); err != nil {
+				pollErr[0] = err
+				return
 			}
 			for range perTick {
 				if err := b.podSync(ctx, t, pods[next%len(pods)], call); err != nil {
@@ -415,24 +424,56 @@ func (b *bench) steadyState(ctx context.Context, t *target, n int, pods []nodePo
 	b.res.add(nodeMetric(n, "steady CPU under kubelet's polling: daemon"), "ms/s", "<= 0.5", t.name, cpuMsPerSec(cpuTicks([]int{t.daemon.Pid()})-d0, took))
 	b.res.add(nodeMetric(n, "steady CPU under kubelet's polling: daemon+shims+infra"), "ms/s", "<= 0.5", t.name, cpuMsPerSec(cpuTicks(procs)-a0, took))
 	// Every row gets the empty call's figures as its floor: the round trip
-	// through kubelet's client that no runtime's handler can go below.
+	// through kubelet's client that no runtime's handler can go below. The
+	// relists get the floor server's sending of this runtime's answer.
+	// Each runtime's steady state adds to the floor column, so a relist's
+	// floor is the pool of every runtime's answer (the same pods listed);
+	// the "floor with this runtime's answer" rows keep them apart.
 	for _, name := range steadyCalls {
+		floor := lat[floorName]
+		if fs, ok := lat[floorName+" "+name]; ok {
+			floor = fs
+			for _, v := range fs {
+				b.res.add(nodeMetric(n, "steady floor: "+name+" with this runtime's answer"), "ms", "", t.name, v)
+			}
+		}
 		for _, v := range lat[name] {
 			b.res.add(nodeMetric(n, "steady "+name), "ms", "<= 0.5", t.name, v)
 		}
-		for _, v := range lat[floorName] {
+		for _, v := range floor {
 			b.res.add(nodeMetric(n, "steady "+name), "ms", "<= 0.5", floorName, v)
 		}
-	}
-	for _, name := range steadyCalls {
 		if vs := lat[name]; len(vs) > 0 {
 			b.res.add(nodeMetric(n, "steady "+name+" p99"), "ms", "<= 0.5", t.name, percentileOf(vs, 99))
 		}
-		if vs := lat[floorName]; len(vs) > 0 {
-			b.res.add(nodeMetric(n, "steady "+name+" p99"), "ms", "<= 0.5", floorName, percentileOf(vs, 99))
+		if len(floor) > 0 {
+			b.res.add(nodeMetric(n, "steady "+name+" p99"), "ms", "<= 0.5", floorName, percentileOf(floor, 99))
 		}
 	}
 	return nil
+}
+
+// answerFloor starts a floor server that answers the relists with what t
+// answers now, and records the answers' encoded sizes.
+func (b *bench) answerFloor(ctx context.Context, t *target, n int) (*callFloor, error) {
+	var a relistAnswers
+	sbs, err := t.rt.ListPodSandbox(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("answer for the floor: %w", err)
+	}
+	cs, err := t.rt.ListContainers(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("answer for the floor: %w", err)
+	}
+	a.sandboxes = &runtimeapi.ListPodSandboxResponse{Items: sbs}
+	a.containers = &runtimeapi.ListContainersResponse{Containers: cs}
+	b.res.add(nodeMetric(n, "steady ListPodSandbox: answer encoded"), "KiB", "", t.name, float64(proto.Size(a.sandboxes))/1024)
+	b.res.add(nodeMetric(n, "steady ListContainers: answer encoded"), "KiB", "", t.name, float64(proto.Size(a.containers))/1024)
+	dir, err := os.MkdirTemp(b.floorDir, "cri-floor-"+t.name+"-")
+	if err != nil {
+		return nil, err
+	}
+	return startCallFloor(ctx, dir, &a)
 }
 
 // steadyCalls orders the steady-state rows.
@@ -442,11 +483,11 @@ var steadyCalls = []string{"ListPodSandbox", "ListContainers", "PodSandboxStatus
 type timedCall func(name string, fn func() error) error
 
 // relist is the generic PLEG's relist: every sandbox and every container.
-func (b *bench) relist(ctx context.Context, t *target, call timedCall) error {
-	if err := call("ListPodSandbox", func() error { _, err := t.rt.ListPodSandbox(ctx, nil); return err }); err != nil {
+func (b *bench) relist(ctx context.Context, rt internalapi.RuntimeService, call timedCall) error {
+	if err := call("ListPodSandbox", func() error { _, err := rt.ListPodSandbox(ctx, nil); return err }); err != nil {
 		return err
 	}
-	return call("ListContainers", func() error { _, err := t.rt.ListContainers(ctx, nil); return err })
+	return call("ListContainers", func() error { _, err := rt.ListContainers(ctx, nil); return err })
 }
 
 // podSync is kubelet's GetPodStatus of one pod.

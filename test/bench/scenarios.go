@@ -41,8 +41,8 @@ type bench struct {
 	// afterRound, when set, runs after every round of alternate (each
 	// target once) with the round's metric: the floor's turn.
 	afterRound func(metric string)
-	// callFloor times an empty CRI call beside the node scenario's relists.
-	callFloor *callFloor
+	// floorDir is where the node scenario starts its floor servers.
+	floorDir string
 	// nodeRestarts is how many times the node scenario times a recovery.
 	nodeRestarts int
 }
