@@ -1,12 +1,13 @@
 package netplugin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"syscall"
 	"time"
@@ -14,12 +15,8 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+	"golang.org/x/sys/unix"
 )
-
-// waitDelay bounds how long a plugin's leftover children may hold its
-// stdout after the plugin was killed; without it a shell plugin whose
-// child sleeps would keep Setup waiting past its deadline.
-const waitDelay = 2 * time.Second
 
 // pluginExec runs plugin binaries like libcni's RawExec, but in their own
 // process group that is killed as a whole when the context ends, and with
@@ -52,21 +49,81 @@ func (e *pluginExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []
 	}
 }
 
+// run runs the plugin with its stdin, stdout and stderr in memory files
+// rather than pipes, so no goroutine of berthd has to copy them while it
+// runs. With pipes, os/exec gives its copying goroutines a WaitDelay after
+// the plugin exits and then closes the pipes: berthd starting 250 pods at
+// once on 2 cores (full-node bench) did not get back to the bridge
+// plugin's stdout within 2 s and read only its first 512 bytes, and the
+// pod failed. Without one, a child the plugin left behind holding stdout
+// would keep the call waiting for as long as it lives. A file is there to
+// read after the plugin exits, whoever still holds it.
 func (e *pluginExec) run(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, []byte, error) {
-	var stdout, stderr bytes.Buffer
+	in, err := memFile("cni-stdin")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer in.Close()
+	if _, err := in.Write(stdin); err != nil {
+		return nil, nil, fmt.Errorf("write plugin stdin: %w", err)
+	}
+	if _, err := in.Seek(0, io.SeekStart); err != nil {
+		return nil, nil, fmt.Errorf("write plugin stdin: %w", err)
+	}
+	out, err := memFile("cni-stdout")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer out.Close()
+	errOut, err := memFile("cni-stderr")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer errOut.Close()
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Env = environ
-	cmd.Stdin = bytes.NewReader(stdin)
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, errOut
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		// Negative pid: the whole process group the plugin leads.
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
-	cmd.WaitDelay = waitDelay
-	err := cmd.Run()
-	return stdout.Bytes(), stderr.Bytes(), err
+	runErr := cmd.Run()
+	stdout, err := readMemFile(out)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read plugin stdout: %w", err)
+	}
+	stderr, err := readMemFile(errOut)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read plugin stderr: %w", err)
+	}
+	return stdout, stderr, runErr
+}
+
+// maxPluginOutput bounds what berthd reads of a plugin's stdout or stderr;
+// a CNI result is a few KiB.
+const maxPluginOutput = 16 << 20
+
+// memFile is an anonymous file in memory, gone when the last descriptor
+// to it is closed.
+func memFile(name string) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd for plugin %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// readMemFile reads f from its start, at most maxPluginOutput bytes.
+func readMemFile(f *os.File) ([]byte, error) {
+	data, err := io.ReadAll(io.NewSectionReader(f, 0, maxPluginOutput+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxPluginOutput {
+		return nil, fmt.Errorf("%s: more than %d bytes", f.Name(), maxPluginOutput)
+	}
+	return data, nil
 }
 
 func (e *pluginExec) FindInPath(plugin string, paths []string) (string, error) {
@@ -83,8 +140,12 @@ func pluginErr(err error, stdout, stderr []byte) error {
 	case len(stdout) == 0:
 		emsg.Msg = fmt.Sprintf("netplugin failed: %q: %v", string(stderr), err)
 	default:
+		// Unlike libcni, say how it ended and what it wrote to stderr when
+		// stdout is no CNI error: it is all there is to go on.
 		if perr := json.Unmarshal(stdout, emsg); perr != nil {
-			emsg.Msg = fmt.Sprintf("netplugin failed but error parsing its diagnostic message %q: %v", string(stdout), perr)
+			emsg.Msg = fmt.Sprintf("netplugin failed (%v) but error parsing its diagnostic message %q: %v; stderr %q", err, string(stdout), perr, string(stderr))
+		} else if emsg.Code == 0 && emsg.Msg == "" {
+			emsg.Msg = fmt.Sprintf("netplugin failed (%v) with a diagnostic message that is no error %q; stderr %q", err, string(stdout), string(stderr))
 		}
 	}
 	return emsg

@@ -167,8 +167,8 @@ func TestCapabilityArgsAndResult(t *testing.T) {
 func TestSetupTimeout(t *testing.T) {
 	binDir, confDir := t.TempDir(), t.TempDir()
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	// The shell's child sleep keeps stdout open: only a process group kill
-	// and WaitDelay let Setup return on time.
+	// The shell waits for its child sleep: only a kill of the whole process
+	// group lets Setup return on time.
 	writeFile(t, filepath.Join(binDir, "bsleep"), `#!/bin/sh
 cat >/dev/null
 if [ "$CNI_COMMAND" = ADD ]; then echo $$ > "`+pidFile+`"; sleep 60; fi
@@ -195,6 +195,63 @@ exit 0
 	}
 	if !waitFor(2*time.Second, func() bool { return errors.Is(syscall.Kill(-pid, 0), syscall.ESRCH) }) {
 		t.Errorf("plugin process group %d still alive", pid)
+	}
+}
+
+// A plugin that leaves a child holding its stdout and exits 0 has
+// succeeded: its answer is read once it exits. With os/exec's pipes and a
+// WaitDelay the call failed after the delay with what was read by then
+// (the first 512 bytes, when berthd was too busy to read on).
+func TestSetupStrayChildHoldsStdout(t *testing.T) {
+	binDir, confDir := t.TempDir(), t.TempDir()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	// The answer is longer than bytes.Buffer's first read (512 bytes).
+	var ips []string
+	for i := range 20 {
+		ips = append(ips, `{"address":"10.1.2.`+strconv.Itoa(i+2)+`/24","interface":1}`)
+	}
+	writeFile(t, filepath.Join(binDir, "bstray"), `#!/bin/sh
+cat >/dev/null
+if [ "$CNI_COMMAND" = ADD ]; then
+  sleep 30 &
+  echo $! > "`+pidFile+`"
+  echo '{"cniVersion":"1.0.0","interfaces":[{"name":"veth0"},{"name":"eth0","sandbox":"'"$CNI_NETNS"'"}],"ips":[`+strings.Join(ips, ",")+`]}'
+fi
+exit 0
+`, 0o755)
+	writeFile(t, filepath.Join(confDir, "10-stray.conflist"), `{"cniVersion":"1.0.0","name":"straynet","plugins":[{"type":"bstray"}]}`, 0o600)
+	m := newManager(t, Options{ConfDir: confDir, CacheDir: t.TempDir(), BinDirs: []string{binDir}, PluginTimeout: time.Minute})
+	t.Cleanup(func() {
+		if data, err := os.ReadFile(pidFile); err == nil {
+			if pid, _ := strconv.Atoi(strings.TrimSpace(string(data))); pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	res, err := m.Setup(context.Background(), PodNetwork{ID: "stray", NetNS: "/nonexistent"})
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	if len(res.IPs) != 20 {
+		t.Errorf("Setup got %d IPs, want 20: %v", len(res.IPs), res.IPs)
+	}
+}
+
+// A plugin that fails without a CNI error on stdout is reported with how
+// it ended and its stderr.
+func TestPluginFailureWithoutCNIError(t *testing.T) {
+	binDir, confDir := t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(binDir, "bbroken"), `#!/bin/sh
+cat >/dev/null
+echo '{"cniVersion":"1.0.0","interf'
+echo 'bridge exploded' >&2
+exit 3
+`, 0o755)
+	writeFile(t, filepath.Join(confDir, "10-broken.conflist"), `{"cniVersion":"1.0.0","name":"brokennet","plugins":[{"type":"bbroken"}]}`, 0o600)
+	m := newManager(t, Options{ConfDir: confDir, CacheDir: t.TempDir(), BinDirs: []string{binDir}})
+	_, err := m.Setup(context.Background(), PodNetwork{ID: "broken", NetNS: "/nonexistent"})
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "bridge exploded") {
+		t.Errorf("Setup error %v, want the exit status and the plugin's stderr", err)
 	}
 }
 
