@@ -109,9 +109,17 @@ func (s *Server) ContainerStatus(ctx context.Context, r *runtime.ContainerStatus
 }
 
 func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container {
+	all := f.GetId() == "" && f.GetPodSandboxId() == "" && f.GetState() == nil && len(f.GetLabelSelector()) == 0
+	s.items.mu.Lock()
+	defer s.items.mu.Unlock()
+	prev := s.items.containers
+	var next map[string]*runtime.Container
+	if all {
+		next = make(map[string]*runtime.Container, len(prev))
+	}
 	var out []*runtime.Container
 	s.store.EachContainer(func(c *store.Container) {
-		if f != nil {
+		if !all {
 			if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
 				return
 			}
@@ -125,19 +133,29 @@ func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container
 				return
 			}
 		}
-		out = append(out, &runtime.Container{
-			Id:           c.ID,
-			PodSandboxId: c.SandboxID,
-			Metadata:     &runtime.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt},
-			Image:        &runtime.ImageSpec{Image: c.Image},
-			ImageRef:     c.ImageRef,
-			ImageId:      c.ImageID,
-			State:        containerState(c.Status.State),
-			CreatedAt:    c.CreatedAt,
-			Labels:       c.Labels,
-			Annotations:  c.Annotations,
-		})
+		item := prev[c.ID]
+		if item == nil || item.State != containerState(c.Status.State) || item.CreatedAt != c.CreatedAt {
+			item = &runtime.Container{
+				Id:           c.ID,
+				PodSandboxId: c.SandboxID,
+				Metadata:     &runtime.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt},
+				Image:        &runtime.ImageSpec{Image: c.Image},
+				ImageRef:     c.ImageRef,
+				ImageId:      c.ImageID,
+				State:        containerState(c.Status.State),
+				CreatedAt:    c.CreatedAt,
+				Labels:       c.Labels,
+				Annotations:  c.Annotations,
+			}
+		}
+		if all {
+			next[c.ID] = item
+		}
+		out = append(out, item)
 	})
+	if all {
+		s.items.containers = next
+	}
 	out = slices.DeleteFunc(out, func(c *runtime.Container) bool { return s.creating.has(c.Id) })
 	slices.SortFunc(out, func(a, b *runtime.Container) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
 	return out

@@ -69,3 +69,120 @@ func BenchmarkRelistHandlers(b *testing.B) {
 		}
 	}
 }
+
+// The list items reused from one relist to the next follow every change
+// of the records: state, removal, a record made again under an ID.
+func TestListItemsFollowRecords(t *testing.T) {
+	s := fullNodeServer(t)
+	ctx := context.Background()
+	sandboxes := func(f *runtime.PodSandboxFilter) map[string]*runtime.PodSandbox {
+		t.Helper()
+		r, err := s.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{Filter: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]*runtime.PodSandbox{}
+		for _, it := range r.Items {
+			m[it.Id] = it
+		}
+		return m
+	}
+	containers := func(f *runtime.ContainerFilter) map[string]*runtime.Container {
+		t.Helper()
+		r, err := s.ListContainers(ctx, &runtime.ListContainersRequest{Filter: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]*runtime.Container{}
+		for _, it := range r.Containers {
+			m[it.Id] = it
+		}
+		return m
+	}
+	first, firstC := sandboxes(nil), containers(&runtime.ContainerFilter{}) // kubelet's relist sends an empty container filter
+	pod, other := fmt.Sprintf("%064x", 1), fmt.Sprintf("%064x", 2)
+	ctr := fmt.Sprintf("%060x%04d", 1, 0)
+	if first[pod] == nil || firstC[ctr] == nil {
+		t.Fatalf("pod %s or container %s not listed", pod, ctr)
+	}
+	if again := sandboxes(nil); again[pod] != first[pod] {
+		t.Error("an unchanged sandbox got a new item")
+	}
+
+	if _, err := s.store.UpdateSandboxStatus(pod, func(st store.SandboxStatus) (store.SandboxStatus, error) {
+		st.State = store.SandboxNotReady
+		return st, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.store.UpdateContainerStatus(ctr, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+		st.State = store.ContainerExited
+		return st, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, gotC := sandboxes(nil), containers(nil)
+	if got[pod].State != runtime.PodSandboxState_SANDBOX_NOTREADY || gotC[ctr].State != runtime.ContainerState_CONTAINER_EXITED {
+		t.Errorf("after the state changes: sandbox %v, container %v", got[pod].State, gotC[ctr].State)
+	}
+	if first[pod].State != runtime.PodSandboxState_SANDBOX_READY || firstC[ctr].State != runtime.ContainerState_CONTAINER_RUNNING {
+		t.Error("an item already handed out was changed")
+	}
+	if got[other] != first[other] {
+		t.Error("an unchanged sandbox got a new item after another one changed")
+	}
+	if f := sandboxes(&runtime.PodSandboxFilter{State: &runtime.PodSandboxStateValue{State: runtime.PodSandboxState_SANDBOX_NOTREADY}}); len(f) != 1 || f[pod] == nil {
+		t.Errorf("filtered by state NOTREADY: %d items", len(f))
+	}
+
+	// Removed, then made again under the same ID with other labels.
+	for _, c := range s.store.ContainersOf(other) {
+		if err := s.store.DeleteContainer(c.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.store.DeleteSandbox(other); err != nil {
+		t.Fatal(err)
+	}
+	if got := sandboxes(nil); got[other] != nil {
+		t.Error("a removed sandbox is listed")
+	}
+	if _, ok := s.items.sandboxes[other]; ok {
+		t.Error("a removed sandbox's item is kept after a list without a filter")
+	}
+	if err := s.store.AddSandbox(store.Sandbox{
+		SandboxMeta: store.SandboxMeta{ID: other, Name: "again", Labels: map[string]string{"made": "again"}, CreatedAt: 1 << 40},
+		Status:      store.SandboxStatus{State: store.SandboxReady},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if f := sandboxes(&runtime.PodSandboxFilter{Id: other}); f[other] == nil || f[other].Labels["made"] != "again" {
+		t.Errorf("the sandbox made again is listed as %v", f[other])
+	}
+	if _, ok := s.items.sandboxes[other]; ok {
+		t.Error("a filtered list added to the kept items")
+	}
+	if got := sandboxes(nil); got[other] == nil || got[other].Labels["made"] != "again" {
+		t.Errorf("the sandbox made again is listed as %v", got[other])
+	}
+
+	// Made again under its ID while its old item is still kept.
+	third := fmt.Sprintf("%064x", 3)
+	for _, c := range s.store.ContainersOf(third) {
+		if err := s.store.DeleteContainer(c.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.store.DeleteSandbox(third); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.AddSandbox(store.Sandbox{
+		SandboxMeta: store.SandboxMeta{ID: third, Name: "third again", Labels: map[string]string{"made": "again"}, CreatedAt: 1<<40 + 1},
+		Status:      store.SandboxStatus{State: store.SandboxReady},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sandboxes(nil); got[third] == nil || got[third].Labels["made"] != "again" {
+		t.Errorf("the sandbox made again while its item was kept is listed as %v", got[third])
+	}
+}

@@ -70,9 +70,17 @@ func matchLabels(selector, labels map[string]string) bool {
 }
 
 func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbox {
+	all := f.GetId() == "" && f.GetState() == nil && len(f.GetLabelSelector()) == 0
+	s.items.mu.Lock()
+	defer s.items.mu.Unlock()
+	prev := s.items.sandboxes
+	var next map[string]*runtime.PodSandbox
+	if all {
+		next = make(map[string]*runtime.PodSandbox, len(prev))
+	}
 	var out []*runtime.PodSandbox
 	s.store.EachSandbox(func(sb *store.Sandbox) {
-		if f != nil {
+		if !all {
 			if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
 				return
 			}
@@ -83,16 +91,26 @@ func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbo
 				return
 			}
 		}
-		out = append(out, &runtime.PodSandbox{
-			Id:             sb.ID,
-			Metadata:       podMetadata(*sb),
-			State:          podState(sb.Status.State),
-			CreatedAt:      sb.CreatedAt,
-			Labels:         sb.Labels,
-			Annotations:    sb.Annotations,
-			RuntimeHandler: sb.RuntimeHandler,
-		})
+		item := prev[sb.ID]
+		if item == nil || item.State != podState(sb.Status.State) || item.CreatedAt != sb.CreatedAt {
+			item = &runtime.PodSandbox{
+				Id:             sb.ID,
+				Metadata:       podMetadata(*sb),
+				State:          podState(sb.Status.State),
+				CreatedAt:      sb.CreatedAt,
+				Labels:         sb.Labels,
+				Annotations:    sb.Annotations,
+				RuntimeHandler: sb.RuntimeHandler,
+			}
+		}
+		if all {
+			next[sb.ID] = item
+		}
+		out = append(out, item)
 	})
+	if all {
+		s.items.sandboxes = next
+	}
 	out = slices.DeleteFunc(out, func(p *runtime.PodSandbox) bool { return s.creating.has(p.Id) })
 	slices.SortFunc(out, func(a, b *runtime.PodSandbox) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
 	return out
