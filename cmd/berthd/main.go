@@ -295,6 +295,7 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 		return err
 	}
 	g := grpc.NewServer(append(tracer.ServerOptions(),
+		grpc.ForceServerCodecV2(srv.Codec()),
 		grpc.ChainUnaryInterceptor(interceptor.Unary(log, mx.ObserveRequest)),
 		grpc.ChainStreamInterceptor(interceptor.Stream(log, mx.ObserveRequest)),
 		grpc.MaxRecvMsgSize(16<<20),

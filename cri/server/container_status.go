@@ -113,9 +113,9 @@ func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container
 	s.items.mu.Lock()
 	defer s.items.mu.Unlock()
 	prev := s.items.containers
-	var next map[string]*runtime.Container
+	var next map[string]*listed[*runtime.Container]
 	if all {
-		next = make(map[string]*runtime.Container, len(prev))
+		next = make(map[string]*listed[*runtime.Container], len(prev))
 	}
 	var out []*runtime.Container
 	s.store.EachContainer(func(c *store.Container) {
@@ -134,8 +134,8 @@ func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container
 			}
 		}
 		item := prev[c.ID]
-		if item == nil || item.State != containerState(c.Status.State) || item.CreatedAt != c.CreatedAt {
-			item = &runtime.Container{
+		if item == nil || item.pb.State != containerState(c.Status.State) || item.pb.CreatedAt != c.CreatedAt {
+			item = &listed[*runtime.Container]{pb: &runtime.Container{
 				Id:           c.ID,
 				PodSandboxId: c.SandboxID,
 				Metadata:     &runtime.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt},
@@ -146,12 +146,12 @@ func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container
 				CreatedAt:    c.CreatedAt,
 				Labels:       c.Labels,
 				Annotations:  c.Annotations,
-			}
+			}}
 		}
 		if all {
 			next[c.ID] = item
 		}
-		out = append(out, item)
+		out = append(out, item.pb)
 	})
 	if all {
 		s.items.containers = next

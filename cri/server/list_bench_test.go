@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"testing"
 
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cri/store"
@@ -54,19 +55,32 @@ func fullNodeServer(tb testing.TB) *Server {
 }
 
 // BenchmarkRelistHandlers is berthd's side of one PLEG relist at 250
-// pods: both list handlers and the encoding of their answers.
+// pods: both list handlers and the encoding of their answers, by gRPC's
+// proto codec (proto) and by berthd's (Codec).
 func BenchmarkRelistHandlers(b *testing.B) {
-	s := fullNodeServer(b)
-	ctx := context.Background()
-	for b.Loop() {
-		sbs, _ := s.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
-		cs, _ := s.ListContainers(ctx, &runtime.ListContainersRequest{Filter: &runtime.ContainerFilter{}})
-		if _, err := proto.Marshal(sbs); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := proto.Marshal(cs); err != nil {
-			b.Fatal(err)
-		}
+	for _, c := range []struct {
+		name  string
+		codec func(*Server) encoding.CodecV2
+	}{
+		{"proto", func(*Server) encoding.CodecV2 { return encoding.GetCodecV2(grpcproto.Name) }},
+		{"codec", (*Server).Codec},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s := fullNodeServer(b)
+			codec := c.codec(s)
+			ctx := context.Background()
+			for b.Loop() {
+				sbs, _ := s.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
+				cs, _ := s.ListContainers(ctx, &runtime.ListContainersRequest{Filter: &runtime.ContainerFilter{}})
+				for _, m := range []any{sbs, cs} {
+					enc, err := codec.Marshal(m)
+					if err != nil {
+						b.Fatal(err)
+					}
+					enc.Free()
+				}
+			}
+		})
 	}
 }
 

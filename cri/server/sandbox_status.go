@@ -74,9 +74,9 @@ func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbo
 	s.items.mu.Lock()
 	defer s.items.mu.Unlock()
 	prev := s.items.sandboxes
-	var next map[string]*runtime.PodSandbox
+	var next map[string]*listed[*runtime.PodSandbox]
 	if all {
-		next = make(map[string]*runtime.PodSandbox, len(prev))
+		next = make(map[string]*listed[*runtime.PodSandbox], len(prev))
 	}
 	var out []*runtime.PodSandbox
 	s.store.EachSandbox(func(sb *store.Sandbox) {
@@ -92,8 +92,8 @@ func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbo
 			}
 		}
 		item := prev[sb.ID]
-		if item == nil || item.State != podState(sb.Status.State) || item.CreatedAt != sb.CreatedAt {
-			item = &runtime.PodSandbox{
+		if item == nil || item.pb.State != podState(sb.Status.State) || item.pb.CreatedAt != sb.CreatedAt {
+			item = &listed[*runtime.PodSandbox]{pb: &runtime.PodSandbox{
 				Id:             sb.ID,
 				Metadata:       podMetadata(*sb),
 				State:          podState(sb.Status.State),
@@ -101,12 +101,12 @@ func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbo
 				Labels:         sb.Labels,
 				Annotations:    sb.Annotations,
 				RuntimeHandler: sb.RuntimeHandler,
-			}
+			}}
 		}
 		if all {
 			next[sb.ID] = item
 		}
-		out = append(out, item)
+		out = append(out, item.pb)
 	})
 	if all {
 		s.items.sandboxes = next
