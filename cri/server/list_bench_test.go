@@ -84,6 +84,23 @@ func BenchmarkRelistHandlers(b *testing.B) {
 	}
 }
 
+// stopRecords makes pod NOTREADY and ctr EXITED in s's store.
+func stopRecords(t *testing.T, s *Server, pod, ctr string) {
+	t.Helper()
+	if _, err := s.store.UpdateSandboxStatus(pod, func(st store.SandboxStatus) (store.SandboxStatus, error) {
+		st.State = store.SandboxNotReady
+		return st, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.store.UpdateContainerStatus(ctr, func(st store.ContainerStatus) (store.ContainerStatus, error) {
+		st.State = store.ContainerExited
+		return st, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The list items reused from one relist to the next follow every change
 // of the records: state, removal, a record made again under an ID.
 func TestListItemsFollowRecords(t *testing.T) {
@@ -123,18 +140,7 @@ func TestListItemsFollowRecords(t *testing.T) {
 		t.Error("an unchanged sandbox got a new item")
 	}
 
-	if _, err := s.store.UpdateSandboxStatus(pod, func(st store.SandboxStatus) (store.SandboxStatus, error) {
-		st.State = store.SandboxNotReady
-		return st, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.store.UpdateContainerStatus(ctr, func(st store.ContainerStatus) (store.ContainerStatus, error) {
-		st.State = store.ContainerExited
-		return st, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	stopRecords(t, s, pod, ctr)
 	got, gotC := sandboxes(nil), containers(nil)
 	if got[pod].State != runtime.PodSandboxState_SANDBOX_NOTREADY || gotC[ctr].State != runtime.ContainerState_CONTAINER_EXITED {
 		t.Errorf("after the state changes: sandbox %v, container %v", got[pod].State, gotC[ctr].State)

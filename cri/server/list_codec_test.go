@@ -11,8 +11,6 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/berth-runtime/berth/cri/store"
 )
 
 // listClient serves s with its codec and returns a client using gRPC's
@@ -76,18 +74,7 @@ func TestListCodecAnswers(t *testing.T) {
 
 	pod := fmt.Sprintf("%064x", 1)
 	ctr := fmt.Sprintf("%060x%04d", 1, 0)
-	if _, err := s.store.UpdateSandboxStatus(pod, func(st store.SandboxStatus) (store.SandboxStatus, error) {
-		st.State = store.SandboxNotReady
-		return st, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.store.UpdateContainerStatus(ctr, func(st store.ContainerStatus) (store.ContainerStatus, error) {
-		st.State = store.ContainerExited
-		return st, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	stopRecords(t, s, pod, ctr)
 	// Filtered first: the changed records' new items are not cached yet.
 	check("filtered by ID after a change", &runtime.PodSandboxFilter{Id: pod}, &runtime.ContainerFilter{Id: ctr})
 	check("filtered by pod", &runtime.PodSandboxFilter{LabelSelector: map[string]string{"io.kubernetes.pod.name": "node-0"}}, &runtime.ContainerFilter{PodSandboxId: pod})
