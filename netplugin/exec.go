@@ -68,7 +68,7 @@ func (e *pluginExec) run(ctx context.Context, path string, stdin []byte, environ
 		return nil, nil, fmt.Errorf("write plugin stdin: %w", err)
 	}
 	if _, err := in.Seek(0, io.SeekStart); err != nil {
-		return nil, nil, fmt.Errorf("write plugin stdin: %w", err)
+		return nil, nil, fmt.Errorf("rewind plugin stdin: %w", err)
 	}
 	out, err := memFile("cni-stdout")
 	if err != nil {
