@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	rtrace "runtime/trace"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"go.opentelemetry.io/otel/trace"
+	xtrace "golang.org/x/exp/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -126,4 +129,44 @@ func TestTraceIDLogged(t *testing.T) {
 			t.Errorf("flags %v: trace_id %q, want %q", flags, got, want)
 		}
 	}
+}
+
+// TestRegionWhileTracing checks that a call served while an execution
+// trace is taken shows in it as a region named after its method, on the
+// goroutine that ran the handler.
+func TestRegionWhileTracing(t *testing.T) {
+	var buf bytes.Buffer
+	if err := rtrace.Start(&buf); err != nil {
+		t.Skipf("an execution trace is already being taken: %v", err)
+	}
+	info := &grpc.UnaryServerInfo{FullMethod: "/runtime.v1.RuntimeService/ListContainers"}
+	_, err := Unary(slog.New(slog.DiscardHandler))(context.Background(), &runtime.ListContainersRequest{}, info,
+		func(context.Context, any) (any, error) { return &runtime.ListContainersResponse{}, nil })
+	rtrace.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := xtrace.NewReader(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begun := map[xtrace.GoID]bool{}
+	for {
+		ev, err := r.ReadEvent()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch ev.Kind() {
+		case xtrace.EventRegionBegin:
+			begun[ev.Goroutine()] = begun[ev.Goroutine()] || ev.Region().Type == "ListContainers"
+		case xtrace.EventRegionEnd:
+			if ev.Region().Type == "ListContainers" && begun[ev.Goroutine()] {
+				return
+			}
+		}
+	}
+	t.Error("the trace holds no ListContainers region begun and ended on one goroutine")
 }
