@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,6 +34,14 @@ func ProbeCRIU(ctx context.Context, criu, dir string) (retErr error) {
 	if _, ok := ctx.Deadline(); !ok {
 		return fmt.Errorf("probe criu: a deadline is required: %w", errdefs.ErrInvalidArgument)
 	}
+	// The counter and each criu die with their parent (Pdeathsig), which
+	// the kernel takes to be the thread that forked them, and a Go thread
+	// ends when a goroutine exits locked to it: berthd's network
+	// namespace code ends one it could not restore. Every fork below is
+	// made from this goroutine, so holding its thread keeps them alive
+	// until the probe ends them (TestProbeCRIUOutlivesItsThread).
+	goruntime.LockOSThread()
+	defer goruntime.UnlockOSThread()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("probe criu: %w", err)
 	}

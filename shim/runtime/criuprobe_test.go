@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -157,6 +159,51 @@ func TestProbeCRIU(t *testing.T) {
 	defer cancel()
 	if err := ProbeCRIU(ctx, criu, t.TempDir()); err != nil {
 		t.Fatalf("ProbeCRIU(%s): %v", criu, err)
+	}
+}
+
+// TestProbeCRIUOutlivesItsThread: the probe's processes die with their
+// parent (Pdeathsig), and the kernel means the forking thread, not the
+// process. A Go thread ends when a goroutine exits locked to it, as
+// berthd's network-namespace code lets a thread it could not restore end:
+// the probe must hold the thread it forks from while its processes run.
+// Before it did, berthd's probe failed twice in a row while 250 pods
+// started ("Unable to detach from <pid>: No such process").
+func TestProbeCRIUOutlivesItsThread(t *testing.T) {
+	const criu = "/usr/local/sbin/criu"
+	if os.Getuid() != 0 {
+		t.Skip("CRIU needs root")
+	}
+	if _, err := os.Stat(criu); err != nil {
+		t.Skipf("no CRIU installed by make criu: %v", err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ended := make(chan struct{})
+				go func() {
+					goruntime.LockOSThread()
+					close(ended)
+				}()
+				<-ended
+			}
+		})
+	}
+	// Its processes, killed, leave the probe waiting for a count.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := ProbeCRIU(ctx, criu, t.TempDir())
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("ProbeCRIU(%s) while threads end: %v", criu, err)
 	}
 }
 
