@@ -146,8 +146,10 @@ func TestProbeCRIUFails(t *testing.T) {
 	}
 }
 
-// TestProbeCRIU runs the probe against the CRIU `make criu` installs.
-func TestProbeCRIU(t *testing.T) {
+// installedCRIU is the CRIU `make criu` installs; the test is skipped
+// without it or without root.
+func installedCRIU(t *testing.T) string {
+	t.Helper()
 	const criu = "/usr/local/sbin/criu"
 	if os.Getuid() != 0 {
 		t.Skip("CRIU needs root")
@@ -155,6 +157,12 @@ func TestProbeCRIU(t *testing.T) {
 	if _, err := os.Stat(criu); err != nil {
 		t.Skipf("no CRIU installed by make criu: %v", err)
 	}
+	return criu
+}
+
+// TestProbeCRIU runs the probe against the CRIU `make criu` installs.
+func TestProbeCRIU(t *testing.T) {
+	criu := installedCRIU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := ProbeCRIU(ctx, criu, t.TempDir()); err != nil {
@@ -170,13 +178,7 @@ func TestProbeCRIU(t *testing.T) {
 // Before it did, berthd's probe failed twice in a row while 250 pods
 // started ("Unable to detach from <pid>: No such process").
 func TestProbeCRIUOutlivesItsThread(t *testing.T) {
-	const criu = "/usr/local/sbin/criu"
-	if os.Getuid() != 0 {
-		t.Skip("CRIU needs root")
-	}
-	if _, err := os.Stat(criu); err != nil {
-		t.Skipf("no CRIU installed by make criu: %v", err)
-	}
+	criu := installedCRIU(t)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 4 {
