@@ -112,30 +112,19 @@ func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container
 	all := f.GetId() == "" && f.GetPodSandboxId() == "" && f.GetState() == nil && len(f.GetLabelSelector()) == 0
 	s.items.mu.Lock()
 	defer s.items.mu.Unlock()
-	prev := s.items.containers
-	var next map[string]*listed[*runtime.Container]
-	if all {
-		next = make(map[string]*listed[*runtime.Container], len(prev))
-	}
-	var out []*runtime.Container
-	s.store.EachContainer(func(c *store.Container) {
-		if !all {
-			if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
-				return
-			}
-			if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
-				return
-			}
-			if f.GetState() != nil && f.GetState().GetState() != containerState(c.Status.State) {
-				return
-			}
-			if !matchLabels(f.GetLabelSelector(), c.Labels) {
-				return
-			}
-		}
-		item := prev[c.ID]
-		if item == nil || item.pb.State != containerState(c.Status.State) || item.pb.CreatedAt != c.CreatedAt {
-			item = &listed[*runtime.Container]{pb: &runtime.Container{
+	out := walkItems(&s.items.containers, all, s.store.EachContainer,
+		func(c *store.Container) string { return c.ID },
+		func(c *store.Container) bool {
+			return (f.GetId() == "" || strings.HasPrefix(c.ID, f.GetId())) &&
+				(f.GetPodSandboxId() == "" || strings.HasPrefix(c.SandboxID, f.GetPodSandboxId())) &&
+				(f.GetState() == nil || f.GetState().GetState() == containerState(c.Status.State)) &&
+				matchLabels(f.GetLabelSelector(), c.Labels)
+		},
+		func(it *runtime.Container, c *store.Container) bool {
+			return it.State == containerState(c.Status.State) && it.CreatedAt == c.CreatedAt
+		},
+		func(c *store.Container) *runtime.Container {
+			return &runtime.Container{
 				Id:           c.ID,
 				PodSandboxId: c.SandboxID,
 				Metadata:     &runtime.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt},
@@ -146,16 +135,8 @@ func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container
 				CreatedAt:    c.CreatedAt,
 				Labels:       c.Labels,
 				Annotations:  c.Annotations,
-			}}
-		}
-		if all {
-			next[c.ID] = item
-		}
-		out = append(out, item.pb)
-	})
-	if all {
-		s.items.containers = next
-	}
+			}
+		})
 	out = slices.DeleteFunc(out, func(c *runtime.Container) bool { return s.creating.has(c.Id) })
 	slices.SortFunc(out, func(a, b *runtime.Container) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
 	return out

@@ -73,27 +73,18 @@ func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbo
 	all := f.GetId() == "" && f.GetState() == nil && len(f.GetLabelSelector()) == 0
 	s.items.mu.Lock()
 	defer s.items.mu.Unlock()
-	prev := s.items.sandboxes
-	var next map[string]*listed[*runtime.PodSandbox]
-	if all {
-		next = make(map[string]*listed[*runtime.PodSandbox], len(prev))
-	}
-	var out []*runtime.PodSandbox
-	s.store.EachSandbox(func(sb *store.Sandbox) {
-		if !all {
-			if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
-				return
-			}
-			if f.GetState() != nil && f.GetState().GetState() != podState(sb.Status.State) {
-				return
-			}
-			if !matchLabels(f.GetLabelSelector(), sb.Labels) {
-				return
-			}
-		}
-		item := prev[sb.ID]
-		if item == nil || item.pb.State != podState(sb.Status.State) || item.pb.CreatedAt != sb.CreatedAt {
-			item = &listed[*runtime.PodSandbox]{pb: &runtime.PodSandbox{
+	out := walkItems(&s.items.sandboxes, all, s.store.EachSandbox,
+		func(sb *store.Sandbox) string { return sb.ID },
+		func(sb *store.Sandbox) bool {
+			return (f.GetId() == "" || strings.HasPrefix(sb.ID, f.GetId())) &&
+				(f.GetState() == nil || f.GetState().GetState() == podState(sb.Status.State)) &&
+				matchLabels(f.GetLabelSelector(), sb.Labels)
+		},
+		func(it *runtime.PodSandbox, sb *store.Sandbox) bool {
+			return it.State == podState(sb.Status.State) && it.CreatedAt == sb.CreatedAt
+		},
+		func(sb *store.Sandbox) *runtime.PodSandbox {
+			return &runtime.PodSandbox{
 				Id:             sb.ID,
 				Metadata:       podMetadata(*sb),
 				State:          podState(sb.Status.State),
@@ -101,16 +92,8 @@ func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbo
 				Labels:         sb.Labels,
 				Annotations:    sb.Annotations,
 				RuntimeHandler: sb.RuntimeHandler,
-			}}
-		}
-		if all {
-			next[sb.ID] = item
-		}
-		out = append(out, item.pb)
-	})
-	if all {
-		s.items.sandboxes = next
-	}
+			}
+		})
 	out = slices.DeleteFunc(out, func(p *runtime.PodSandbox) bool { return s.creating.has(p.Id) })
 	slices.SortFunc(out, func(a, b *runtime.PodSandbox) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
 	return out
