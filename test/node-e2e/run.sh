@@ -78,6 +78,10 @@ flock 9
 
 rm -rf "$REPORT_DIR"
 mkdir -p "$REPORT_DIR"
+# kubelet makes its root dir a shared mount by binding it onto itself; a
+# bind the suite's kubelet made is undone after it.
+kubelet_root_mounted=0
+mountpoint -q /var/lib/kubelet && kubelet_root_mounted=1
 # The suite writes the kubelet's config, static pod dir and API token file
 # into its working directory, which ginkgo makes the directory of the
 # binary it is given: links in a fresh work dir keep them out of the
@@ -131,6 +135,9 @@ log "suite exited $rc after $(($(date +%s) - t0))s; log $REPORT_DIR/e2e.log"
 for m in $(awk 'index($5, "/var/lib/kubelet/pods/") == 1 {print $5}' /proc/self/mountinfo | sort -r); do
 	umount "$m" 2>/dev/null || umount -l "$m"
 done
+if [ "$kubelet_root_mounted" = 0 ] && mountpoint -q /var/lib/kubelet; then
+	umount /var/lib/kubelet 2>/dev/null || umount -l /var/lib/kubelet
+fi
 flock -u 9
 # The suite starts kubelet once: if it dies, every later spec times out
 # against a dead node, and only its log says why.
