@@ -114,7 +114,7 @@ func Unary(base *slog.Logger, obs ...Observer) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx, l := seed(ctx, base, info.FullMethod, req)
 		start := time.Now()
-		resp, err := traced(ctx, info.FullMethod, func() (any, error) { return handler(ctx, req) })
+		resp, err := traced(ctx, info.FullMethod, handler, req)
 		logDone(ctx, l, start, err)
 		err = ToStatus(err)
 		observe(obs, info.FullMethod, err, time.Since(start))
@@ -135,16 +135,16 @@ func Stream(base *slog.Logger, obs ...Observer) grpc.StreamServerInterceptor {
 	}
 }
 
-// traced runs fn inside an execution-trace region named after the method
-// while an execution trace is being taken (admin socket,
+// traced runs handler inside an execution-trace region named after the
+// method while an execution trace is being taken (admin socket,
 // /debug/pprof/trace), so the trace tells which goroutine served which
 // call; otherwise it only checks a flag.
-func traced(ctx context.Context, fullMethod string, fn func() (any, error)) (any, error) {
+func traced(ctx context.Context, fullMethod string, handler grpc.UnaryHandler, req any) (any, error) {
 	if !rtrace.IsEnabled() {
-		return fn()
+		return handler(ctx, req)
 	}
 	defer rtrace.StartRegion(ctx, fullMethod[strings.LastIndex(fullMethod, "/")+1:]).End()
-	return fn()
+	return handler(ctx, req)
 }
 
 func logDone(ctx context.Context, l *slog.Logger, start time.Time, err error) {

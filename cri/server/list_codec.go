@@ -132,9 +132,9 @@ func encodeItems[T interface {
 		return mem.BufferSlice{mem.SliceBuffer(appendItems(make([]byte, 0, size)))}, nil
 	}
 	// From gRPC's pool, which takes the buffer back once the answer is
-	// written, as its own proto codec does: a fresh 150 KiB answer each
-	// second (400 containers) is memory the runtime clears, and often
-	// faults in again, on every relist.
+	// written, as its own proto codec does: a fresh answer (150 KiB for
+	// 400 containers) every second is memory to allocate, clear and
+	// collect on every relist.
 	pool := mem.DefaultBufferPool()
 	buf := pool.Get(size)
 	*buf = appendItems((*buf)[:0])

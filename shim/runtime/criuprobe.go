@@ -36,10 +36,10 @@ func ProbeCRIU(ctx context.Context, criu, dir string) (retErr error) {
 	}
 	// The counter and each criu die with their parent (Pdeathsig), which
 	// the kernel takes to be the thread that forked them, and a Go thread
-	// ends when a goroutine exits locked to it: berthd's network
-	// namespace code ends one it could not restore. Every fork below is
-	// made from this goroutine, so holding its thread keeps them alive
-	// until the probe ends them (TestProbeCRIUOutlivesItsThread).
+	// ends when a goroutine exits locked to it: berthd ends one for every
+	// pod it creates (netns.OnDisposableThread). Every fork below is made
+	// from this goroutine, so holding its thread keeps them alive until
+	// the probe ends them (TestProbeCRIUOutlivesItsThread).
 	goruntime.LockOSThread()
 	defer goruntime.UnlockOSThread()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
