@@ -15,6 +15,7 @@ certs=$("$shared/conformance/setup" | tail -n 1) || { echo "conformance kit setu
 # /var/log/containers) and ports, so concurrent runs wait for each other.
 exec 9>/tmp/berth-kubelet.lock
 flock 9
+kubepods_note
 berth_start kube 10.237.0.0/24 "$certs" || exit 1
 trap 'berth_cleanup' EXIT
 "$shared/kubelet/e2e" "unix://$BERTH_SOCK"
@@ -35,4 +36,5 @@ if ! (cd "$top" && BERTH_KUBELET_E2E=1 BERTH_BIN_DIR="$BERTH_BIN" BERTH_CERTS_D=
     ${GO:-go} test -count=1 -timeout 15m -v ./test/kubelet); then
   rc=1
 fi
+kubepods_remove
 exit $rc

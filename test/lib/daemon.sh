@@ -113,3 +113,19 @@ berth_cleanup() {
   find /sys/fs/cgroup/*"$BERTH_CGROUP" -depth -type d -exec rmdir {} \; 2>/dev/null
   rm -rf "$BERTH_DIR"
 }
+
+# kubepods_note records the kubepods cgroup trees that exist before a run
+# starts a kubelet, which makes them (one per v1 controller, or v2's);
+# kubepods_remove removes those the run made, once its pods are gone. A
+# cgroup still holding a process stays: rmdir refuses it.
+kubepods_note() {
+  KUBEPODS_BEFORE=$(ls -d /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods 2>/dev/null)
+}
+
+kubepods_remove() {
+  local d
+  for d in $(ls -d /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods 2>/dev/null); do
+    grep -qxF "$d" <<<"${KUBEPODS_BEFORE:-}" && continue
+    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+}

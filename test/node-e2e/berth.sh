@@ -24,12 +24,14 @@ binary = \"$runc\"
 [runtime.handlers.test-handler]
 binary = \"$runc\""
 subnet=10.238.0.0/24
+kubepods_note
 berth_start nodee2e "$subnet" "$certs" || exit 2
 trap 'berth_cleanup' EXIT
 "$here/run.sh" "unix://$BERTH_SOCK"
 rc=$?
 berth_remove_all
 berth_stop
+kubepods_remove
 mkdir -p "$REPORT_DIR"
 cp "$BERTH_DIR/berthd.log" "$REPORT_DIR/berthd.log" 2>/dev/null
 if [ "$rc" -ne 0 ]; then
