@@ -194,8 +194,9 @@ func (f *fakeImages) VolumeDir(id, containerPath string) (string, error) {
 type fakeNetwork struct {
 	calls
 	statusErr, setupErr, teardownErr error
-	// setupHook, when set before the calls, runs inside every Setup.
-	setupHook func()
+	// setupHook, when set before the calls, runs inside every Setup;
+	// gcHook inside every GC.
+	setupHook, gcHook func()
 }
 
 var _ Network = (*fakeNetwork)(nil)
@@ -225,6 +226,10 @@ func (f *fakeNetwork) GC(ctx context.Context, keep []string) error {
 	keep = slices.Clone(keep)
 	slices.Sort(keep)
 	f.add("gc keep %s", strings.Join(keep, ","))
+	if f.gcHook != nil {
+		f.gcHook()
+	}
+	f.add("gc done")
 	return nil
 }
 

@@ -32,8 +32,9 @@ const recoverParallel = 16
 //  4. A record caught half way through removal is removed again; removal
 //     steps are idempotent.
 //  5. Network attachments of sandboxes without a record are released (CNI
-//     GC); a sandbox whose teardown failed is torn down again by the next
-//     StopPodSandbox or RemovePodSandbox from kubelet.
+//     GC, which may end after berthd serves: network setups and teardowns
+//     wait for it); a sandbox whose teardown failed is torn down again by
+//     the next StopPodSandbox or RemovePodSandbox from kubelet.
 //  6. A sandbox whose namespaces are gone cannot run containers: it is
 //     reported NOTREADY so kubelet recreates it.
 //
@@ -44,19 +45,23 @@ func (s *Server) Recover(ctx context.Context) error {
 	// a cleanup by the runtime: a few at a time keep those from queueing.
 	start := time.Now()
 	// Network attachments of sandboxes the store does not know were left
-	// by a crash inside RunPodSandbox or RemovePodSandbox. Nothing creates
-	// or removes a sandbox record before berthd serves, so the keep list
-	// taken now holds until the GC ends, and the GC (it runs the CNI
-	// plugins) overlaps the containers' settling instead of following it.
+	// by a crash inside RunPodSandbox or RemovePodSandbox. The GC runs the
+	// CNI plugins: hundreds of milliseconds on a loaded node, which
+	// listing and inspecting pods does not need. It goes on after berthd
+	// serves; network setups and teardowns wait for it, so the keep list
+	// taken now, before anything can create or remove a sandbox, holds
+	// until it ends.
 	var keep []string
 	s.store.EachSandbox(func(sb *store.Sandbox) { keep = append(keep, sb.ID) })
-	gcDone := make(chan time.Duration, 1)
+	gcDone := make(chan struct{})
+	s.networkGC = gcDone
 	go func() {
+		defer close(gcDone)
 		gcStart := time.Now()
 		if err := s.network.GC(ctx, keep); err != nil {
 			s.log.Warn("network garbage collection", "error", err)
 		}
-		gcDone <- time.Since(gcStart)
+		s.log.Info("network garbage collected", "sandboxes_kept", len(keep), "took", time.Since(gcStart))
 	}()
 	ctrs := s.store.Containers()
 	sem := make(chan struct{}, recoverParallel)
@@ -80,10 +85,9 @@ func (s *Server) Recover(ctx context.Context) error {
 		}
 	}
 	s.removeOrphanBundles(ctx)
-	gcTook := <-gcDone
 	// Where a restart's seconds go, for operators of large nodes.
 	s.log.Info("recovered", "containers", len(ctrs), "sandboxes", len(sbs),
-		"containers_took", reattached, "network_gc_took", gcTook, "took", time.Since(start))
+		"containers_took", reattached, "took", time.Since(start))
 	// In the background once berthd serves: calls that need a shim wait
 	// for it, and the CPU goes to serving first.
 	go func() {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -284,6 +285,9 @@ func TestRecover(t *testing.T) {
 		t.Errorf("task calls %v, want the running container recovered", ts.tasks.all())
 	}
 	// The CNI GC keeps every recorded sandbox's attachments.
+	if err := ts.awaitNetworkGC(ctx); err != nil {
+		t.Fatal(err)
+	}
 	keep := []string{sb, gone}
 	slices.Sort(keep)
 	if !ts.network.has("gc keep " + strings.Join(keep, ",")) {
@@ -298,5 +302,79 @@ func TestRecover(t *testing.T) {
 		if s, _ := ts.store.Sandbox(id); s.Status.State != store.SandboxNotReady {
 			t.Errorf("sandbox %s is %v after recovery without its pins", id, s.Status.State)
 		}
+	}
+}
+
+// berthd serves before the CNI GC of a restart ends (it runs the plugins,
+// which lists and statuses do not need), and no pod network is set up or
+// torn down until it has: the GC's keep list names only the pods there
+// were when it started.
+func TestRecoverServesBeforeNetworkGC(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	old := ts.runPod(t, podConfig("old"))
+	creates := func() (n int) {
+		for _, c := range ts.sandboxes.all() {
+			if strings.HasPrefix(c, "create ") {
+				n++
+			}
+		}
+		return n
+	}
+	release := make(chan struct{})
+	ts.network.gcHook = func() { <-release }
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	recovered := make(chan error, 1)
+	go func() { recovered <- ts.Recover(ctx) }()
+	select {
+	case err := <-recovered:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Recover waits for the network GC")
+	}
+	if _, err := ts.PodSandboxStatus(ctx, &runtime.PodSandboxStatusRequest{PodSandboxId: old}); err != nil {
+		t.Fatalf("PodSandboxStatus during the GC: %v", err)
+	}
+	started := ts.runPodAsync(ctx, podConfig("new"))
+	stopped := make(chan error, 1)
+	go func() {
+		_, err := ts.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: old})
+		stopped <- err
+	}()
+	// Both calls get as far as the network and wait there.
+	for deadline := time.Now().Add(10 * time.Second); creates() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new pod's sandbox was not created: %v", ts.sandboxes.all())
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	during := ts.network.all()
+	for _, c := range during[slices.Index(during, "gc keep "+old):] {
+		if strings.HasPrefix(c, "setup ") || strings.HasPrefix(c, "teardown ") {
+			t.Fatalf("network calls %v: %q came while the GC ran", ts.network.all(), c)
+		}
+	}
+	close(release)
+	res := <-started
+	if res.err != nil {
+		t.Fatalf("RunPodSandbox after the GC: %v", res.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("StopPodSandbox after the GC: %v", err)
+	}
+	calls := ts.network.all()
+	done := slices.Index(calls, "gc done")
+	setup := slices.Index(calls, "setup "+res.id)
+	teardown := slices.Index(calls, "teardown "+old)
+	if done < 0 || setup < done || teardown < done {
+		t.Errorf("network calls %v: want the setup of %s and the teardown of %s after the GC", calls, res.id, old)
 	}
 }

@@ -205,6 +205,9 @@ func (s *Server) setupNetwork(ctx context.Context, p *podPlan) error {
 	if p.hostNet {
 		return nil
 	}
+	if err := s.awaitNetworkGC(ctx); err != nil {
+		return err
+	}
 	pn := podNetwork(p.rec)
 	res, err := s.network.Setup(ctx, pn)
 	if err != nil {

@@ -50,6 +50,9 @@ func (s *Server) stopSandbox(ctx context.Context, sb store.Sandbox) error {
 		s.nri.StopPodSandbox(ctx, sb)
 	}
 	if !sb.Status.NetworkDown && sb.Status.Pod.NetNS != "" {
+		if err := s.awaitNetworkGC(ctx); err != nil {
+			return err
+		}
 		if err := s.network.Teardown(ctx, podNetwork(sb)); err != nil {
 			return fmt.Errorf("tear down network of sandbox %q: %w", sb.ID, err)
 		}

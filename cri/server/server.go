@@ -149,6 +149,11 @@ type Server struct {
 	sandboxes Sandboxes
 	images    Images
 	network   Network
+	// networkGC is closed when the network garbage collection Recover
+	// starts has ended; until then setups and teardowns wait, so that no
+	// pod is attached that the GC's keep list does not name and none is
+	// detached under the GC's plugins. Nil before Recover.
+	networkGC chan struct{}
 	log       *slog.Logger
 	// streams is the streaming server; nil when there is none.
 	streams StreamServer
@@ -297,8 +302,26 @@ func New(o Options) (*Server, error) {
 }
 
 // Close stops what New started in the background (the CRIU probe) and
-// waits for it; call it once the server no longer serves.
-func (s *Server) Close() { s.criu.Stop() }
+// waits for it and for Recover's network garbage collection, which ends
+// with Recover's context or its plugins' timeouts; call it once the server
+// no longer serves, before the network manager is closed.
+func (s *Server) Close() {
+	s.criu.Stop()
+	_ = s.awaitNetworkGC(context.Background())
+}
+
+// awaitNetworkGC waits for Recover's network garbage collection to end.
+func (s *Server) awaitNetworkGC(ctx context.Context) error {
+	if s.networkGC == nil {
+		return nil
+	}
+	select {
+	case <-s.networkGC:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the network garbage collection after the restart: %w", context.Cause(ctx))
+	}
+}
 
 // makeStateDirs creates the state dirs with their modes and closes what an
 // older berth left open, so an upgraded node is protected too.
