@@ -158,11 +158,12 @@ func (s *Service) FsInfo(ctx context.Context) (FsUsage, error) {
 	})
 }
 
-// WarmUsage measures what FsInfo and ContainersFsInfo report, so that the
-// first ImageFsInfo after a start, which kubelet's CRI client makes when
-// it connects, finds the figures instead of walking every container's
-// layer in the call (a 250-pod node's restart, full-node bench). A call
-// that comes during the walk waits for it instead of walking again.
+// WarmUsage measures what FsInfo and ContainersFsInfo report unless
+// figures the last process kept are young enough, so that the first
+// ImageFsInfo, which kubelet's CRI client makes when it connects, finds
+// them instead of walking every container's layer in the call (a 250-pod
+// node's restart, full-node bench). A call that comes during the walk
+// waits for it instead of walking again.
 func (s *Service) WarmUsage(ctx context.Context) {
 	if _, err := s.FsInfo(ctx); err != nil {
 		s.log.Warn("measure image filesystem usage", "error", err)
@@ -190,7 +191,7 @@ func (s *Service) usage(ctx context.Context, dirs ...string) (FsUsage, error) {
 			return FsUsage{}, err
 		}
 	}
-	return FsUsage{Mountpoint: Mountpoint(s.root), UsedBytes: du.Bytes, InodesUsed: du.Inodes}, nil
+	return FsUsage{Mountpoint: s.mountpoint(), UsedBytes: du.Bytes, InodesUsed: du.Inodes}, nil
 }
 
 // Mountpoint returns the mount point of the filesystem holding dir, the

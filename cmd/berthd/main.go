@@ -227,12 +227,12 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 		Root: cfg.Root, DB: db, InsecureHosts: cfg.Registry.InsecureHosts, Logger: log,
 		HostsDir: cfg.Registry.ConfigPath, PinnedImages: cfg.Registry.PinnedImages,
 		AuthFile: cfg.Registry.AuthFile, SignaturePolicy: cfg.Registry.SignaturePolicy, Limits: imageLimits(cfg.Registry),
+		UsageDir: cfg.State,
 	})
 	if err != nil {
 		return fmt.Errorf("start image service: %w", err)
 	}
 	images := meteredImages{Service: imageSvc, obs: mx}
-	go imageSvc.WarmUsage(ctx)
 	sandboxes, err := sandbox.New(sandbox.Options{
 		NetNSDir: filepath.Join(cfg.State, "netns"), PausePath: pausePath, Logger: log,
 	})
@@ -278,6 +278,10 @@ func serve(cfg config.Config, src configSource, stderr io.Writer) error {
 	if err := srv.Recover(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	// After recovery, whose CPU a walk of every container's writable
+	// layer would take: a restart hands out the figures the last process
+	// kept (younger than a minute) and refreshes them in the background.
+	go imageSvc.WarmUsage(ctx)
 	// After recovery, so a plugin's first synchronisation sees every pod.
 	if err := nriHost.Start(srv.NRIRuntime()); err != nil {
 		return err
