@@ -357,7 +357,11 @@ func TestRecoverServesBeforeNetworkGC(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	during := ts.network.all()
-	for _, c := range during[slices.Index(during, "gc keep "+old):] {
+	gcStart := slices.Index(during, "gc keep "+old)
+	if gcStart < 0 {
+		t.Fatalf("network calls %v: no GC keeping %s", during, old)
+	}
+	for _, c := range during[gcStart:] {
 		if strings.HasPrefix(c, "setup ") || strings.HasPrefix(c, "teardown ") {
 			t.Fatalf("network calls %v: %q came while the GC ran", ts.network.all(), c)
 		}

@@ -206,7 +206,7 @@ func (s *Server) setupNetwork(ctx context.Context, p *podPlan) error {
 		return nil
 	}
 	if err := s.awaitNetworkGC(ctx); err != nil {
-		return err
+		return fmt.Errorf("set up network of sandbox %q: %w", p.id, err)
 	}
 	pn := podNetwork(p.rec)
 	res, err := s.network.Setup(ctx, pn)

@@ -51,7 +51,7 @@ func (s *Server) stopSandbox(ctx context.Context, sb store.Sandbox) error {
 	}
 	if !sb.Status.NetworkDown && sb.Status.Pod.NetNS != "" {
 		if err := s.awaitNetworkGC(ctx); err != nil {
-			return err
+			return fmt.Errorf("tear down network of sandbox %q: %w", sb.ID, err)
 		}
 		if err := s.network.Teardown(ctx, podNetwork(sb)); err != nil {
 			return fmt.Errorf("tear down network of sandbox %q: %w", sb.ID, err)
