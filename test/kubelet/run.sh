@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make kubelet-e2e: a real kubelet (standalone, static pods) drives a real
-# berthd through the kubelet kit's pod lifecycle checks, then berth's own
+# berthd through the kubelet kit's pod lifecycle checks (with the generic
+# PLEG, then with EventedPLEG), then berth's own
 # scenarios under test/kubelet. Exits non-zero when a check fails or the run
 # leaves anything behind.
 set -uo pipefail
@@ -8,6 +9,21 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 shared=${SHARED_DIR:-$top/../shared}
 BERTH_BIN=${BERTH_BIN:-$top/bin}
 . "$top/test/lib/daemon.sh"
+
+# evented_pleg_check reads a kubelet log of a run with EventedPLEG: the
+# events stream must have been used and never failed.
+evented_pleg_check() {
+  local log=$1 used bad
+  [ -f "$log" ] || { echo "FAIL evented-pleg: no kubelet log at $log"; return 1; }
+  used=$(grep -c 'Evented PLEG: requested pod relist after container termination' "$log")
+  bad=$(grep -E 'Evented PLEG: (failed to get container events|disabling container-termination|received ContainerEventResponse with nil)' "$log" | head -5)
+  if [ "$used" -eq 0 ] || [ -n "$bad" ]; then
+    echo "FAIL evented-pleg: $used relists asked for from berth's container events${bad:+; stream errors:}"
+    [ -n "$bad" ] && echo "$bad"
+    return 1
+  fi
+  echo "PASS evented-pleg: $used relists asked for from berth's container events, no stream error"
+}
 
 certs=$("$shared/conformance/setup" | tail -n 1) || { echo "conformance kit setup failed"; exit 1; }
 "$shared/kubelet/setup" >/dev/null || { echo "kubelet kit setup failed"; exit 1; }
@@ -20,6 +36,20 @@ berth_start kube 10.237.0.0/24 "$certs" || exit 1
 trap 'berth_cleanup' EXIT
 "$shared/kubelet/e2e" "unix://$BERTH_SOCK"
 rc=$?
+# The same checks with kubelet's Evented PLEG (issue 24). The kit passes
+# even when kubelet gives up on the event stream (it still relists every
+# second), so kubelet's log must also show berth's events used: a relist
+# asked for when a container ended, and no stream error or fallback.
+evented=$(mktemp -d /tmp/berth-evented.XXXXXX)
+echo "kubelet kit with EventedPLEG=true"
+if ! WORK_DIR=$evented KEEP=1 KUBELET_V=4 KUBELET_FEATURE_GATES=EventedPLEG=true \
+    "$shared/kubelet/e2e" "unix://$BERTH_SOCK"; then
+  rc=1
+fi
+if ! evented_pleg_check "$evented"/kubelet-e2e.*/kubelet.log; then
+  rc=1
+fi
+rm -rf --one-file-system "$evented"
 berth_remove_all
 berth_stop
 if ! berth_leaks; then
