@@ -45,7 +45,7 @@ type testRegistry struct {
 	delay    time.Duration
 }
 
-func newRegistry(t *testing.T) *testRegistry {
+func newRegistry(t testing.TB) *testRegistry {
 	t.Helper()
 	r := &testRegistry{blobGets: map[string]int{}, corrupt: map[string]bool{}}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
@@ -110,7 +110,7 @@ func (r *testRegistry) setCorrupt(h v1.Hash) {
 }
 
 // push writes img as host/repoTag and returns its manifest digest.
-func (r *testRegistry) push(t *testing.T, repoTag string, img v1.Image) v1.Hash {
+func (r *testRegistry) push(t testing.TB, repoTag string, img v1.Image) v1.Hash {
 	t.Helper()
 	ref, err := name.ParseReference(r.host+"/"+repoTag, name.Insecure)
 	if err != nil {
@@ -145,7 +145,7 @@ type ent struct {
 	mode             int64
 }
 
-func mkTar(t *testing.T, ents ...ent) []byte {
+func mkTar(t testing.TB, ents ...ent) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -176,12 +176,12 @@ func mkTar(t *testing.T, ents ...ent) []byte {
 	return buf.Bytes()
 }
 
-func layer(t *testing.T, ents ...ent) v1.Layer {
+func layer(t testing.TB, ents ...ent) v1.Layer {
 	t.Helper()
 	return layerWith(t, nil, ents...)
 }
 
-func layerWith(t *testing.T, opts []tarball.LayerOption, ents ...ent) v1.Layer {
+func layerWith(t testing.TB, opts []tarball.LayerOption, ents ...ent) v1.Layer {
 	t.Helper()
 	data := mkTar(t, ents...)
 	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
@@ -197,7 +197,7 @@ func zstdLayer(t *testing.T, ents ...ent) v1.Layer {
 	return layerWith(t, []tarball.LayerOption{tarball.WithCompression(compression.ZStd)}, ents...)
 }
 
-func image(t *testing.T, cfg v1.Config, layers ...v1.Layer) v1.Image {
+func image(t testing.TB, cfg v1.Config, layers ...v1.Layer) v1.Image {
 	t.Helper()
 	img, err := mutate.AppendLayers(empty.Image, layers...)
 	if err != nil {
@@ -234,7 +234,7 @@ type env struct {
 	db   *bolt.DB
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	root := t.TempDir()
 	db, err := bolt.Open(filepath.Join(root, "meta.db"), 0o600, nil)

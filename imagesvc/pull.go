@@ -312,7 +312,7 @@ func (s *Service) pullFrom(ctx context.Context, src source, top resolved, n name
 	}
 	img.Blobs = sortedUnique(allBlobs)
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		img, err = storePulled(tx, img, n.tag, n.repoDigest)
+		img, err = s.storePulled(tx, img, n.tag, n.repoDigest)
 		return err
 	})
 	if err != nil {

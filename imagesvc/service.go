@@ -152,6 +152,8 @@ type Service struct {
 	// mountpoint is Mountpoint(root), looked up once: it reads the whole
 	// mount table, 10-20 ms on a node with 250 pods' mounts.
 	mountpoint func() string
+	// tags serves RepoTags.
+	tags tagCache
 }
 
 // New opens the image service, creating its directories and buckets.
@@ -302,7 +304,7 @@ func (s *Service) Remove(ctx context.Context, refOrID string) error {
 		if err != nil {
 			return err
 		}
-		removed, err = deleteImage(tx, id)
+		removed, err = s.deleteImage(tx, id)
 		return err
 	})
 	if err != nil {

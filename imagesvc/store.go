@@ -68,7 +68,10 @@ func getImage(tx *bolt.Tx, id string) (Image, error) {
 	return rec.Image, nil
 }
 
-func putImage(tx *bolt.Tx, img Image) error {
+// putImage writes img's record; RepoTags forgets what it kept once the
+// write is committed.
+func (s *Service) putImage(tx *bolt.Tx, img Image) error {
+	tx.OnCommit(s.tags.changed)
 	v, err := json.Marshal(imageRecord{Version: recordVersion, Image: img})
 	if err != nil {
 		return fmt.Errorf("encode image %q: %w", img.ID, err)
@@ -92,7 +95,7 @@ func listImages(tx *bolt.Tx) ([]Image, error) {
 // storePulled records a pulled image under tag and repoDigest (either may be ""),
 // merging with an existing record of the same ID. A tag that pointed at
 // another image moves: that image loses it (and keeps its other names).
-func storePulled(tx *bolt.Tx, img Image, tag, repoDigest string) (Image, error) {
+func (s *Service) storePulled(tx *bolt.Tx, img Image, tag, repoDigest string) (Image, error) {
 	names := tx.Bucket(bucketNames)
 	if old, err := getImage(tx, img.ID); err == nil {
 		img.RepoTags, img.RepoDigests = old.RepoTags, old.RepoDigests
@@ -105,7 +108,7 @@ func storePulled(tx *bolt.Tx, img Image, tag, repoDigest string) (Image, error) 
 	}
 	if tag != "" {
 		if prev := names.Get([]byte(tag)); prev != nil && string(prev) != img.ID {
-			if err := dropName(tx, string(prev), tag); err != nil {
+			if err := s.dropName(tx, string(prev), tag); err != nil {
 				return Image{}, err
 			}
 		}
@@ -115,10 +118,10 @@ func storePulled(tx *bolt.Tx, img Image, tag, repoDigest string) (Image, error) 
 		img.RepoTags = addName(img.RepoTags, tag)
 	}
 	if repoDigest == "" { // loaded from an archive with no registry name
-		return img, putImage(tx, img)
+		return img, s.putImage(tx, img)
 	}
 	if prev := names.Get([]byte(repoDigest)); prev != nil && string(prev) != img.ID {
-		if err := dropName(tx, string(prev), repoDigest); err != nil {
+		if err := s.dropName(tx, string(prev), repoDigest); err != nil {
 			return Image{}, err
 		}
 	}
@@ -126,7 +129,7 @@ func storePulled(tx *bolt.Tx, img Image, tag, repoDigest string) (Image, error) 
 		return Image{}, err
 	}
 	img.RepoDigests = addName(img.RepoDigests, repoDigest)
-	return img, putImage(tx, img)
+	return img, s.putImage(tx, img)
 }
 
 func addName(list []string, n string) []string {
@@ -137,7 +140,7 @@ func addName(list []string, n string) []string {
 }
 
 // dropName removes name from image id's record.
-func dropName(tx *bolt.Tx, id, name string) error {
+func (s *Service) dropName(tx *bolt.Tx, id, name string) error {
 	img, err := getImage(tx, id)
 	if err != nil {
 		return err
@@ -145,11 +148,12 @@ func dropName(tx *bolt.Tx, id, name string) error {
 	del := func(s string) bool { return s == name }
 	img.RepoTags = slices.DeleteFunc(img.RepoTags, del)
 	img.RepoDigests = slices.DeleteFunc(img.RepoDigests, del)
-	return putImage(tx, img)
+	return s.putImage(tx, img)
 }
 
 // deleteImage removes image id and every name pointing at it.
-func deleteImage(tx *bolt.Tx, id string) (Image, error) {
+func (s *Service) deleteImage(tx *bolt.Tx, id string) (Image, error) {
+	tx.OnCommit(s.tags.changed)
 	img, err := getImage(tx, id)
 	if err != nil {
 		return Image{}, err
