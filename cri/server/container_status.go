@@ -35,16 +35,25 @@ func containerState(s store.ContainerState) runtime.ContainerState {
 // when the image still carries it, else its first tag (what containerd
 // reports), else what the container was created from.
 func (s *Server) statusImageName(c store.Container) string {
-	img, err := s.images.Get(context.Background(), c.ImageID)
-	if err != nil || len(img.RepoTags) == 0 {
+	tags, err := s.images.RepoTags(context.Background(), c.ImageID)
+	if err != nil || len(tags) == 0 {
 		return c.Image
 	}
 	for _, name := range []string{c.Config.GetImage().GetUserSpecifiedImage(), c.Image} {
-		if r, err := reference.Parse(name); err == nil && slices.Contains(img.RepoTags, r.TagRef()) {
+		// kubelet creates from the image ID: no tag to find, and parsing
+		// it (or "") costs more than the rest of the status.
+		if name == "" || strings.HasPrefix(name, "sha256:") {
+			continue
+		}
+		// Tags are kept normalised: a name that is one needs no parse.
+		if slices.Contains(tags, name) {
+			return name
+		}
+		if r, err := reference.Parse(name); err == nil && slices.Contains(tags, r.TagRef()) {
 			return r.TagRef()
 		}
 	}
-	return img.RepoTags[0]
+	return tags[0]
 }
 
 func (s *Server) containerStatus(c store.Container) *runtime.ContainerStatus {

@@ -150,6 +150,11 @@ func (f *fakeImages) Get(ctx context.Context, ref string) (imagesvc.Image, error
 	return img, nil
 }
 
+func (f *fakeImages) RepoTags(ctx context.Context, id string) ([]string, error) {
+	img, err := f.Get(ctx, id)
+	return img.RepoTags, err
+}
+
 func (f *fakeImages) List(ctx context.Context) ([]imagesvc.Image, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -50,6 +50,9 @@ var _ Sandboxes = (*sandbox.Controller)(nil)
 type Images interface {
 	Pull(ctx context.Context, ref string, auth *imagesvc.Auth) (imagesvc.Image, error)
 	Get(ctx context.Context, refOrID string) (imagesvc.Image, error)
+	// RepoTags is Get(ctx, id).RepoTags for an image ID, cheap enough for
+	// every container status.
+	RepoTags(ctx context.Context, id string) ([]string, error)
 	List(ctx context.Context) ([]imagesvc.Image, error)
 	Remove(ctx context.Context, refOrID string) error
 	PrepareRootfs(ctx context.Context, containerID, imageID, target string) error
