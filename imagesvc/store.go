@@ -145,7 +145,7 @@ func (s *Service) dropName(tx *bolt.Tx, id, name string) error {
 	if err != nil {
 		return err
 	}
-	del := func(s string) bool { return s == name }
+	del := func(n string) bool { return n == name }
 	img.RepoTags = slices.DeleteFunc(img.RepoTags, del)
 	img.RepoDigests = slices.DeleteFunc(img.RepoDigests, del)
 	return s.putImage(tx, img)
