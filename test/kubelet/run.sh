@@ -33,7 +33,10 @@ exec 9>/tmp/berth-kubelet.lock
 flock 9
 kubepods_note
 berth_start kube 10.237.0.0/24 "$certs" || exit 1
-trap 'berth_cleanup' EXIT
+# The EventedPLEG run keeps its kit work dir for the log check; an
+# interrupted run must not leave it behind.
+evented=
+trap 'berth_cleanup; [ -z "$evented" ] || rm -rf --one-file-system "$evented"' EXIT
 "$shared/kubelet/e2e" "unix://$BERTH_SOCK"
 rc=$?
 # The same checks with kubelet's Evented PLEG (issue 24). The kit passes
