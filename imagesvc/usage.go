@@ -28,6 +28,14 @@ const (
 	containerUsageMaxAge  = time.Minute
 	// usageWalkTimeout bounds a background walk.
 	usageWalkTimeout = time.Minute
+	// refreshDelay is how long after the call that found a figure old its
+	// background walk starts. Started at once, the walk ran beside the
+	// sending of that call's answer: ImageFsInfo at p50 1.13-1.61 ms, and
+	// 0.46 ms with the walk 100 ms later (full-node bench, N = 10, 2 CPUs),
+	// though it walks only a few hundred inodes there. kubelet asks for
+	// the figure again seconds later; whichever call the later walk runs
+	// beside is one at random, not the one whose answer it delays.
+	refreshDelay = 100 * time.Millisecond
 )
 
 // usageCache keeps the last walk of a set of directories. A walk lstats
@@ -86,7 +94,7 @@ func (c *usageCache) get(ctx context.Context, walk func(context.Context) (FsUsag
 	if c.valid && c.atGen == g && age < c.maxAge {
 		if c.refresh > 0 && age >= c.refresh && !c.refreshing {
 			c.refreshing = true
-			go c.walkInBackground(g, walk)
+			time.AfterFunc(refreshDelay, func() { c.walkInBackground(g, walk) })
 		}
 		return c.u, nil
 	}
