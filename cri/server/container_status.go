@@ -121,34 +121,41 @@ func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container
 	all := f.GetId() == "" && f.GetPodSandboxId() == "" && f.GetState() == nil && len(f.GetLabelSelector()) == 0
 	s.items.mu.Lock()
 	defer s.items.mu.Unlock()
-	out := walkItems(&s.items.containers, all, s.store.EachContainer,
-		func(c *store.Container) string { return c.ID },
-		func(c *store.Container) bool {
-			return (f.GetId() == "" || strings.HasPrefix(c.ID, f.GetId())) &&
-				(f.GetPodSandboxId() == "" || strings.HasPrefix(c.SandboxID, f.GetPodSandboxId())) &&
-				(f.GetState() == nil || f.GetState().GetState() == containerState(c.Status.State)) &&
-				matchLabels(f.GetLabelSelector(), c.Labels)
-		},
-		func(it *runtime.Container, c *store.Container) bool {
-			return it.State == containerState(c.Status.State) && it.CreatedAt == c.CreatedAt
-		},
-		func(c *store.Container) *runtime.Container {
-			return &runtime.Container{
-				Id:           c.ID,
-				PodSandboxId: c.SandboxID,
-				Metadata:     &runtime.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt},
-				Image:        &runtime.ImageSpec{Image: c.Image},
-				ImageRef:     c.ImageRef,
-				ImageId:      c.ImageID,
-				State:        containerState(c.Status.State),
-				CreatedAt:    c.CreatedAt,
-				Labels:       c.Labels,
-				Annotations:  c.Annotations,
-			}
-		})
-	out = slices.DeleteFunc(out, func(c *runtime.Container) bool { return s.creating.has(c.Id) })
-	slices.SortFunc(out, func(a, b *runtime.Container) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
-	return out
+	list := func() []*runtime.Container {
+		out := walkItems(&s.items.containers, all, s.store.EachContainer,
+			func(c *store.Container) string { return c.ID },
+			func(c *store.Container) bool {
+				return (f.GetId() == "" || strings.HasPrefix(c.ID, f.GetId())) &&
+					(f.GetPodSandboxId() == "" || strings.HasPrefix(c.SandboxID, f.GetPodSandboxId())) &&
+					(f.GetState() == nil || f.GetState().GetState() == containerState(c.Status.State)) &&
+					matchLabels(f.GetLabelSelector(), c.Labels)
+			},
+			func(it *runtime.Container, c *store.Container) bool {
+				return it.State == containerState(c.Status.State) && it.CreatedAt == c.CreatedAt
+			},
+			func(c *store.Container) *runtime.Container {
+				return &runtime.Container{
+					Id:           c.ID,
+					PodSandboxId: c.SandboxID,
+					Metadata:     &runtime.ContainerMetadata{Name: c.Metadata.Name, Attempt: c.Metadata.Attempt},
+					Image:        &runtime.ImageSpec{Image: c.Image},
+					ImageRef:     c.ImageRef,
+					ImageId:      c.ImageID,
+					State:        containerState(c.Status.State),
+					CreatedAt:    c.CreatedAt,
+					Labels:       c.Labels,
+					Annotations:  c.Annotations,
+				}
+			})
+		out = slices.DeleteFunc(out, func(c *runtime.Container) bool { return s.creating.has(c.Id) })
+		slices.SortFunc(out, func(a, b *runtime.Container) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
+		return out
+	}
+	if !all {
+		return list()
+	}
+	_, gen := s.store.Generations()
+	return s.items.containers.unfiltered(listKey{gen, s.creating.version()}, list)
 }
 
 // ListContainers lists containers matching the filter.

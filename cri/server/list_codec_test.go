@@ -66,10 +66,13 @@ func TestListCodecAnswers(t *testing.T) {
 	}
 	check("first relist", nil, &runtime.ContainerFilter{})
 	check("second relist", nil, &runtime.ContainerFilter{})
-	for _, e := range s.items.sandboxes {
+	for _, e := range s.items.sandboxes.byID {
 		if !e.encoded {
 			t.Fatalf("sandbox %s listed twice and its encoding not kept", e.pb.Id)
 		}
+	}
+	if s.items.sandboxes.allEnc == nil || s.items.containers.allEnc == nil {
+		t.Fatal("the unfiltered answers were sent twice and their encodings not kept")
 	}
 
 	pod := fmt.Sprintf("%064x", 1)

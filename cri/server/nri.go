@@ -59,6 +59,9 @@ func (s *Server) NRIRuntime() nri.Runtime { return nriRuntime{s} }
 type inFlight struct {
 	mu  sync.Mutex
 	ids map[string]struct{}
+	// gen counts the changes of ids, so that a list made while it was at
+	// one count is known to hide the same objects while it still is.
+	gen uint64
 }
 
 // add marks id in flight until the returned func is called.
@@ -69,11 +72,20 @@ func (f *inFlight) add(id string) func() {
 		f.ids = map[string]struct{}{}
 	}
 	f.ids[id] = struct{}{}
+	f.gen++
 	return func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		delete(f.ids, id)
+		f.gen++
 	}
+}
+
+// version returns the count of changes of the set.
+func (f *inFlight) version() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gen
 }
 
 func (f *inFlight) has(id string) bool {

@@ -73,30 +73,37 @@ func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbo
 	all := f.GetId() == "" && f.GetState() == nil && len(f.GetLabelSelector()) == 0
 	s.items.mu.Lock()
 	defer s.items.mu.Unlock()
-	out := walkItems(&s.items.sandboxes, all, s.store.EachSandbox,
-		func(sb *store.Sandbox) string { return sb.ID },
-		func(sb *store.Sandbox) bool {
-			return (f.GetId() == "" || strings.HasPrefix(sb.ID, f.GetId())) &&
-				(f.GetState() == nil || f.GetState().GetState() == podState(sb.Status.State)) &&
-				matchLabels(f.GetLabelSelector(), sb.Labels)
-		},
-		func(it *runtime.PodSandbox, sb *store.Sandbox) bool {
-			return it.State == podState(sb.Status.State) && it.CreatedAt == sb.CreatedAt
-		},
-		func(sb *store.Sandbox) *runtime.PodSandbox {
-			return &runtime.PodSandbox{
-				Id:             sb.ID,
-				Metadata:       podMetadata(*sb),
-				State:          podState(sb.Status.State),
-				CreatedAt:      sb.CreatedAt,
-				Labels:         sb.Labels,
-				Annotations:    sb.Annotations,
-				RuntimeHandler: sb.RuntimeHandler,
-			}
-		})
-	out = slices.DeleteFunc(out, func(p *runtime.PodSandbox) bool { return s.creating.has(p.Id) })
-	slices.SortFunc(out, func(a, b *runtime.PodSandbox) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
-	return out
+	list := func() []*runtime.PodSandbox {
+		out := walkItems(&s.items.sandboxes, all, s.store.EachSandbox,
+			func(sb *store.Sandbox) string { return sb.ID },
+			func(sb *store.Sandbox) bool {
+				return (f.GetId() == "" || strings.HasPrefix(sb.ID, f.GetId())) &&
+					(f.GetState() == nil || f.GetState().GetState() == podState(sb.Status.State)) &&
+					matchLabels(f.GetLabelSelector(), sb.Labels)
+			},
+			func(it *runtime.PodSandbox, sb *store.Sandbox) bool {
+				return it.State == podState(sb.Status.State) && it.CreatedAt == sb.CreatedAt
+			},
+			func(sb *store.Sandbox) *runtime.PodSandbox {
+				return &runtime.PodSandbox{
+					Id:             sb.ID,
+					Metadata:       podMetadata(*sb),
+					State:          podState(sb.Status.State),
+					CreatedAt:      sb.CreatedAt,
+					Labels:         sb.Labels,
+					Annotations:    sb.Annotations,
+					RuntimeHandler: sb.RuntimeHandler,
+				}
+			})
+		out = slices.DeleteFunc(out, func(p *runtime.PodSandbox) bool { return s.creating.has(p.Id) })
+		slices.SortFunc(out, func(a, b *runtime.PodSandbox) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
+		return out
+	}
+	if !all {
+		return list()
+	}
+	gen, _ := s.store.Generations()
+	return s.items.sandboxes.unfiltered(listKey{gen, s.creating.version()}, list)
 }
 
 // ListPodSandbox lists sandboxes matching the filter.

@@ -204,22 +204,6 @@ type Server struct {
 	items listItems
 }
 
-// listItems keeps the list item last made for each sandbox and container.
-// kubelet's PLEG lists every sandbox and container each second, and an
-// item depends only on the part of a record that never changes and on its
-// state, so a relist makes items only for records made or changed since
-// the one before (BenchmarkRelistHandlers, 250 pods: 0.92-1.10 ms a
-// relist making every item, 0.81-0.93 ms reusing them), and the codec
-// (Codec) encodes an item only once. An item is shared by every answer
-// that lists it and never changed once made. A list without a filter
-// replaces the maps, which drops removed records; a filtered one only
-// reads them.
-type listItems struct {
-	mu         sync.Mutex
-	sandboxes  map[string]*listed[*runtime.PodSandbox]
-	containers map[string]*listed[*runtime.Container]
-}
-
 // New validates o and returns a server; call Recover before serving.
 func New(o Options) (*Server, error) {
 	if o.Store == nil || o.Sandboxes == nil || o.Images == nil || o.Network == nil || o.ShimPath == "" {

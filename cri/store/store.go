@@ -35,6 +35,9 @@ type Store struct {
 	// names maps a reserved name (sandbox or container) to the ID that
 	// holds it, so a retried create finds the object that won.
 	names map[string]string
+	// sandboxGen and containerGen count the changes made to each kind of
+	// record (Generations).
+	sandboxGen, containerGen uint64
 }
 
 // Open loads every record from db, migrating records of an older version
@@ -232,6 +235,7 @@ func (s *Store) AddSandbox(sb Sandbox) error {
 	}
 	s.sandboxes[sb.ID] = sb
 	s.names[sb.Name] = sb.ID
+	s.sandboxGen++
 	return nil
 }
 
@@ -272,6 +276,17 @@ func (s *Store) EachSandbox(f func(sb *Sandbox)) {
 	}
 }
 
+// Generations returns how many changes (a record added, its status
+// updated, or removed) the sandbox and the container records have had
+// since the store was opened. A reader that saw the records at one
+// generation knows they are the same while it is unchanged: kubelet's
+// relist asks every second for lists that rarely change.
+func (s *Store) Generations() (sandboxes, containers uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.sandboxGen, s.containerGen
+}
+
 // UpdateSandboxStatus is the one way a sandbox record changes: fn gets a
 // copy of the status and returns the new one, which is persisted before
 // readers see it. An error from fn or from persisting changes nothing.
@@ -296,6 +311,7 @@ func (s *Store) UpdateSandboxStatus(id string, fn func(SandboxStatus) (SandboxSt
 		return Sandbox{}, fmt.Errorf("persist sandbox %q: %w", id, err)
 	}
 	s.sandboxes[id] = sb
+	s.sandboxGen++
 	return sb.clone(), nil
 }
 
@@ -311,6 +327,7 @@ func (s *Store) DeleteSandbox(id string) error {
 		return fmt.Errorf("delete sandbox %q: %w", id, err)
 	}
 	delete(s.sandboxes, id)
+	s.sandboxGen++
 	if s.names[sb.Name] == id {
 		delete(s.names, sb.Name)
 	}
@@ -343,6 +360,7 @@ func (s *Store) AddContainer(c Container) error {
 	}
 	s.containers[c.ID] = c
 	s.names[c.Name] = c.ID
+	s.containerGen++
 	return nil
 }
 
@@ -418,6 +436,7 @@ func (s *Store) UpdateContainerStatus(id string, fn func(ContainerStatus) (Conta
 		return Container{}, fmt.Errorf("persist container %q: %w", id, err)
 	}
 	s.containers[id] = c
+	s.containerGen++
 	return c.clone(), nil
 }
 
@@ -433,6 +452,7 @@ func (s *Store) DeleteContainer(id string) error {
 		return fmt.Errorf("delete container %q: %w", id, err)
 	}
 	delete(s.containers, id)
+	s.containerGen++
 	if s.names[c.Name] == id {
 		delete(s.names, c.Name)
 	}

@@ -449,3 +449,67 @@ func kubeletNode(tb testing.TB) string {
 func BenchmarkOpenKubeletNode(b *testing.B) {
 	benchOpen(b, kubeletNode(b))
 }
+
+// Every change of a record moves its kind's generation, and nothing else
+// does: a failed update, a read, or removing what is not there.
+func TestGenerations(t *testing.T) {
+	s, err := Open(openDB(t, filepath.Join(t.TempDir(), "m.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbGen, ctrGen := s.Generations()
+	step := func(what string, wantSb, wantCtr bool) {
+		t.Helper()
+		sb, ctr := s.Generations()
+		if (sb != sbGen) != wantSb || (ctr != ctrGen) != wantCtr {
+			t.Fatalf("%s: generations %d/%d -> %d/%d, want sandboxes changed %v, containers %v", what, sbGen, ctrGen, sb, ctr, wantSb, wantCtr)
+		}
+		sbGen, ctrGen = sb, ctr
+	}
+	if err := s.AddSandbox(Sandbox{SandboxMeta: SandboxMeta{ID: "p", Name: "pn"}}); err != nil {
+		t.Fatal(err)
+	}
+	step("add sandbox", true, false)
+	if err := s.AddContainer(Container{ContainerMeta: ContainerMeta{ID: "c", SandboxID: "p", Name: "cn"}}); err != nil {
+		t.Fatal(err)
+	}
+	step("add container", false, true)
+	if err := s.AddContainer(Container{ContainerMeta: ContainerMeta{ID: "c", SandboxID: "p", Name: "cn2"}}); err == nil {
+		t.Fatal("a second container under one ID was added")
+	}
+	step("add a duplicate container", false, false)
+	_, _ = s.Container("c")
+	s.EachContainer(func(*Container) {})
+	step("read", false, false)
+	boom := errors.New("boom")
+	if _, err := s.UpdateContainerStatus("c", func(st ContainerStatus) (ContainerStatus, error) { return st, boom }); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	step("failed container update", false, false)
+	if _, err := s.UpdateContainerStatus("c", func(st ContainerStatus) (ContainerStatus, error) {
+		st.State = ContainerExited
+		return st, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	step("container update", false, true)
+	if _, err := s.UpdateSandboxStatus("p", func(st SandboxStatus) (SandboxStatus, error) {
+		st.State = SandboxNotReady
+		return st, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	step("sandbox update", true, false)
+	if err := s.DeleteContainer("c"); err != nil {
+		t.Fatal(err)
+	}
+	step("delete container", false, true)
+	if err := s.DeleteContainer("c"); err != nil {
+		t.Fatal(err)
+	}
+	step("delete a missing container", false, false)
+	if err := s.DeleteSandbox("p"); err != nil {
+		t.Fatal(err)
+	}
+	step("delete sandbox", true, false)
+}
