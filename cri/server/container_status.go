@@ -151,11 +151,10 @@ func (s *Server) listContainers(f *runtime.ContainerFilter) []*runtime.Container
 		slices.SortFunc(out, func(a, b *runtime.Container) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
 		return out
 	}
-	if !all {
-		return list()
-	}
-	_, gen := s.store.Generations()
-	return s.items.containers.unfiltered(listKey{gen, s.creating.version()}, list)
+	return s.items.containers.answer(all, func() listKey {
+		_, gen := s.store.Generations()
+		return listKey{gen, s.creating.version()}
+	}, list)
 }
 
 // ListContainers lists containers matching the filter.

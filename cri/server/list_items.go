@@ -11,9 +11,8 @@ import (
 // kubelet's PLEG lists every sandbox and container each second, and an
 // item depends only on the part of a record that never changes and on its
 // state, so a relist makes items only for records made or changed since
-// the one before (BenchmarkRelistHandlers, 250 pods: 0.92-1.10 ms a
-// relist making every item, 0.81-0.93 ms reusing them), and the codec
-// (Codec) encodes an item only once. An item is shared by every answer
+// the one before (BenchmarkRelistHandlers), and the codec (Codec)
+// encodes an item only once. An item is shared by every answer
 // that lists it and never changed once made. A list without a filter
 // replaces the maps, which drops removed records; a filtered one only
 // reads them.
@@ -46,16 +45,20 @@ type itemCache[T proto.Message] struct {
 // records (store.Generations) and of the in-flight set (inFlight.version).
 type listKey struct{ records, creating uint64 }
 
-// unfiltered returns the kept unfiltered answer when it was made at key,
-// else the one list makes, which it keeps. The caller holds listItems.mu,
-// and reads key before list walks the records: a change in between makes
-// the kept answer newer than its key, never older, so the next call only
-// makes it again.
-func (c *itemCache[T]) unfiltered(key listKey, list func() []T) []T {
-	if c.made && c.key == key {
+// answer returns list's answer. An unfiltered one (all) is the kept
+// answer when that was made at key, else the one list makes, which is
+// kept. The caller holds listItems.mu; key is read before list walks the
+// records, so a change in between makes the kept answer newer than its
+// key, never older, and the next call only makes it again.
+func (c *itemCache[T]) answer(all bool, key func() listKey, list func() []T) []T {
+	if !all {
+		return list()
+	}
+	k := key()
+	if c.made && c.key == k {
 		return c.all
 	}
-	c.all, c.key, c.made, c.allSent, c.allEnc = list(), key, true, false, nil
+	c.all, c.key, c.made, c.allSent, c.allEnc = list(), k, true, false, nil
 	return c.all
 }
 

@@ -99,11 +99,10 @@ func (s *Server) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandbo
 		slices.SortFunc(out, func(a, b *runtime.PodSandbox) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
 		return out
 	}
-	if !all {
-		return list()
-	}
-	gen, _ := s.store.Generations()
-	return s.items.sandboxes.unfiltered(listKey{gen, s.creating.version()}, list)
+	return s.items.sandboxes.answer(all, func() listKey {
+		gen, _ := s.store.Generations()
+		return listKey{gen, s.creating.version()}
+	}, list)
 }
 
 // ListPodSandbox lists sandboxes matching the filter.
