@@ -61,6 +61,7 @@ type params struct {
 	NodePods       string
 	Steady         time.Duration
 	NodeRestarts   int
+	NodeBusy       bool
 	Churn          int
 	Kubelet        string
 	PlegPods       int
@@ -99,6 +100,7 @@ func parseFlags(args []string) (params, error) {
 	fs.IntVar(&p.CritestRounds, "critest-rounds", 2, "critest -benchmark runs per runtime, alternating which runtime goes first")
 	fs.StringVar(&p.NodePods, "node-pods", "10,110,250", "pod counts N of the full-node scenario (a third of the pods with three containers)")
 	fs.IntVar(&p.NodeRestarts, "node-restarts", 1, "recoveries after SIGKILL the full-node scenario times at each N")
+	fs.BoolVar(&p.NodeBusy, "node-busy", false, "full-node pods fork a sleep every second (at 250 pods they keep 2 cores busy) instead of idling")
 	fs.DurationVar(&p.Steady, "steady", time.Minute, "full-node steady state: kubelet's polling replayed this long (after a third of it idle)")
 	fs.IntVar(&p.Churn, "churn", 10000, "container lifecycles per runtime of the churn scenario")
 	fs.StringVar(&p.Kubelet, "kubelet", "/usr/local/bin/kubelet", "kubelet binary of the pleg scenario (../shared/kubelet/setup builds it)")
@@ -181,7 +183,7 @@ func run(ctx context.Context, p params, log *slog.Logger) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("bench registry: %w", err)
 	}
-	b := &bench{res: newResults(), image: im.Busybox, log: log, floorDir: e.Dir, stopTimeout: p.StopTimeout, nodeRestarts: p.NodeRestarts}
+	b := &bench{res: newResults(), image: im.Busybox, log: log, floorDir: e.Dir, stopTimeout: p.StopTimeout, nodeRestarts: p.NodeRestarts, nodeBusy: p.NodeBusy}
 	if p.KeepLogs != "" {
 		defer keepLogs(e.Dir, p.KeepLogs, log)
 	}
@@ -365,7 +367,7 @@ func (b *bench) report(p params, started time.Time, im *images) *Report {
 			"iterations": p.Iterations, "exec_iterations": p.ExecIterations, "floor_iterations": p.FloorIter,
 			"pods": p.Pods, "rounds": p.Rounds, "lifecycles": p.Lifecycles, "pulls": p.Pulls,
 			"pull_mb": p.PullMB, "pull_layers": p.PullLayers, "critest_samples": p.CritestSamples, "critest_rounds": p.CritestRounds, "quick": p.Quick, "subnet": p.Subnet,
-			"node_pods": p.NodePods, "node_restarts": p.NodeRestarts, "pleg_pods": p.PlegPods, "steady": p.Steady.String(), "churn": p.Churn, "churn_traced": p.ChurnTraced,
+			"node_pods": p.NodePods, "node_restarts": p.NodeRestarts, "node_busy": p.NodeBusy, "pleg_pods": p.PlegPods, "steady": p.Steady.String(), "churn": p.Churn, "churn_traced": p.ChurnTraced,
 			"stop_timeout_s": p.StopTimeout, "berth_handler": p.BerthHandler, "daemon_log_level": p.DaemonLog, "pause_image_from": im.PauseSrc,
 		},
 		Metrics: b.res.summarize(),
@@ -376,8 +378,8 @@ func (b *bench) report(p params, started time.Time, im *images) *Report {
 	rep.Notes = append(rep.Notes,
 		fmt.Sprintf("N=%d pods in the concurrent and memory rows; lifecycles=%d; big image %d MiB in %d layers",
 			p.Pods, p.Lifecycles, p.PullMB, p.PullLayers),
-		fmt.Sprintf("node rows: one runtime at a time holds N pods (every third with 3 containers); steady state %s of kubelet's polling after %s idle; churn %d lifecycles, %d more under strace",
-			p.Steady, p.Steady/3, p.Churn, p.ChurnTraced),
+		fmt.Sprintf("node rows: one runtime at a time holds N pods (every third with 3 containers) whose containers %s; steady state %s of kubelet's polling after %s idle; churn %d lifecycles, %d more under strace",
+			nodeWorkloadNote(p.NodeBusy), p.Steady, p.Steady/3, p.Churn, p.ChurnTraced),
 		"ratio = berth p50 / the better p50 of containerd 1.6 and 2.x (named in 'vs'); floor = the same work by runc and the CNI plugins alone",
 		"critest rows: cri-tools' own benchmark specs (critest -benchmark), serial, sample counts in params")
 	return rep

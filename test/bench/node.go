@@ -141,6 +141,9 @@ func (b *bench) startNodePod(ctx context.Context, t *target, name string, contai
 	for c := range containers {
 		cc := containerConfig(b.image, nodeContainerNames[c]+".log", 0)
 		cc.Metadata.Name = nodeContainerNames[c]
+		if !b.nodeBusy {
+			cc.Command = idleWorkload
+		}
 		cid, err := t.rt.CreateContainer(ctx, p.id, cc, cfg)
 		if err == nil {
 			p.ctrs = append(p.ctrs, cid)

@@ -45,6 +45,9 @@ type bench struct {
 	floorDir string
 	// nodeRestarts is how many times the node scenario times a recovery.
 	nodeRestarts int
+	// nodeBusy gives the node scenario's containers the forking workload
+	// instead of the idle one.
+	nodeBusy bool
 }
 
 // alternate runs fn n times for each target, alternating which runtime goes

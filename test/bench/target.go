@@ -293,6 +293,23 @@ func nsOptions() *runtimeapi.NamespaceOption {
 // handler is installed, so a stop is never sent before.
 var workload = []string{"sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 1 & wait; done"}
 
+// idleWorkload is workload without its fork every second: the full-node
+// scenario's default. 418 containers forking a sleep each second kept this
+// machine's 2 cores at 100% (no idle tick, 240-320 tasks runnable), so
+// every latency and restart it timed was mostly the run queue's; a node's
+// pods mostly wait. TERM still ends it at once: ash's wait returns for a
+// trapped signal, and the orphaned sleep dies with the container's PID
+// namespace.
+var idleWorkload = []string{"sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 3600 & wait; done"}
+
+// nodeWorkloadNote says in the report what the full-node pods ran.
+func nodeWorkloadNote(busy bool) string {
+	if busy {
+		return "fork a sleep every second (-node-busy)"
+	}
+	return "idle (sleep 3600)"
+}
+
 // containerConfig runs the workload, logging to logName in the pod's log dir.
 func containerConfig(image, logName string, attempt int) *runtimeapi.ContainerConfig {
 	return &runtimeapi.ContainerConfig{
