@@ -392,9 +392,7 @@ func spawn(ctx context.Context, o StartOpts) (<-chan struct{}, error) {
 	_ = r.SetReadDeadline(deadline)
 	msg, readErr := io.ReadAll(io.LimitReader(r, 64*1024))
 	if strings.TrimSpace(string(msg)) == readyMsg {
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		return exited, nil
+		return reapWhenExited(cmd), nil
 	}
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
