@@ -72,16 +72,13 @@ func newNetNS(t *testing.T) string {
 	requireRoot(t)
 	pin := filepath.Join(t.TempDir(), "netns")
 	writeFile(t, pin, "", 0o600)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
+	err := onDisposedThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
+			return err
 		}
-		errc <- unix.Mount("/proc/thread-self/ns/net", pin, "", unix.MS_BIND, "")
-	}()
-	if err := <-errc; err != nil {
+		return unix.Mount("/proc/thread-self/ns/net", pin, "", unix.MS_BIND, "")
+	})
+	if err != nil {
 		t.Fatalf("create netns: %v", err)
 	}
 	t.Cleanup(func() { unpinNetNS(t, pin) })
@@ -105,20 +102,37 @@ func unpinNetNS(t *testing.T, pin string) {
 // inNetNS runs fn on a thread inside the namespace pinned at pin.
 func inNetNS(t *testing.T, pin string, fn func() error) error {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies in the netns
+	return onDisposedThread(func() error {
 		fd, err := unix.Open(pin, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
 		defer unix.Close(fd) // read-only fd
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- err
+			return err
+		}
+		return fn()
+	})
+}
+
+// onDisposedThread runs fn on a goroutine locked to a thread that ends
+// with it, for fn to move into another namespace. Go ends such a thread,
+// except the main one, which it cannot end and only parks: left in a
+// test's netns, the parked main thread kept that netns and its veth alive
+// (TestBridgeTeardownAfterNetNSGone failed in a fresh-clone run: the only
+// user of the netns was the test process's main thread). So fn never runs
+// on the main thread: a goroutine that finds itself there holds it while
+// a nested one, necessarily elsewhere, runs fn.
+func onDisposedThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			errc <- onDisposedThread(fn)
+			runtime.UnlockOSThread()
 			return
 		}
-		errc <- fn()
+		errc <- fn() // never unlocked: the thread ends with the goroutine
 	}()
 	return <-errc
 }
