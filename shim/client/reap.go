@@ -19,28 +19,10 @@ import (
 // only then. Where the pidfd cannot be polled, Wait is used.
 func reapWhenExited(cmd *exec.Cmd) <-chan struct{} {
 	exited := make(chan struct{})
-	f, err := pollablePidfd(cmd.Process.Pid)
-	if err != nil {
-		go func() { _ = cmd.Wait(); close(exited) }()
-		return exited
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		_ = f.Close()
-		go func() { _ = cmd.Wait(); close(exited) }()
-		return exited
-	}
 	go func() {
 		defer close(exited)
-		var reaped bool
-		err := rc.Read(func(fd uintptr) bool {
-			reaped = reapPidfd(int(fd))
-			return reaped
-		})
-		_ = f.Close()
-		if err != nil && !reaped {
-			// Not pollable after all: block a thread, as Wait would.
-			_ = cmd.Wait()
+		if !reapPolled(cmd.Process.Pid) {
+			_ = cmd.Wait() // blocks a thread until the exit
 			return
 		}
 		// Closes the pidfd os.Process keeps; the process is gone.
@@ -49,28 +31,46 @@ func reapWhenExited(cmd *exec.Cmd) <-chan struct{} {
 	return exited
 }
 
-// pollablePidfd opens a non-blocking pidfd for pid that the netpoller
-// watches (os.NewFile registers a non-blocking descriptor with it).
-func pollablePidfd(pid int) (*os.File, error) {
+// reapPolled waits in the netpoller for pid to exit and reaps it. It
+// returns false, having reaped nothing, where that cannot be done: no
+// pollable pidfd, or a waitid failure other than "not a child".
+func reapPolled(pid int) bool {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
-		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
+		return false
 	}
-	return os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid)), nil
+	// os.NewFile registers a non-blocking descriptor with the netpoller.
+	f := os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid))
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var done bool
+	var waitErr error
+	err = rc.Read(func(fd uintptr) bool {
+		done, waitErr = reapPidfd(int(fd))
+		// An unexpected failure ends the polling: the pidfd may stay
+		// readable, and polling again would spin.
+		return done || waitErr != nil
+	})
+	return err == nil && done
 }
 
-// reapPidfd reaps the process behind pidfd if it exited and says whether
-// there is nothing left to wait for: reaped now, or not a child to wait
-// for (reaped already). With WNOHANG and nothing to report, the kernel
-// leaves si_signo 0.
-func reapPidfd(pidfd int) bool {
+// reapPidfd reaps the process behind pidfd if it exited. done says there
+// is nothing left to wait for: reaped now, or not a child to wait for
+// (reaped already). With WNOHANG and nothing to report, the kernel leaves
+// si_signo 0; a non-blocking pidfd of a running process gives EAGAIN.
+func reapPidfd(pidfd int) (done bool, err error) {
 	var info unix.Siginfo
-	err := unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED|unix.WNOHANG, nil)
+	err = unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED|unix.WNOHANG, nil)
 	switch {
 	case errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN):
-		return false
+		return false, nil
+	case errors.Is(err, unix.ECHILD):
+		return true, nil
 	case err != nil:
-		return true
+		return false, fmt.Errorf("waitid pidfd %d: %w", pidfd, err)
 	}
-	return info.Signo != 0
+	return info.Signo != 0, nil
 }
