@@ -200,14 +200,14 @@ func (p *Init) startExec(ctx context.Context, c ExecConfig) (_ *Exec, retErr err
 // writeExecProcess writes the container's own process, with the exec's
 // args, terminal and extra env, for the runtime's --process.
 func (p *Init) writeExecProcess(path string, c ExecConfig) error {
-	spec, err := api.ReadSpec(p.bundle)
+	base, err := api.ReadProcess(p.bundle)
 	if err != nil {
 		return fmt.Errorf("bundle of container %q: %w", p.id, err)
 	}
-	if spec.Process == nil {
+	if base == nil {
 		return fmt.Errorf("bundle config of container %q has no process: %w", p.id, errdefs.ErrFailedPrecondition)
 	}
-	proc := *spec.Process
+	proc := *base
 	proc.Args = c.Args
 	proc.Terminal = c.Terminal
 	proc.ConsoleSize = nil

@@ -12,10 +12,9 @@ import (
 // no option of its own for the driver: berthd chose it when it wrote the
 // spec. An unreadable spec reads as false; create then reports it.
 func SystemdCgroupsPath(bundle string) bool {
-	spec, err := api.ReadSpec(bundle)
-	if err != nil || spec.Linux == nil {
+	p, err := api.ReadCgroupsPath(bundle)
+	if err != nil {
 		return false
 	}
-	p := spec.Linux.CgroupsPath
 	return !strings.HasPrefix(p, "/") && strings.Count(p, ":") == 2
 }
