@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"context"
+	"debug/elf"
 	"io"
 	"net/http"
 	"os"
@@ -280,6 +281,10 @@ func TestOpsMakeInstall(t *testing.T) {
 			t.Errorf("%s not installed executable: %v", b, err)
 		}
 	}
+	// One shim runs per container; libc in it costs each ~100 KiB.
+	if interp := elfInterpreter(t, filepath.Join(dest, "usr/local/bin/berth-shim")); interp != "" {
+		t.Errorf("berth-shim is linked dynamically (interpreter %s), want static (CGO_ENABLED=0)", interp)
+	}
 	unit, err := os.ReadFile(filepath.Join(dest, "etc/systemd/system/berth.service"))
 	if err != nil {
 		t.Fatal(err)
@@ -337,4 +342,25 @@ func TestOpsMakeInstall(t *testing.T) {
 	if len(left) > 0 {
 		t.Errorf("uninstall left files behind: %v", left)
 	}
+}
+
+// elfInterpreter is the dynamic loader the ELF binary at path names, ""
+// for a static binary.
+func elfInterpreter(t *testing.T, path string) string {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b, err := io.ReadAll(p.Open())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strings.TrimRight(string(b), "\x00")
+		}
+	}
+	return ""
 }
