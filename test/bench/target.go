@@ -291,7 +291,7 @@ func nsOptions() *runtimeapi.NamespaceOption {
 // workload stops at once on SIGTERM (a PID 1 without a handler would ignore
 // it and every Stop would wait for its timeout); it logs "ready" once its
 // handler is installed, so a stop is never sent before.
-var workload = []string{"sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 1 & wait; done"}
+var workload = sleepLoop(1)
 
 // idleWorkload is workload without its fork every second: the full-node
 // scenario's default. 418 containers forking a sleep each second kept this
@@ -300,7 +300,13 @@ var workload = []string{"sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do
 // pods mostly wait. TERM still ends it at once: ash's wait returns for a
 // trapped signal, and the orphaned sleep dies with the container's PID
 // namespace.
-var idleWorkload = []string{"sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 3600 & wait; done"}
+var idleWorkload = sleepLoop(3600)
+
+// sleepLoop is a shell that forks a sleep of secs seconds and waits for it,
+// forever, under workload's TERM trap.
+func sleepLoop(secs int) []string {
+	return []string{"sh", "-c", fmt.Sprintf("trap 'exit 0' TERM; echo ready; while :; do sleep %d & wait; done", secs)}
+}
 
 // nodeWorkloadNote says in the report what the full-node pods ran.
 func nodeWorkloadNote(busy bool) string {
